@@ -1,0 +1,307 @@
+package downstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+)
+
+// fillAttempts bounds how often a request joins a fill that another
+// credential started and that failed before streaming (the other client may
+// just have had no access).
+const fillAttempts = 3
+
+// serveBlob answers GET and HEAD of a blob: from local storage when this
+// credential may pull this repository and the blob is linked in it, else
+// after the origin confirmed both.
+func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
+	ctx := r.Context()
+	ck := cred(r)
+	local, err := c.local.Repository(ctx, repo)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	blobs := local.Blobs(ctx)
+	if c.decisions.isAllowed(ck, repo.Name()) {
+		if _, err := blobs.Stat(ctx, dgst); err == nil {
+			rl.result = resultHit
+			c.serveLocal(w, r, blobs, dgst)
+			return
+		}
+	}
+	rl.upstream = c.up.host().Host
+
+	// Stored for another repository (or linked here but not yet allowed):
+	// the origin must confirm this repository has it for this credential.
+	_, statErr := c.local.BlobStatter().Stat(ctx, dgst)
+	if statErr == nil || r.Method == http.MethodHead {
+		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: blobPath(repo, dgst), client: r.Header})
+		if err != nil {
+			c.answerUpstreamError(w, r, repo, ck, err, rl)
+			return
+		}
+		resp.Body.Close()
+		c.decisions.allow(ck, repo.Name())
+		if statErr == nil {
+			if err := c.link(ctx, repo, dgst); err != nil {
+				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
+			} else {
+				rl.result = resultHit
+				c.serveLocal(w, r, blobs, dgst)
+				return
+			}
+		}
+		if r.Method == http.MethodHead {
+			// HEAD of an uncached blob: the upstream's answer, so that caches
+			// chained behind this one see what the origin has.
+			rl.result = resultForwarded
+			copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+			w.WriteHeader(resp.StatusCode)
+			return
+		}
+	}
+
+	for attempt := 1; ; attempt++ {
+		var err error
+		c.mu.Lock()
+		f, joined := c.fills[dgst], true
+		if f == nil {
+			joined = false
+			f, err = c.startFill(ctx, repo, dgst, r)
+		} else {
+			f.acquire()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+			return
+		}
+		err = c.joinFill(w, r, f, repo, ck, joined, rl)
+		f.release()
+		var pre preStartError
+		if !errors.As(err, &pre) {
+			return
+		}
+		// The fill failed before a byte was streamed. Its own credential
+		// gets the upstream's answer; another credential tries again.
+		if f.cred == ck || attempt == fillAttempts {
+			c.answerUpstreamError(w, r, repo, ck, pre.err, rl)
+			return
+		}
+	}
+}
+
+// preStartError is a fill that failed before streaming: nothing was written
+// to the client yet, so it may still get an answer of its own.
+type preStartError struct{ err error }
+
+func (e preStartError) Error() string { return e.err.Error() }
+
+// joinFill authorizes the request if the fill's credential is not its own,
+// streams the fill to the client, and links the blob into the client's
+// repository once verified.
+func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo reference.Named, ck credKey, joined bool, rl *requestLog) error {
+	ctx := r.Context()
+	if joined && f.cred != ck && !c.decisions.isAllowed(ck, repo.Name()) {
+		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: blobPath(repo, f.dgst), client: r.Header})
+		if err != nil {
+			c.answerUpstreamError(w, r, repo, ck, err, rl)
+			return err
+		}
+		resp.Body.Close()
+		c.decisions.allow(ck, repo.Name())
+	}
+	rl.result = resultMiss
+	if joined {
+		rl.result = resultCoalesced
+	}
+	st, err := c.streamFill(w, r, f)
+	if err != nil {
+		return err
+	}
+	if st.ok() && repo.Name() != f.repo.Name() {
+		if err := c.link(ctx, repo, f.dgst); err != nil {
+			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot link blob")
+		}
+	}
+	return nil
+}
+
+// streamFill sends the fill's bytes to the client as they arrive. The last
+// byte of the response is held back until the whole blob is verified, and a
+// failed fill aborts the response: a client never sees a complete-looking
+// wrong body.
+func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill) (fillState, error) {
+	ctx := r.Context()
+	st, err := f.wait(ctx, func(s fillState) bool { return s.started || s.finished })
+	if err != nil {
+		return st, err
+	}
+	if !st.started {
+		return st, preStartError{st.err}
+	}
+	size := st.size
+	start, end, status := int64(0), size, http.StatusOK
+	if rng := r.Header.Get("Range"); rng != "" {
+		var ok bool
+		if size >= 0 {
+			start, end, ok = parseRange(rng, size)
+		}
+		if !ok {
+			// Unknown size, several ranges or an odd form: let
+			// http.ServeContent answer from local storage once stored.
+			return c.serveAfterFill(w, r, f)
+		}
+		if start >= end {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
+			writeError(w, errcode.ErrorCodeRangeInvalid.WithMessage("requested range not satisfiable"))
+			return st, nil
+		}
+		status = http.StatusPartialContent
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, size))
+	}
+	h := w.Header()
+	h.Set("Docker-Distribution-API-Version", "registry/2.0")
+	h.Set("Docker-Content-Digest", f.dgst.String())
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("ETag", `"`+f.dgst.String()+`"`)
+	h.Set("Accept-Ranges", "bytes")
+	if end >= 0 {
+		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	}
+	w.WriteHeader(status)
+
+	buf := make([]byte, fillChunk)
+	off := start
+	for end < 0 || off < end {
+		st, err = f.wait(ctx, func(s fillState) bool { return s.finished || available(s, end) > off })
+		if err != nil {
+			return st, err // the client went away
+		}
+		if st.finished && st.err != nil {
+			c.log.WithError(st.err).WithField("digest", f.dgst).Warn("fill failed; aborting the client's response")
+			panic(http.ErrAbortHandler)
+		}
+		limit := available(st, end)
+		if end < 0 && st.finished && off >= limit {
+			break
+		}
+		for off < limit {
+			n, err := f.spool.ReadAt(buf[:min(int64(len(buf)), limit-off)], off)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return st, werr
+				}
+				off += int64(n)
+			}
+			if err != nil && n == 0 {
+				return st, err
+			}
+		}
+	}
+	return st, nil
+}
+
+// available returns how many bytes of the fill may be sent: all written
+// bytes, but never the last byte of the response before verification.
+func available(s fillState, end int64) int64 {
+	n := s.written
+	if end >= 0 {
+		n = min(n, end)
+		if !s.ok() && n == end {
+			n--
+		}
+	}
+	return n
+}
+
+// serveAfterFill waits for the fill and serves the stored blob.
+func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) (fillState, error) {
+	st, err := f.wait(r.Context(), func(s fillState) bool { return s.finished })
+	if err != nil {
+		return st, err
+	}
+	if st.err != nil {
+		return st, preStartError{st.err}
+	}
+	local, err := c.local.Repository(r.Context(), f.repo)
+	if err != nil {
+		return st, err
+	}
+	c.serveLocal(w, r, local.Blobs(r.Context()), f.dgst)
+	return st, nil
+}
+
+// serveLocal serves a stored blob (Range, If-None-Match and HEAD included).
+func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if err := blobs.ServeBlob(r.Context(), w, r, dgst); err != nil {
+		if errors.Is(err, distribution.ErrBlobUnknown) {
+			writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(dgst))
+			return
+		}
+		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+	}
+}
+
+// answerUpstreamError passes an upstream's refusal to the client and
+// forgets any decision the cache held for this credential.
+func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck credKey, err error, rl *requestLog) {
+	rl.result = resultError
+	if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+		rl.result = resultDenied
+		c.decisions.forget(ck, repo.Name())
+	}
+	if !errors.Is(err, context.Canceled) {
+		c.log.WithError(err).WithField("repository", repo.Name()).Debug("upstream refused or failed")
+	}
+	writeUpstreamError(w, r, err)
+}
+
+// parseRange parses a single "bytes=" range against size, returning the
+// half-open interval [start, end). ok is false for forms it does not
+// handle (several ranges, other units); start >= end means unsatisfiable.
+func parseRange(h string, size int64) (start, end int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" { // suffix: the last b bytes
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, false
+		}
+		if n == 0 {
+			return 0, 0, true
+		}
+		return max(size-n, 0), size, true
+	}
+	s, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || s < 0 {
+		return 0, 0, false
+	}
+	if s >= size {
+		return 0, 0, true
+	}
+	e := size - 1
+	if b != "" {
+		if e, err = strconv.ParseInt(b, 10, 64); err != nil || e < s {
+			return 0, 0, false
+		}
+		e = min(e, size-1)
+	}
+	return s, e + 1, true
+}

@@ -1,0 +1,148 @@
+package downstream
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	"github.com/distribution/reference"
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+)
+
+// Cache is one downstream middleware instance: the local storage, the
+// upstreams and the state shared by the requests it serves.
+type Cache struct {
+	cfg       Config
+	local     distribution.Namespace
+	up        *upstream
+	decisions *decisions
+	router    *mux.Router
+	log       *logrus.Entry
+	now       func() time.Time
+	spoolDir  string
+
+	mu    sync.Mutex
+	fills map[digest.Digest]*fill
+
+	wg sync.WaitGroup // fills in flight, waited for by Close
+}
+
+// Options are the parts of a Cache that are not configuration. The zero
+// value is usable.
+type Options struct {
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+	// Logger receives one line per request. Default: logrus' standard logger.
+	Logger *logrus.Entry
+	// SpoolDir holds the temporary files that fills stream through.
+	// Default: os.TempDir().
+	SpoolDir string
+}
+
+// New builds a cache over a local namespace (the storage the app built) and
+// the upstreams of cfg.
+func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error) {
+	up, err := newUpstream(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	return &Cache{
+		cfg:       cfg,
+		local:     local,
+		up:        up,
+		decisions: newDecisions(cfg.AuthTTL, opts.Now),
+		router:    v2.RouterWithPrefix(""),
+		log:       opts.Logger.WithField("component", "downstream"),
+		now:       opts.Now,
+		spoolDir:  opts.SpoolDir,
+		fills:     make(map[digest.Digest]*fill),
+	}, nil
+}
+
+// Close waits for the fills in flight and releases idle upstream
+// connections.
+func (c *Cache) Close() error {
+	c.wg.Wait()
+	c.up.close()
+	return nil
+}
+
+// Handler returns the cache's HTTP handler: it serves the /v2/ API and hands
+// everything else (health, metrics, /) to next.
+func (c *Cache) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var match mux.RouteMatch
+		if !c.router.Match(r, &match) || match.Route == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		route := match.Route.GetName()
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			c.refuseWrite(w, r, route)
+			return
+		}
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		rl := c.newRequestLog(sw, r, route)
+		defer rl.done()
+		switch route {
+		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags:
+			// Answered by the origin, with the client's credentials: the
+			// ping carries the origin's challenge, and the catalog must not
+			// reveal what the cache holds.
+			c.forward(w, r, rl)
+		case v2.RouteNameBlob, v2.RouteNameManifest:
+			named, err := reference.WithName(match.Vars["name"])
+			if err != nil {
+				writeError(w, errNameInvalid(match.Vars["name"], err))
+				rl.result = resultError
+				return
+			}
+			rl.repo = named.Name()
+			if route == v2.RouteNameBlob {
+				dgst, err := digest.Parse(match.Vars["digest"])
+				if err != nil {
+					writeError(w, errDigestInvalid(match.Vars["digest"]))
+					rl.result = resultError
+					return
+				}
+				rl.digest = dgst
+				c.serveBlob(w, r, named, dgst, rl)
+				return
+			}
+			c.serveManifest(w, r, named, match.Vars["reference"], rl)
+		default:
+			// Upload routes answer GET for upload status: there are none.
+			c.refuseWrite(w, r, route)
+		}
+	})
+}
+
+// cred returns the client's credential key.
+func cred(r *http.Request) credKey { return hashCredential(r.Header.Get("Authorization")) }
+
+// detach keeps ctx's values but not its cancellation, bounded by d: work that
+// outlives the request that started it (a fill others wait for).
+func detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}
+
+// isAnswer reports whether err is an upstream's answer (as opposed to no
+// answer at all).
+func isAnswer(err error) (*StatusError, bool) {
+	var se *StatusError
+	ok := errors.As(err, &se)
+	return se, ok
+}

@@ -1,0 +1,387 @@
+package downstream
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the options of our own. Each is documented in README.md and
+// configs/.
+const (
+	// DefaultAuthTTL is how long an "allowed" answer of the origin is reused
+	// for one credential and one repository. Denials are never reused.
+	DefaultAuthTTL = 30 * time.Second
+	// DefaultDialTimeout bounds connecting to an upstream (TCP and TLS).
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultHeaderTimeout bounds the wait for an upstream's response headers.
+	DefaultHeaderTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds the wait for the next byte of an upstream body.
+	DefaultIdleTimeout = 60 * time.Second
+	// DefaultFillTimeout bounds one whole blob fill, so that a fill nobody
+	// waits for any more cannot run forever.
+	DefaultFillTimeout = time.Hour
+)
+
+// Config is the parsed and validated `options` block of the downstream
+// middleware. The zero value is not valid: Upstreams must name an origin.
+type Config struct {
+	// BlobTTL: content nobody pulled for this long expires. 0: never.
+	BlobTTL time.Duration
+	// Upstreams is where content comes from, in the order to try.
+	Upstreams Upstreams
+	// CAs are PEM files trusted for upstream TLS besides the system roots.
+	CAs []string
+	// AuthTTL is the lifetime of a cached "allowed" decision. 0: ask every time.
+	AuthTTL       time.Duration
+	DialTimeout   time.Duration
+	HeaderTimeout time.Duration
+	IdleTimeout   time.Duration
+	FillTimeout   time.Duration
+}
+
+// Upstreams lists the registries the cache fetches from. Origin is the
+// registry that owns the content; Caches are content caches nearer to it
+// (the DTR form's upstreamhosts). In the URL-list form every URL is an
+// equivalent upstream and Origin is the last of them.
+type Upstreams struct {
+	Origin *url.URL
+	Caches []*url.URL
+}
+
+// Hosts returns every upstream in the order to try: caches first, then the
+// origin as the last resort.
+func (u Upstreams) Hosts() []*url.URL {
+	hosts := make([]*url.URL, 0, len(u.Caches)+1)
+	hosts = append(hosts, u.Caches...)
+	if u.Origin != nil {
+		hosts = append(hosts, u.Origin)
+	}
+	return hosts
+}
+
+// option describes one accepted key of the options block.
+type option struct {
+	parse func(c *Config, v any) error
+}
+
+// options returns the accepted keys. A function, not a package variable, so
+// that nothing package-level is mutable.
+func options() map[string]option {
+	dur := func(key string, dst func(c *Config) *time.Duration, allowZero bool) option {
+		return option{
+			parse: func(c *Config, v any) error {
+				d, err := parseDuration(key, v, allowZero)
+				if err != nil {
+					return err
+				}
+				*dst(c) = d
+				return nil
+			},
+		}
+	}
+	return map[string]option{
+		"blobttl":       dur("blobttl", func(c *Config) *time.Duration { return &c.BlobTTL }, false),
+		"authttl":       dur("authttl", func(c *Config) *time.Duration { return &c.AuthTTL }, true),
+		"dialtimeout":   dur("dialtimeout", func(c *Config) *time.Duration { return &c.DialTimeout }, false),
+		"headertimeout": dur("headertimeout", func(c *Config) *time.Duration { return &c.HeaderTimeout }, false),
+		"idletimeout":   dur("idletimeout", func(c *Config) *time.Duration { return &c.IdleTimeout }, false),
+		"filltimeout":   dur("filltimeout", func(c *Config) *time.Duration { return &c.FillTimeout }, false),
+		"upstreams":     {parse: parseUpstreams},
+		"cas":           {parse: parseCAs},
+	}
+}
+
+// ParseOptions turns the middleware's raw options (as YAML delivered them)
+// into a validated Config. Every error names the option, the value found and
+// what is expected.
+func ParseOptions(raw map[string]any) (Config, error) {
+	c := Config{
+		AuthTTL:       DefaultAuthTTL,
+		DialTimeout:   DefaultDialTimeout,
+		HeaderTimeout: DefaultHeaderTimeout,
+		IdleTimeout:   DefaultIdleTimeout,
+		FillTimeout:   DefaultFillTimeout,
+	}
+	known := options()
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the first bad key deterministically
+	for _, k := range keys {
+		if strings.HasPrefix(k, internalKeyPrefix) {
+			continue
+		}
+		opt, ok := known[strings.ToLower(k)]
+		if !ok {
+			return Config{}, fmt.Errorf("downstream: unknown option %q; valid options are %s", k, validKeys(known))
+		}
+		if err := opt.parse(&c, raw[k]); err != nil {
+			return Config{}, err
+		}
+	}
+	if c.Upstreams.Origin == nil {
+		return Config{}, fmt.Errorf("downstream: option \"upstreams\" is missing; expected a list of upstream URLs such as [https://registry.example.com:443]")
+	}
+	return c, nil
+}
+
+func validKeys(known map[string]option) string {
+	keys := make([]string, 0, len(known))
+	for k := range known {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return strings.Join(keys, ", ")
+}
+
+// typeName describes a YAML value's type for error messages.
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		return "string"
+	case int, int64, uint64, int32, uint, uint32:
+		return "integer"
+	case float64, float32:
+		return "number"
+	case bool:
+		return "boolean"
+	case []any:
+		return "list"
+	case map[any]any, map[string]any:
+		return "mapping"
+	}
+	return reflect.TypeOf(v).String()
+}
+
+const durationHelp = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
+
+// parseDuration follows the seed docs: an integer with an optional unit
+// suffix, a bare integer meaning nanoseconds. YAML delivers "24h" as a string
+// and 86400 as an integer.
+func parseDuration(key string, v any, allowZero bool) (time.Duration, error) {
+	help := durationHelp
+	if allowZero {
+		help = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
+	}
+	var d time.Duration
+	switch x := v.(type) {
+	case int:
+		d = time.Duration(x)
+	case int64:
+		d = time.Duration(x)
+	case uint64:
+		d = time.Duration(x)
+	case string:
+		s := strings.TrimSpace(x)
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			d = time.Duration(n)
+			break
+		}
+		parsed, err := time.ParseDuration(s)
+		if err != nil || strings.ContainsAny(s, "µμ") {
+			return 0, fmt.Errorf("downstream: option %q: value %q is not %s", key, x, help)
+		}
+		d = parsed
+	default:
+		return 0, fmt.Errorf("downstream: option %q: found %s %v, expected %s", key, typeName(v), v, help)
+	}
+	if d < 0 || (d == 0 && !allowZero) {
+		return 0, fmt.Errorf("downstream: option %q: value %v is not %s", key, v, help)
+	}
+	return d, nil
+}
+
+const upstreamsHelp = "a list of upstream URLs (https://host:port) or a list with one {originhost: URL, upstreamhosts: [URL, ...]}"
+
+func parseUpstreams(c *Config, v any) error {
+	list, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", typeName(v), upstreamsHelp)
+	}
+	if len(list) == 0 {
+		return fmt.Errorf("downstream: option \"upstreams\": the list is empty, expected %s", upstreamsHelp)
+	}
+	var urls, objects int
+	for _, item := range list {
+		switch item.(type) {
+		case string:
+			urls++
+		case map[any]any, map[string]any:
+			objects++
+		default:
+			return fmt.Errorf("downstream: option \"upstreams\": found an item of type %s (%v), expected %s", typeName(item), item, upstreamsHelp)
+		}
+	}
+	if urls > 0 && objects > 0 {
+		return fmt.Errorf("downstream: option \"upstreams\": mixes URLs and {originhost, upstreamhosts} objects; expected one form only")
+	}
+	seen := map[string]bool{}
+	add := func(key, raw string) (*url.URL, error) {
+		u, err := parseUpstreamURL(key, raw)
+		if err != nil {
+			return nil, err
+		}
+		if seen[u.String()] {
+			return nil, fmt.Errorf("downstream: option %q: %q is listed twice; expected each upstream once", key, raw)
+		}
+		seen[u.String()] = true
+		return u, nil
+	}
+	if urls > 0 {
+		var hosts []*url.URL
+		for _, item := range list {
+			u, err := add("upstreams", item.(string))
+			if err != nil {
+				return err
+			}
+			hosts = append(hosts, u)
+		}
+		// Every URL of this form is an equivalent upstream; the last one
+		// stands as the origin so that Hosts() keeps the configured order.
+		c.Upstreams = Upstreams{Origin: hosts[len(hosts)-1], Caches: hosts[:len(hosts)-1]}
+		return nil
+	}
+	if len(list) > 1 {
+		return fmt.Errorf("downstream: option \"upstreams\": found %d {originhost, upstreamhosts} objects, expected exactly one (a cache has one origin)", len(list))
+	}
+	obj, err := stringKeyed(list[0])
+	if err != nil {
+		return err
+	}
+	var ups Upstreams
+	for k, val := range obj {
+		switch strings.ToLower(k) {
+		case "originhost":
+			s, ok := val.(string)
+			if !ok {
+				return fmt.Errorf("downstream: option \"upstreams.originhost\": found %s, expected a URL such as https://registry.example.com", typeName(val))
+			}
+			if ups.Origin, err = add("upstreams.originhost", s); err != nil {
+				return err
+			}
+		case "upstreamhosts":
+			hl, ok := val.([]any)
+			if !ok && val != nil {
+				return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found %s, expected a list of URLs", typeName(val))
+			}
+			for _, h := range hl {
+				s, ok := h.(string)
+				if !ok {
+					return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found an item of type %s, expected a URL", typeName(h))
+				}
+				u, err := add("upstreams.upstreamhosts", s)
+				if err != nil {
+					return err
+				}
+				ups.Caches = append(ups.Caches, u)
+			}
+		default:
+			return fmt.Errorf("downstream: option \"upstreams\": unknown key %q; valid keys are originhost, upstreamhosts", k)
+		}
+	}
+	if ups.Origin == nil {
+		return fmt.Errorf("downstream: option \"upstreams.originhost\" is missing; expected the origin registry's URL")
+	}
+	c.Upstreams = ups
+	return nil
+}
+
+func stringKeyed(v any) (map[string]any, error) {
+	switch m := v.(type) {
+	case map[string]any:
+		return m, nil
+	case map[any]any:
+		out := make(map[string]any, len(m))
+		for k, val := range m {
+			ks, ok := k.(string)
+			if !ok {
+				return nil, fmt.Errorf("downstream: option \"upstreams\": found a key of type %s, expected originhost or upstreamhosts", typeName(k))
+			}
+			out[ks] = val
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", typeName(v), upstreamsHelp)
+}
+
+// parseUpstreamURL accepts http(s)://host[:port] and nothing more: a path
+// would silently change every request's URL.
+func parseUpstreamURL(key, raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("downstream: option %q: %q is not an upstream URL; expected http:// or https:// followed by host[:port]", key, raw)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(raw, "?") {
+		return nil, fmt.Errorf("downstream: option %q: %q has a path, query, fragment or user; expected only scheme://host[:port]", key, raw)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("downstream: option %q: %q has port %q; expected 1-65535", key, raw, p)
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: strings.ToLower(u.Host)}, nil
+}
+
+func parseCAs(c *Config, v any) error {
+	list, ok := v.([]any)
+	if !ok {
+		if v == nil {
+			return nil
+		}
+		return fmt.Errorf("downstream: option \"cas\": found %s, expected a list of absolute paths to PEM CA certificates", typeName(v))
+	}
+	for _, item := range list {
+		p, ok := item.(string)
+		if !ok {
+			return fmt.Errorf("downstream: option \"cas\": found an item of type %s, expected an absolute path to a PEM CA certificate", typeName(item))
+		}
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("downstream: option \"cas\": %q is not an absolute path; expected an absolute path to a PEM CA certificate", p)
+		}
+		if err := checkPEM(p); err != nil {
+			return err
+		}
+		c.CAs = append(c.CAs, p)
+	}
+	return nil
+}
+
+func checkPEM(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("downstream: option \"cas\": cannot read %q: %v; expected a readable PEM CA certificate", path, unwrapPathError(err))
+	}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("downstream: option \"cas\": %q holds no PEM certificate; expected at least one -----BEGIN CERTIFICATE----- block", path)
+}
+
+func unwrapPathError(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,85 @@
+package downstream
+
+import (
+	"crypto/sha256"
+	"sync"
+	"time"
+)
+
+// maxDecisions bounds the decision cache; past it, expired entries are
+// dropped, and if none are, the whole cache is (it only costs a round trip).
+const maxDecisions = 100_000
+
+// credKey identifies a credential without keeping it: the hash of the whole
+// Authorization header (empty for anonymous requests).
+type credKey [sha256.Size]byte
+
+func hashCredential(authorization string) credKey {
+	return sha256.Sum256([]byte(authorization))
+}
+
+type decisionKey struct {
+	cred credKey
+	repo string
+}
+
+// decisions remembers, for a short while, that the origin allowed a
+// credential to pull from a repository. Denials are never remembered: the
+// next request asks again, so a grant takes effect at once.
+type decisions struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu      sync.Mutex
+	allowed map[decisionKey]time.Time // expiry
+}
+
+func newDecisions(ttl time.Duration, now func() time.Time) *decisions {
+	return &decisions{ttl: ttl, now: now, allowed: make(map[decisionKey]time.Time)}
+}
+
+// isAllowed reports whether a still-valid "allowed" answer exists.
+func (d *decisions) isAllowed(cred credKey, repo string) bool {
+	if d.ttl <= 0 {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	exp, ok := d.allowed[decisionKey{cred, repo}]
+	if !ok {
+		return false
+	}
+	if !d.now().Before(exp) {
+		delete(d.allowed, decisionKey{cred, repo})
+		return false
+	}
+	return true
+}
+
+// allow records that the origin just allowed cred to pull from repo.
+func (d *decisions) allow(cred credKey, repo string) {
+	if d.ttl <= 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := d.now()
+	if len(d.allowed) >= maxDecisions {
+		for k, exp := range d.allowed {
+			if !now.Before(exp) {
+				delete(d.allowed, k)
+			}
+		}
+		if len(d.allowed) >= maxDecisions {
+			clear(d.allowed)
+		}
+	}
+	d.allowed[decisionKey{cred, repo}] = now.Add(d.ttl)
+}
+
+// forget drops what is known of cred for repo, after the origin refused it.
+func (d *decisions) forget(cred credKey, repo string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.allowed, decisionKey{cred, repo})
+}

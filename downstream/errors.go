@@ -1,0 +1,51 @@
+package downstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+)
+
+// writeError answers with an OCI error body.
+func writeError(w http.ResponseWriter, err error) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	_ = errcode.ServeJSON(w, err)
+}
+
+func errNameInvalid(name string, err error) error {
+	return errcode.ErrorCodeNameInvalid.WithMessage(fmt.Sprintf("invalid repository name %q: %v", name, err))
+}
+
+func errDigestInvalid(d string) error {
+	return errcode.ErrorCodeDigestInvalid.WithMessage(fmt.Sprintf("invalid digest %q", d))
+}
+
+// writeUpstreamError answers a client whose request the upstream refused or
+// could not serve. An upstream's answer (401 with its challenge, 403, 404,
+// 429 ...) is passed on as it came; no answer at all becomes an OCI
+// UNAVAILABLE error naming the upstream, never the credentials.
+func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	if se, ok := isAnswer(err); ok {
+		h := w.Header()
+		for k, vs := range se.Header {
+			if hopHeaders[k] || k == "Content-Length" {
+				continue
+			}
+			h[k] = vs
+		}
+		h.Set("Content-Length", strconv.Itoa(len(se.Body)))
+		w.WriteHeader(se.Status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(se.Body)
+		}
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away; nobody to answer
+	}
+	writeError(w, errcode.ErrorCodeUnavailable.WithMessage("content-cache could not reach its upstream: "+err.Error()))
+}

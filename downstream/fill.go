@@ -1,0 +1,251 @@
+package downstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// fillChunk is the read size of a fill and of the waiters streaming from it.
+const fillChunk = 256 << 10
+
+// errBlobCorrupt reports upstream bytes that do not match the digest, or a
+// body shorter or longer than announced.
+var errBlobCorrupt = errors.New("upstream blob does not match its digest or size")
+
+// fill is one upstream fetch of a missing blob. It streams through a spool
+// file that every waiter reads as bytes arrive, and is committed to local
+// storage only once its size and digest are verified. It runs detached from
+// the request that started it, so that waiters keep streaming when that
+// client goes away.
+type fill struct {
+	dgst  digest.Digest
+	repo  reference.Named // the repository it was asked through
+	cred  credKey         // the credential it fetches with
+	spool *os.File
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every change of state
+	state   fillState
+	refs    int // the fill itself and its waiters: the spool lives until 0
+}
+
+// fillState is a snapshot of a fill's progress.
+type fillState struct {
+	started  bool  // the upstream answered 200: size and streaming are on
+	size     int64 // announced size, -1 when unknown
+	written  int64 // bytes in the spool
+	finished bool
+	err      error // why the fill failed, when finished
+}
+
+// ok reports a finished, verified fill.
+func (s fillState) ok() bool { return s.finished && s.err == nil }
+
+// startFill registers and starts a fill; the caller holds c.mu. It is
+// returned with one reference for the caller.
+func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest.Digest, r *http.Request) (*fill, error) {
+	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating spool file: %w", err)
+	}
+	// Unlinked at once: nothing is left behind if the process dies.
+	_ = os.Remove(spool.Name())
+	f := &fill{
+		dgst: dgst, repo: repo, cred: cred(r), spool: spool,
+		changed: make(chan struct{}),
+		state:   fillState{size: -1},
+		refs:    2,
+	}
+	c.fills[dgst] = f
+	hdr := r.Header.Clone()
+	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer cancel()
+		err := c.runFill(fctx, f, hdr)
+		c.mu.Lock()
+		delete(c.fills, dgst)
+		c.mu.Unlock()
+		f.update(func(s *fillState) { s.finished, s.err = true, err })
+		f.release()
+	}()
+	return f, nil
+}
+
+// runFill fetches the blob, feeding the spool and local storage, and commits
+// it when verified.
+func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
+	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: blobPath(f.repo, f.dgst), client: hdr})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &StatusError{Host: c.up.host().Host, Status: resp.StatusCode, Header: resp.Header}
+	}
+	c.decisions.allow(f.cred, f.repo.Name())
+	size := resp.ContentLength
+	f.update(func(s *fillState) { s.started, s.size = true, size })
+
+	// Local storage is best effort: if it fails, waiters still get their
+	// verified bytes from the spool, and nothing is committed.
+	var bw distribution.BlobWriter
+	if repo, err := c.local.Repository(ctx, f.repo); err == nil {
+		bw, err = repo.Blobs(ctx).Create(ctx)
+		if err != nil {
+			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
+		}
+	}
+	cancelStore := func() {
+		if bw != nil {
+			_ = bw.Cancel(ctx)
+			bw = nil
+		}
+	}
+	defer cancelStore()
+
+	verifier := f.dgst.Verifier()
+	buf := make([]byte, fillChunk)
+	var written int64
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if size >= 0 && written+int64(n) > size {
+				return fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
+			}
+			if _, err := f.spool.WriteAt(buf[:n], written); err != nil {
+				return fmt.Errorf("writing spool: %w", err)
+			}
+			_, _ = verifier.Write(buf[:n])
+			if bw != nil {
+				if _, err := bw.Write(buf[:n]); err != nil {
+					c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
+					cancelStore()
+				}
+			}
+			written += int64(n)
+			f.update(func(s *fillState) { s.written = written })
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return &UpstreamError{Host: c.up.host().Host, Err: fmt.Errorf("reading blob %s: %w", f.dgst, rerr)}
+		}
+	}
+	if size >= 0 && written != size {
+		return fmt.Errorf("%w: %d of %d bytes", errBlobCorrupt, written, size)
+	}
+	if !verifier.Verified() {
+		return fmt.Errorf("%w: content of %d bytes does not hash to %s", errBlobCorrupt, written, f.dgst)
+	}
+	if bw != nil {
+		desc := v1.Descriptor{Digest: f.dgst, Size: written, MediaType: "application/octet-stream"}
+		if _, err := bw.Commit(ctx, desc); err != nil {
+			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot commit blob locally")
+		}
+		bw = nil
+	}
+	return nil
+}
+
+// update changes the state under the lock and wakes every waiter.
+func (f *fill) update(change func(*fillState)) {
+	f.mu.Lock()
+	change(&f.state)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// wait blocks until ready holds for the state, or ctx ends.
+func (f *fill) wait(ctx context.Context, ready func(fillState) bool) (fillState, error) {
+	for {
+		f.mu.Lock()
+		s, ch := f.state, f.changed
+		f.mu.Unlock()
+		if ready(s) {
+			return s, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return s, ctx.Err()
+		}
+	}
+}
+
+func (f *fill) acquire() {
+	f.mu.Lock()
+	f.refs++
+	f.mu.Unlock()
+}
+
+func (f *fill) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	f.mu.Unlock()
+	if last {
+		_ = f.spool.Close()
+	}
+}
+
+// mountStat links an existing blob into a repository without copying it:
+// the caller has checked that the origin has the blob in that repository.
+type mountStat struct {
+	from reference.Canonical
+	desc v1.Descriptor
+}
+
+func (m mountStat) Apply(v any) error {
+	opts, ok := v.(*distribution.CreateOptions)
+	if !ok {
+		return fmt.Errorf("unexpected options type %T", v)
+	}
+	opts.Mount.ShouldMount = true
+	opts.Mount.From = m.from
+	opts.Mount.Stat = &m.desc
+	return nil
+}
+
+// link makes a blob whose data is stored locally part of repo.
+func (c *Cache) link(ctx context.Context, repo reference.Named, dgst digest.Digest) error {
+	desc, err := c.local.BlobStatter().Stat(ctx, dgst)
+	if err != nil {
+		return err
+	}
+	from, err := reference.WithDigest(repo, dgst)
+	if err != nil {
+		return err
+	}
+	r, err := c.local.Repository(ctx, repo)
+	if err != nil {
+		return err
+	}
+	bw, err := r.Blobs(ctx).Create(ctx, mountStat{from: from, desc: desc})
+	var mounted distribution.ErrBlobMounted
+	if errors.As(err, &mounted) {
+		return nil
+	}
+	if err == nil {
+		_ = bw.Cancel(ctx)
+		return fmt.Errorf("linking %s into %s: mount was not done", dgst, repo.Name())
+	}
+	return err
+}
+
+func blobPath(repo reference.Named, dgst digest.Digest) string {
+	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
+}

@@ -1,0 +1,30 @@
+package downstream
+
+import (
+	"io"
+	"net/http"
+)
+
+// forward passes a request to the upstream with the client's credentials and
+// streams the answer back as it came: the ping (so that the origin's
+// challenge reaches ping-first clients), tag lists (pagination intact) and
+// the catalog.
+func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
+	rl.upstream = c.up.host().Host
+	resp, err := c.up.do(r.Context(), request{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
+	if err != nil {
+		rl.result = resultError
+		if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+			rl.result = resultDenied
+		}
+		writeUpstreamError(w, r, err)
+		return
+	}
+	defer resp.Body.Close()
+	rl.result = resultForwarded
+	copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+	w.WriteHeader(resp.StatusCode)
+	if r.Method != http.MethodHead {
+		_, _ = io.Copy(w, resp.Body)
+	}
+}

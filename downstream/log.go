@@ -1,0 +1,83 @@
+package downstream
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Results of a request, as logged (and counted, once metrics exist).
+const (
+	resultHit       = "hit"       // served from local storage
+	resultMiss      = "miss"      // fetched from upstream by this request
+	resultCoalesced = "coalesced" // streamed from a fill another request started
+	resultDenied    = "denied"    // the upstream refused the credential
+	resultForwarded = "forwarded" // answered by the upstream (ping, tags, catalog, HEAD)
+	resultError     = "error"
+)
+
+// requestLog collects what one request did, for one info line at its end.
+// It never holds credentials.
+type requestLog struct {
+	c        *Cache
+	start    time.Time
+	method   string
+	route    string
+	repo     string
+	digest   digest.Digest
+	result   string
+	upstream string
+	w        *statusWriter
+}
+
+func (c *Cache) newRequestLog(w *statusWriter, r *http.Request, route string) *requestLog {
+	return &requestLog{c: c, w: w, start: c.now(), method: r.Method, route: route, result: resultError}
+}
+
+func (rl *requestLog) done() {
+	fields := map[string]any{
+		"method":   rl.method,
+		"kind":     rl.route,
+		"result":   rl.result,
+		"status":   rl.w.status,
+		"bytes":    rl.w.bytes,
+		"duration": rl.c.now().Sub(rl.start).String(),
+	}
+	if rl.repo != "" {
+		fields["repository"] = rl.repo
+	}
+	if rl.digest != "" {
+		fields["digest"] = rl.digest.String()
+	}
+	if rl.upstream != "" {
+		fields["upstream"] = rl.upstream
+	}
+	rl.c.log.WithFields(fields).Info("request")
+}
+
+// statusWriter records the status and body size of a response for the log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(p)
+	s.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer (flushes).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

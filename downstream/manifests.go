@@ -1,0 +1,152 @@
+package downstream
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/distribution/distribution/v3/registry/storage"
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// maxManifestSize bounds a manifest read from upstream (distribution's own
+// limit for pushed manifests is 4 MiB).
+const maxManifestSize = 4 << 20
+
+// serveManifest answers GET and HEAD of a manifest. A tag is resolved at the
+// origin on every request, so users always get the current image; the bytes
+// of a digest are served from local storage once stored and allowed.
+func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
+	ctx := r.Context()
+	ck := cred(r)
+	local, err := c.local.Repository(ctx, repo)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	ms, err := local.Manifests(ctx)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	dgst, byDigest := digest.Digest(""), false
+	if d, err := digest.Parse(ref); err == nil {
+		dgst, byDigest = d, true
+		rl.digest = d
+		if c.decisions.isAllowed(ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
+			rl.result = resultHit
+			return
+		}
+	}
+	rl.upstream = c.up.host().Host
+	path := "/v2/" + repo.Name() + "/manifests/" + ref
+	if r.Method == http.MethodHead || !byDigest {
+		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: path, client: r.Header})
+		if err != nil {
+			c.answerUpstreamError(w, r, repo, ck, err, rl)
+			return
+		}
+		resp.Body.Close()
+		c.decisions.allow(ck, repo.Name())
+		if r.Method == http.MethodHead {
+			rl.result = resultForwarded
+			copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+			w.WriteHeader(resp.StatusCode)
+			return
+		}
+		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
+			dgst = d
+			rl.digest = d
+			if c.serveLocalManifest(w, r, ms, dgst) {
+				rl.result = resultHit
+				return
+			}
+			path = "/v2/" + repo.Name() + "/manifests/" + dgst.String()
+		}
+	}
+
+	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: path, client: r.Header})
+	if err != nil {
+		c.answerUpstreamError(w, r, repo, ck, err, rl)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
+	resp.Body.Close()
+	if err == nil && len(body) > maxManifestSize {
+		err = fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
+	}
+	if err != nil {
+		writeUpstreamError(w, r, &UpstreamError{Host: c.up.host().Host, Err: err})
+		return
+	}
+	c.decisions.allow(ck, repo.Name())
+	if dgst == "" {
+		dgst = digest.FromBytes(body)
+		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
+			dgst = d
+		}
+		rl.digest = dgst
+	}
+	if !dgst.Algorithm().Available() || dgst.Algorithm().FromBytes(body) != dgst {
+		c.log.WithField("digest", dgst).WithField("upstream", c.up.host().Host).Warn("upstream manifest does not match its digest")
+		writeError(w, errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest "+dgst.String()))
+		return
+	}
+	mediaType := resp.Header.Get("Content-Type")
+	c.storeManifest(r, ms, mediaType, body, dgst)
+	rl.result = resultMiss
+	writeManifest(w, r, mediaType, body, dgst)
+}
+
+// storeManifest keeps a verified manifest. Its blobs need not be stored:
+// they are fetched when asked for. Failing to store only costs a refetch.
+func (c *Cache) storeManifest(r *http.Request, ms distribution.ManifestService, mediaType string, body []byte, dgst digest.Digest) {
+	ctx := r.Context()
+	m, _, err := distribution.UnmarshalManifest(mediaType, body)
+	if err == nil {
+		var got digest.Digest
+		got, err = ms.Put(ctx, m, storage.SkipLayerVerification())
+		if err == nil && got != dgst {
+			err = fmt.Errorf("stored as %s", got)
+		}
+	}
+	if err != nil {
+		c.log.WithError(err).WithField("digest", dgst).Warn("cannot store manifest locally")
+	}
+}
+
+// serveLocalManifest serves a manifest stored in this repository; false if
+// there is none.
+func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms distribution.ManifestService, dgst digest.Digest) bool {
+	m, err := ms.Get(r.Context(), dgst)
+	if err != nil {
+		return false
+	}
+	mediaType, payload, err := m.Payload()
+	if err != nil {
+		return false
+	}
+	if mediaType == "" {
+		mediaType = v1.MediaTypeImageManifest
+	}
+	writeManifest(w, r, mediaType, payload, dgst)
+	return true
+}
+
+func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, body []byte, dgst digest.Digest) {
+	h := w.Header()
+	h.Set("Docker-Distribution-API-Version", "registry/2.0")
+	h.Set("Content-Type", mediaType)
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Docker-Content-Digest", dgst.String())
+	h.Set("ETag", `"`+dgst.String()+`"`)
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}

@@ -1,0 +1,124 @@
+package downstream
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry"
+	registrymiddleware "github.com/distribution/distribution/v3/registry/middleware/registry"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+)
+
+// Name is the middleware's name in the configuration's middleware.registry
+// list.
+const Name = "downstream"
+
+// internalKeyPrefix marks keys the middleware adds to its own options map.
+// The map is the one the configuration holds, which is how the HTTP handler
+// (built from the configuration) finds the instance the app's middleware
+// initialisation built, without any package-level state.
+const internalKeyPrefix = "\x00downstream."
+
+const instanceKey = internalKeyPrefix + "instance"
+
+func init() {
+	if err := registrymiddleware.Register(Name, initMiddleware); err != nil {
+		panic(err)
+	}
+	registry.RegisterHandler(Wrap)
+}
+
+// initMiddleware is the registry middleware's InitFunc.
+func initMiddleware(_ context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
+	cfg, err := ParseOptions(options)
+	if err != nil {
+		return nil, err
+	}
+	c, err := New(cfg, ns, Options{})
+	if err != nil {
+		return nil, err
+	}
+	options[instanceKey] = c
+	return sealedNamespace{ns}, nil
+}
+
+// Wrap is the HTTP handler middleware distribution's registry applies around
+// the app (registered at import). Without a downstream middleware in the
+// configuration it returns next unchanged.
+func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
+	opts := middlewareOptions(config)
+	if opts == nil {
+		return next
+	}
+	if err := CheckConfiguration(config); err != nil {
+		panic(err)
+	}
+	c, ok := opts[instanceKey].(*Cache)
+	if !ok {
+		panic(fmt.Errorf("downstream: the registry middleware was not initialised; build the app with handlers.NewApp before wrapping it"))
+	}
+	return c.Handler(next)
+}
+
+// middlewareOptions returns the options map of the enabled downstream middleware, or
+// nil.
+func middlewareOptions(config *configuration.Configuration) map[string]any {
+	for _, mw := range config.Middleware["registry"] {
+		if mw.Name == Name && !mw.Disabled {
+			if mw.Options == nil {
+				return map[string]any{}
+			}
+			return mw.Options
+		}
+	}
+	return nil
+}
+
+// Configured reports whether config enables the downstream middleware.
+func Configured(config *configuration.Configuration) bool { return middlewareOptions(config) != nil }
+
+// CheckConfiguration validates the downstream options of a whole registry
+// configuration, including what the middleware itself cannot see: blobttl
+// needs storage.delete.enabled. Nil when the middleware is not configured.
+func CheckConfiguration(config *configuration.Configuration) error {
+	opts := middlewareOptions(config)
+	if opts == nil {
+		return nil
+	}
+	cfg, err := ParseOptions(opts)
+	if err != nil {
+		return err
+	}
+	if cfg.BlobTTL > 0 && !deleteEnabled(config) {
+		return fmt.Errorf("downstream: option \"blobttl\" (%v) needs storage.delete.enabled: true, which is not set; expected storage.delete.enabled: true or no blobttl", cfg.BlobTTL)
+	}
+	if len(config.Middleware["registry"]) > 0 {
+		var names []string
+		for _, mw := range config.Middleware["registry"] {
+			if mw.Name == Name && !mw.Disabled {
+				names = append(names, mw.Name)
+			}
+		}
+		if len(names) > 1 {
+			return fmt.Errorf("downstream: middleware.registry lists %q %d times; expected once", Name, len(names))
+		}
+	}
+	if config.Proxy.RemoteURL != "" {
+		return fmt.Errorf("downstream: proxy.remoteurl (%s) is set; expected either the downstream middleware or distribution's proxy, not both", strings.TrimSpace(config.Proxy.RemoteURL))
+	}
+	return nil
+}
+
+// deleteEnabled reads storage.delete.enabled the way distribution does.
+func deleteEnabled(config *configuration.Configuration) bool {
+	d, ok := config.Storage["delete"]
+	if !ok {
+		return false
+	}
+	enabled, ok := d["enabled"].(bool)
+	return ok && enabled
+}
