@@ -29,7 +29,8 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		writeError(w, err)
 		return
 	}
-	ms, err := local.Manifests(ctx)
+	// Manifests are kept before their blobs: those are fetched when asked.
+	ms, err := local.Manifests(ctx, storage.SkipLayerVerification())
 	if err != nil {
 		writeError(w, err)
 		return
@@ -110,7 +111,7 @@ func (c *Cache) storeManifest(r *http.Request, ms distribution.ManifestService, 
 	m, _, err := distribution.UnmarshalManifest(mediaType, body)
 	if err == nil {
 		var got digest.Digest
-		got, err = ms.Put(ctx, m, storage.SkipLayerVerification())
+		got, err = ms.Put(ctx, m)
 		if err == nil && got != dgst {
 			err = fmt.Errorf("stored as %s", got)
 		}

@@ -122,3 +122,10 @@ func deleteEnabled(config *configuration.Configuration) bool {
 	enabled, ok := d["enabled"].(bool)
 	return ok && enabled
 }
+
+// Instance returns the Cache that the app built from config, once
+// handlers.NewApp ran; a registry that shuts down should Close it.
+func Instance(config *configuration.Configuration) (*Cache, bool) {
+	c, ok := middlewareOptions(config)[instanceKey].(*Cache)
+	return c, ok
+}

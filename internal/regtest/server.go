@@ -1,0 +1,114 @@
+package regtest
+
+import (
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/handlers"
+
+	"github.com/content-cache/content-cache/downstream"
+
+	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
+	_ "github.com/distribution/distribution/v3/registry/auth/token"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+)
+
+// Server is a registry served in-process for a test.
+type Server struct {
+	URL    string // http://127.0.0.1:PORT
+	Host   string // 127.0.0.1:PORT
+	Root   string // filesystem storage root
+	Config *configuration.Configuration
+	Counts *Counter
+	Cache  *downstream.Cache // nil for an origin
+}
+
+// Counter counts the requests a server received, by "METHOD /path".
+type Counter struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// Get returns how many requests "METHOD /path" were received.
+func (c *Counter) Get(method, path string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[method+" "+path]
+}
+
+// Snapshot returns a copy of every count.
+func (c *Counter) Snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
+func (c *Counter) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c.mu.Lock()
+		c.m[r.Method+" "+r.URL.Path]++
+		c.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// baseConfig is a registry with filesystem storage under a fresh temp dir.
+func baseConfig(t testing.TB) (*configuration.Configuration, string) {
+	root := t.TempDir()
+	cfg := &configuration.Configuration{
+		Storage: configuration.Storage{
+			"filesystem": configuration.Parameters{"rootdirectory": root},
+			"delete":     configuration.Parameters{"enabled": true},
+			// The upload purger is a background goroutine tests do not need.
+			"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+		},
+	}
+	cfg.HTTP.Secret = "regtest-secret"
+	cfg.Log.AccessLog.Disabled = true
+	return cfg, root
+}
+
+// StartOrigin serves a plain distribution registry with auth (nil: none).
+func StartOrigin(t testing.TB, auth configuration.Auth) *Server {
+	t.Helper()
+	cfg, root := baseConfig(t)
+	cfg.Auth = auth
+	app := handlers.NewApp(t.Context(), cfg)
+	s := serve(t, cfg, root, app)
+	t.Cleanup(func() { _ = app.Shutdown() })
+	return s
+}
+
+// StartCache serves a content cache of upstream (a base URL) with extra
+// downstream options.
+func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
+	t.Helper()
+	cfg, root := baseConfig(t)
+	opts := map[string]any{"upstreams": []any{upstream}}
+	maps.Copy(opts, extra)
+	cfg.Middleware = map[string][]configuration.Middleware{
+		"registry": {{Name: downstream.Name, Options: opts}},
+	}
+	app := handlers.NewApp(t.Context(), cfg)
+	h := downstream.Wrap(cfg, app)
+	s := serve(t, cfg, root, h)
+	s.Cache, _ = downstream.Instance(cfg)
+	t.Cleanup(func() {
+		_ = s.Cache.Close()
+		_ = app.Shutdown()
+	})
+	return s
+}
+
+func serve(t testing.TB, cfg *configuration.Configuration, root string, h http.Handler) *Server {
+	counts := &Counter{m: map[string]int{}}
+	srv := httptest.NewServer(counts.wrap(h))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return &Server{URL: srv.URL, Host: u.Host, Root: root, Config: cfg, Counts: counts}
+}
