@@ -1,6 +1,7 @@
 package regtest
 
 import (
+	"context"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -30,8 +31,10 @@ type Server struct {
 
 // Counter counts the requests a server received, by "METHOD /path".
 type Counter struct {
-	mu sync.Mutex
-	m  map[string]int
+	mu       sync.Mutex
+	m        map[string]int
+	inFlight int
+	changed  chan struct{} // closed and replaced when inFlight changes
 }
 
 // Get returns how many requests "METHOD /path" were received.
@@ -53,8 +56,35 @@ func (c *Counter) wrap(h http.Handler) http.Handler {
 		c.mu.Lock()
 		c.m[r.Method+" "+r.URL.Path]++
 		c.mu.Unlock()
+		c.addInFlight(1)
+		defer c.addInFlight(-1)
 		h.ServeHTTP(w, r)
 	})
+}
+
+func (c *Counter) addInFlight(d int) {
+	c.mu.Lock()
+	c.inFlight += d
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// WaitInFlight blocks until at least n requests are being served.
+func (s *Server) WaitInFlight(ctx context.Context, n int) error {
+	for {
+		s.Counts.mu.Lock()
+		got, ch := s.Counts.inFlight, s.Counts.changed
+		s.Counts.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // baseConfig is a registry with filesystem storage under a fresh temp dir.
@@ -106,7 +136,7 @@ func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
 }
 
 func serve(t testing.TB, cfg *configuration.Configuration, root string, h http.Handler) *Server {
-	counts := &Counter{m: map[string]int{}}
+	counts := &Counter{m: map[string]int{}, changed: make(chan struct{})}
 	srv := httptest.NewServer(counts.wrap(h))
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
