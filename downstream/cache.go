@@ -63,7 +63,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		local:     local,
 		up:        up,
 		decisions: newDecisions(cfg.AuthTTL, opts.Now),
-		router:    v2.RouterWithPrefix(""),
+		router:    newRouter(),
 		log:       opts.Logger.WithField("component", "downstream"),
 		now:       opts.Now,
 		spoolDir:  opts.SpoolDir,
@@ -98,7 +98,7 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 		rl := c.newRequestLog(sw, r, route)
 		defer rl.done()
 		switch route {
-		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags:
+		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, routeReferrers:
 			// Answered by the origin, with the client's credentials: the
 			// ping carries the origin's challenge, and the catalog must not
 			// reveal what the cache holds.
@@ -128,6 +128,17 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			c.refuseWrite(w, r, route)
 		}
 	})
+}
+
+// routeReferrers is the OCI referrers API, which distribution's router
+// lacks: it is forwarded to the origin like a tag list.
+const routeReferrers = "referrers"
+
+// newRouter is distribution's v2 router plus the referrers route.
+func newRouter() *mux.Router {
+	r := v2.RouterWithPrefix("")
+	r.Path("/v2/{name:" + reference.NameRegexp.String() + "}/referrers/{digest:" + digest.DigestRegexp.String() + "}").Name(routeReferrers)
+	return r
 }
 
 // cred returns the client's credential key.

@@ -46,7 +46,12 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	}
 	rl.upstream = c.up.host().Host
 	path := "/v2/" + repo.Name() + "/manifests/" + ref
-	if r.Method == http.MethodHead || !byDigest {
+	// Stored but not (recently) allowed: a HEAD at the origin is enough.
+	storedHere := false
+	if byDigest {
+		storedHere, _ = ms.Exists(ctx, dgst)
+	}
+	if r.Method == http.MethodHead || !byDigest || storedHere {
 		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: path, client: r.Header})
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
@@ -60,9 +65,11 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			w.WriteHeader(resp.StatusCode)
 			return
 		}
-		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
+		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && !byDigest {
 			dgst = d
 			rl.digest = d
+		}
+		if dgst != "" {
 			if c.serveLocalManifest(w, r, ms, dgst) {
 				rl.result = resultHit
 				return
