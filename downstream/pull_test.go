@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -270,4 +271,38 @@ func blobGET(ctx context.Context, url string) (*http.Response, error) {
 		return nil, err
 	}
 	return http.DefaultClient.Do(req)
+}
+
+func TestIndexAndManifestByDigest(t *testing.T) {
+	origin := regtest.StartOrigin(t, nil)
+	cache := regtest.StartCache(t, origin.URL, map[string]any{"authttl": 0})
+	var imgs []regtest.Image
+	for seed := int64(30); seed < 32; seed++ {
+		img := regtest.RandomImage(seed, 1, 1000)
+		img.Repo, img.Tag = "public/multi", "p"+strconv.FormatInt(seed, 10)
+		push(t, origin, img)
+		imgs = append(imgs, img)
+	}
+	idx, err := regtest.PushIndex(t.Context(), origin.URL, "alice", "alice-pw", "public/multi", "v1", imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &regtest.Client{Base: cache.URL}
+	for round := range 2 {
+		status, hdr, body := get(t, c, http.MethodGet, "/v2/public/multi/manifests/v1", ociAccept())
+		if status != http.StatusOK || hdr.Get("Content-Type") != v1.MediaTypeImageIndex || digest.FromBytes(body) != idx {
+			t.Fatalf("round %d: index by tag: %d %q digest %s, want %s", round, status, hdr.Get("Content-Type"), digest.FromBytes(body), idx)
+		}
+		for _, img := range imgs {
+			status, hdr, body := get(t, c, http.MethodGet, "/v2/public/multi/manifests/"+img.Digest.String(), ociAccept())
+			if status != http.StatusOK || !bytes.Equal(body, img.Manifest) || hdr.Get("Content-Type") != img.MediaType {
+				t.Fatalf("round %d: manifest by digest: %d %q", round, status, hdr.Get("Content-Type"))
+			}
+		}
+	}
+	for _, img := range imgs {
+		if n := origin.Counts.Get(http.MethodGet, "/v2/public/multi/manifests/"+img.Digest.String()); n != 1 {
+			t.Fatalf("origin saw %d GETs of a child manifest, want 1 (then HEADs only)", n)
+		}
+	}
 }
