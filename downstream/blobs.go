@@ -93,11 +93,18 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		}
 		// The fill failed before a byte was streamed. Its own credential
 		// gets the upstream's answer; another credential tries again.
-		if f.cred == ck || attempt == fillAttempts {
+		if f.sameAsker(ck, repo) || attempt == fillAttempts {
 			c.answerUpstreamError(w, r, repo, ck, pre.err, rl)
 			return
 		}
 	}
+}
+
+// sameAsker reports whether the fill fetches with this credential through
+// this repository: then the fill's own answer from the origin authorizes
+// the request too.
+func (f *fill) sameAsker(ck credKey, repo reference.Named) bool {
+	return f.cred == ck && f.repo.Name() == repo.Name()
 }
 
 // preStartError is a fill that failed before streaming: nothing was written
@@ -111,7 +118,7 @@ func (e preStartError) Error() string { return e.err.Error() }
 // repository once verified.
 func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo reference.Named, ck credKey, joined bool, rl *requestLog) error {
 	ctx := r.Context()
-	if joined && f.cred != ck && !c.decisions.isAllowed(ck, repo.Name()) {
+	if joined && !f.sameAsker(ck, repo) && !c.decisions.isAllowed(ck, repo.Name()) {
 		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: blobPath(repo, f.dgst), client: r.Header})
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)

@@ -54,6 +54,11 @@ func (f *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/v2/private/") {
+		w.Header().Set("WWW-Authenticate", `Basic realm="fake"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return
+	}
 	if !strings.HasSuffix(r.URL.Path, "/blobs/"+f.dgst.String()) {
 		http.NotFound(w, r)
 		return
@@ -211,4 +216,36 @@ func blobGETWith(ctx context.Context, c *http.Client, url string) (*http.Respons
 		return nil, err
 	}
 	return c.Do(req)
+}
+
+// A fill in progress for one repository does not authorize the same
+// credential for another repository.
+func TestJoiningFillAuthorizesPerRepository(t *testing.T) {
+	noLeaks(t)
+	fake, srv := newFakeUpstream(t, "slow", 1<<20)
+	cache := regtest.StartCache(t, srv.URL, nil)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	leader, err := blobGETWith(t.Context(), client, cache.URL+"/v2/test/blob/blobs/"+fake.dgst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Body.Close()
+	if _, err := io.ReadFull(leader.Body, make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := blobGETWith(t.Context(), client, cache.URL+"/v2/private/x/blobs/"+fake.dgst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Basic realm="fake"` {
+		t.Fatalf("same credential, other repository, during a fill: %d %q (%d bytes), want the origin's 401", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), len(body))
+	}
+	fake.unblock()
+	if _, err := io.Copy(io.Discard, leader.Body); err != nil {
+		t.Fatal(err)
+	}
 }
