@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"math"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -130,7 +132,7 @@ func ParseOptions(raw map[string]any) (Config, error) {
 		}
 	}
 	if c.Upstreams.Origin == nil {
-		return Config{}, fmt.Errorf("downstream: option \"upstreams\" is missing; expected a list of upstream URLs such as [https://registry.example.com:443]")
+		return Config{}, fmt.Errorf("downstream: option \"upstreams\" is missing; expected %s", upstreamsHelp)
 	}
 	return c, nil
 }
@@ -165,6 +167,31 @@ func typeName(v any) string {
 	return reflect.TypeOf(v).String()
 }
 
+// describe names a YAML value and its type for error messages: string "24x",
+// integer 5, boolean true, list [a b], nothing.
+func describe(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "nothing"
+	case string:
+		return fmt.Sprintf("string %q", x)
+	}
+	return fmt.Sprintf("%s %v", typeName(v), v)
+}
+
+// shortDuration prints d without the zero minutes and seconds that
+// time.Duration.String adds: 24h, 1h30m, 10s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 const durationHelp = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 
 // parseDuration follows the seed docs: an integer with an optional unit
@@ -182,6 +209,9 @@ func parseDuration(key string, v any, allowZero bool) (time.Duration, error) {
 	case int64:
 		d = time.Duration(x)
 	case uint64:
+		if x > math.MaxInt64 {
+			return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
+		}
 		d = time.Duration(x)
 	case string:
 		s := strings.TrimSpace(x)
@@ -191,14 +221,14 @@ func parseDuration(key string, v any, allowZero bool) (time.Duration, error) {
 		}
 		parsed, err := time.ParseDuration(s)
 		if err != nil || strings.ContainsAny(s, "µμ") {
-			return 0, fmt.Errorf("downstream: option %q: value %q is not %s", key, x, help)
+			return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
 		}
 		d = parsed
 	default:
-		return 0, fmt.Errorf("downstream: option %q: found %s %v, expected %s", key, typeName(v), v, help)
+		return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
 	}
 	if d < 0 || (d == 0 && !allowZero) {
-		return 0, fmt.Errorf("downstream: option %q: value %v is not %s", key, v, help)
+		return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
 	}
 	return d, nil
 }
@@ -208,7 +238,7 @@ const upstreamsHelp = "a list of upstream URLs (https://host:port) or a list wit
 func parseUpstreams(c *Config, v any) error {
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", typeName(v), upstreamsHelp)
+		return fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", describe(v), upstreamsHelp)
 	}
 	if len(list) == 0 {
 		return fmt.Errorf("downstream: option \"upstreams\": the list is empty, expected %s", upstreamsHelp)
@@ -221,22 +251,33 @@ func parseUpstreams(c *Config, v any) error {
 		case map[any]any, map[string]any:
 			objects++
 		default:
-			return fmt.Errorf("downstream: option \"upstreams\": found an item of type %s (%v), expected %s", typeName(item), item, upstreamsHelp)
+			return fmt.Errorf("downstream: option \"upstreams\": found an item %s, expected %s", describe(item), upstreamsHelp)
 		}
 	}
 	if urls > 0 && objects > 0 {
 		return fmt.Errorf("downstream: option \"upstreams\": mixes URLs and {originhost, upstreamhosts} objects; expected one form only")
 	}
-	seen := map[string]bool{}
+	// seen maps each upstream, default port made explicit (https://h and
+	// https://h:443 are one upstream), to where it was first listed.
+	type listed struct{ key, raw string }
+	seen := map[string]listed{}
 	add := func(key, raw string) (*url.URL, error) {
 		u, err := parseUpstreamURL(key, raw)
 		if err != nil {
 			return nil, err
 		}
-		if seen[u.String()] {
-			return nil, fmt.Errorf("downstream: option %q: %q is listed twice; expected each upstream once", key, raw)
+		id := upstreamID(u)
+		if prev, dup := seen[id]; dup {
+			switch {
+			case prev.key != key:
+				return nil, fmt.Errorf("downstream: option %q: %q is already listed in %s; expected each upstream once", key, raw, prev.key)
+			case prev.raw != raw:
+				return nil, fmt.Errorf("downstream: option %q: %q is the same upstream as %q; expected each upstream once", key, raw, prev.raw)
+			default:
+				return nil, fmt.Errorf("downstream: option %q: %q is listed twice; expected each upstream once", key, raw)
+			}
 		}
-		seen[u.String()] = true
+		seen[id] = listed{key, raw}
 		return u, nil
 	}
 	if urls > 0 {
@@ -260,39 +301,52 @@ func parseUpstreams(c *Config, v any) error {
 	if err != nil {
 		return err
 	}
-	var ups Upstreams
-	for k, val := range obj {
+	// Keys in a fixed order (unknown keys first, then originhost, then
+	// upstreamhosts) so that the same mistake always gives the same message.
+	var originRaw, hostsRaw any
+	var hasOrigin, hasHosts bool
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
 		switch strings.ToLower(k) {
 		case "originhost":
-			s, ok := val.(string)
-			if !ok {
-				return fmt.Errorf("downstream: option \"upstreams.originhost\": found %s, expected a URL such as https://registry.example.com", typeName(val))
-			}
-			if ups.Origin, err = add("upstreams.originhost", s); err != nil {
-				return err
-			}
+			originRaw, hasOrigin = obj[k], true
 		case "upstreamhosts":
-			hl, ok := val.([]any)
-			if !ok && val != nil {
-				return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found %s, expected a list of URLs", typeName(val))
-			}
-			for _, h := range hl {
-				s, ok := h.(string)
-				if !ok {
-					return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found an item of type %s, expected a URL", typeName(h))
-				}
-				u, err := add("upstreams.upstreamhosts", s)
-				if err != nil {
-					return err
-				}
-				ups.Caches = append(ups.Caches, u)
-			}
+			hostsRaw, hasHosts = obj[k], true
 		default:
-			return fmt.Errorf("downstream: option \"upstreams\": unknown key %q; valid keys are originhost, upstreamhosts", k)
+			return fmt.Errorf("downstream: option \"upstreams\": unknown key %q in the {originhost, upstreamhosts} object; valid keys are originhost, upstreamhosts", k)
 		}
 	}
-	if ups.Origin == nil {
-		return fmt.Errorf("downstream: option \"upstreams.originhost\" is missing; expected the origin registry's URL")
+	if !hasOrigin || originRaw == nil {
+		return fmt.Errorf("downstream: option \"upstreams.originhost\" is missing; expected the origin registry's URL such as https://registry.example.com")
+	}
+	var ups Upstreams
+	s, ok := originRaw.(string)
+	if !ok {
+		return fmt.Errorf("downstream: option \"upstreams.originhost\": found %s, expected a URL such as https://registry.example.com", describe(originRaw))
+	}
+	if ups.Origin, err = add("upstreams.originhost", s); err != nil {
+		return err
+	}
+	if hasHosts {
+		hl, ok := hostsRaw.([]any)
+		if !ok && hostsRaw != nil {
+			return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found %s, expected a list of URLs", describe(hostsRaw))
+		}
+		for _, h := range hl {
+			s, ok := h.(string)
+			if !ok {
+				return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found an item %s, expected a URL", describe(h))
+			}
+			u, err := add("upstreams.upstreamhosts", s)
+			if err != nil {
+				return err
+			}
+			ups.Caches = append(ups.Caches, u)
+		}
 	}
 	c.Upstreams = ups
 	return nil
@@ -307,31 +361,59 @@ func stringKeyed(v any) (map[string]any, error) {
 		for k, val := range m {
 			ks, ok := k.(string)
 			if !ok {
-				return nil, fmt.Errorf("downstream: option \"upstreams\": found a key of type %s, expected originhost or upstreamhosts", typeName(k))
+				return nil, fmt.Errorf("downstream: option \"upstreams\": found a key %s in the {originhost, upstreamhosts} object, expected originhost or upstreamhosts", describe(k))
 			}
 			out[ks] = val
 		}
 		return out, nil
 	}
-	return nil, fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", typeName(v), upstreamsHelp)
+	return nil, fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", describe(v), upstreamsHelp)
 }
 
 // parseUpstreamURL accepts http(s)://host[:port] and nothing more: a path
 // would silently change every request's URL.
 func parseUpstreamURL(key, raw string) (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(raw))
+	trimmed := strings.TrimSpace(raw)
+	u, err := url.Parse(trimmed)
+	if err == nil && u.User != nil {
+		// Never echo a password: credentials are the clients' own, passed
+		// through per request, never configured.
+		return nil, fmt.Errorf("downstream: option %q: %q has user information; expected only scheme://host[:port] (each client's own credentials are forwarded)", key, u.Redacted())
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("downstream: option %q: %q is not an upstream URL; expected http:// or https:// followed by host[:port]", key, raw)
 	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil || strings.HasSuffix(raw, "?") {
-		return nil, fmt.Errorf("downstream: option %q: %q has a path, query, fragment or user; expected only scheme://host[:port]", key, raw)
+	what := ""
+	switch {
+	case u.Path != "" && u.Path != "/":
+		what = "a path"
+	case u.RawQuery != "" || u.ForceQuery:
+		what = "a query"
+	case strings.Contains(trimmed, "#"):
+		what = "a fragment"
+	}
+	if what != "" {
+		return nil, fmt.Errorf("downstream: option %q: %q has %s; expected only scheme://host[:port]", key, raw, what)
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("downstream: option %q: %q has port %q; expected 1-65535", key, raw, p)
+			return nil, fmt.Errorf("downstream: option %q: %q has port %s; expected a port from 1 to 65535", key, raw, p)
 		}
 	}
 	return &url.URL{Scheme: u.Scheme, Host: strings.ToLower(u.Host)}, nil
+}
+
+// upstreamID identifies an upstream for the duplicate check: scheme, host
+// and port, the scheme's default port made explicit.
+func upstreamID(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return u.Scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port)
 }
 
 func parseCAs(c *Config, v any) error {
@@ -340,12 +422,12 @@ func parseCAs(c *Config, v any) error {
 		if v == nil {
 			return nil
 		}
-		return fmt.Errorf("downstream: option \"cas\": found %s, expected a list of absolute paths to PEM CA certificates", typeName(v))
+		return fmt.Errorf("downstream: option \"cas\": found %s, expected a list of absolute paths to PEM CA certificates", describe(v))
 	}
 	for _, item := range list {
 		p, ok := item.(string)
 		if !ok {
-			return fmt.Errorf("downstream: option \"cas\": found an item of type %s, expected an absolute path to a PEM CA certificate", typeName(item))
+			return fmt.Errorf("downstream: option \"cas\": found an item %s, expected an absolute path to a PEM CA certificate", describe(item))
 		}
 		if !filepath.IsAbs(p) {
 			return fmt.Errorf("downstream: option \"cas\": %q is not an absolute path; expected an absolute path to a PEM CA certificate", p)

@@ -2,7 +2,6 @@ package downstream_test
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -262,15 +261,6 @@ func TestCrossRepositoryLink(t *testing.T) {
 	if n := origin.Counts.Get(http.MethodHead, "/v2/team/b/blobs/"+layer) - headsBefore; n != 1 {
 		t.Fatalf("origin saw %d HEADs of the shared layer through team/b, want 1 (the confirmation)", n)
 	}
-}
-
-// blobGET is a plain GET without the test client's retries.
-func blobGET(ctx context.Context, url string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	return http.DefaultClient.Do(req)
 }
 
 func TestIndexAndManifestByDigest(t *testing.T) {

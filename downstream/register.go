@@ -94,7 +94,7 @@ func CheckConfiguration(config *configuration.Configuration) error {
 		return err
 	}
 	if cfg.BlobTTL > 0 && !deleteEnabled(config) {
-		return fmt.Errorf("downstream: option \"blobttl\" (%v) needs storage.delete.enabled: true, which is not set; expected storage.delete.enabled: true or no blobttl", cfg.BlobTTL)
+		return fmt.Errorf("downstream: option \"blobttl\" (%s) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl", shortDuration(cfg.BlobTTL))
 	}
 	if len(config.Middleware["registry"]) > 0 {
 		var names []string

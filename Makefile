@@ -1,0 +1,58 @@
+# content-cache developer tasks. `make` alone lists them.
+
+GO      ?= go
+PKG     := github.com/content-cache/content-cache
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X $(PKG)/registry.Version=$(VERSION)
+
+# Pinned linters, installed into ./.tools (git-ignored) on first use.
+# staticcheck 2026.2.2 is v0.8.2 of honnef.co/go/tools; it supports go1.26.
+TOOLS               := $(CURDIR)/.tools
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+
+# Pinned registry clients for the conformance/ client tests (build with
+# go1.26), installed into ./.tools/bin by `make tools`.
+CRANE_VERSION  := v0.22.1
+REGCTL_VERSION := v0.11.7
+
+.DEFAULT_GOAL := help
+.PHONY: help build test lint demo conformance bench clean
+
+help: ## List the targets (the default)
+	@echo "usage: make TARGET"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/content-cache, versioned by git describe
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/content-cache ./cmd/content-cache
+
+test: export PATH := $(CURDIR)/.tools/bin:$(PATH)
+test: tools ## Run every test with the race detector
+	$(GO) test -race -count=1 ./...
+
+.PHONY: tools
+tools: ## Install the pinned crane and regctl into .tools/bin
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
+
+lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (pinned)
+	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.tools/*'))"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+demo: build ## Run the demo: an origin, a cache and two pulls through it (go run ./cmd/demo)
+	$(GO) run ./cmd/demo -bin bin/content-cache
+
+conformance: ## OCI distribution-spec conformance run (not yet: fails)
+	@echo "make conformance: not yet"; exit 1
+
+bench: ## Benchmarks against plain distribution (not yet: fails)
+	@echo "make bench: not yet"; exit 1
+
+clean: ## Remove bin/ and .tools/
+	rm -rf bin .tools
