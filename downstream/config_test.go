@@ -573,6 +573,8 @@ func TestCheckConfiguration(t *testing.T) {
 		{"downstream twice", registryYAML("true", blob) + "    - name: downstream\n      options:\n        " + ups + "\n", nil,
 			`downstream: middleware.registry lists "downstream" 2 times; expected once`},
 		{"disabled downstream is not checked", "version: 0.1\nstorage:\n  inmemory: {}\nmiddleware:\n  registry:\n    - name: downstream\n      disabled: true\n      options:\n        blobttl: 1d\n", nil, ""},
+		{"auth section with downstream", registryYAML("true", blob) + "auth:\n  silly:\n    realm: x\n    service: y\n", nil,
+			`downstream: auth.silly is set; expected no auth section, because the origin authorizes every request made through the cache`},
 		{"no downstream: proxy alone is fine", "version: 0.1\nstorage:\n  inmemory: {}\nproxy:\n  remoteurl: https://registry-1.docker.io\n", nil, ""},
 	}
 	for _, tc := range cases {

@@ -107,6 +107,9 @@ func CheckConfiguration(config *configuration.Configuration) error {
 			return fmt.Errorf("downstream: middleware.registry lists %q %d times; expected once", Name, len(names))
 		}
 	}
+	if t := config.Auth.Type(); t != "" {
+		return fmt.Errorf("downstream: auth.%s is set; expected no auth section, because the origin authorizes every request made through the cache", t)
+	}
 	if config.Proxy.RemoteURL != "" {
 		return fmt.Errorf("downstream: proxy.remoteurl (%s) is set; expected either the downstream middleware or distribution's proxy, not both", strings.TrimSpace(config.Proxy.RemoteURL))
 	}
