@@ -5,14 +5,19 @@
 package registry
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/distribution/distribution/v3/configuration"
 	distregistry "github.com/distribution/distribution/v3/registry"
+	"github.com/docker/go-metrics"
 	"github.com/spf13/cobra"
 
 	// The downstream middleware registers itself at import.
@@ -58,10 +63,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		Short: "serve the registry (a content cache when the downstream middleware is configured)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := LoadConfiguration(args); err != nil {
+			config, err := LoadConfiguration(args)
+			if err != nil {
 				return err
 			}
-			return runGuarded(func() { distregistry.ServeCmd.Run(cmd, args) })
+			return serve(cmd.Context(), config)
 		},
 	}
 	gc := distregistry.GCCmd
@@ -70,7 +76,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	if err := root.Execute(); err != nil {
+	if err := root.ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(stderr, "content-cache: "+oneLine(err.Error()))
 		code = 1
 	}
@@ -96,12 +102,65 @@ func LoadConfiguration(args []string) (*configuration.Configuration, error) {
 	defer f.Close()
 	config, err := configuration.Parse(f)
 	if err != nil {
+		if strings.Contains(err.Error(), "unsupported version") {
+			return nil, fmt.Errorf("configuration error in %s: %v; expected version: 0.1", path, err)
+		}
+		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
+	}
+	if err := checkTLS(config); err != nil {
 		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
 	}
 	if err := downstream.CheckConfiguration(config); err != nil {
 		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
 	}
 	return config, nil
+}
+
+// serve runs the registry as distribution's serve command does, but
+// reports every startup failure as an error, not a panic or a fatal log.
+func serve(ctx context.Context, config *configuration.Configuration) error {
+	var reg *distregistry.Registry
+	err := runGuarded(func() {
+		var err error
+		reg, err = distregistry.NewRegistry(ctx, config)
+		if err != nil {
+			panic(err)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if c, ok := downstream.Instance(config); ok {
+		defer c.Close()
+	}
+	debugErr := make(chan error, 1)
+	if config.HTTP.Debug.Addr != "" {
+		go func() { debugErr <- serveDebug(config) }()
+	}
+	served := make(chan error, 1)
+	go func() { served <- reg.ListenAndServe() }()
+	select {
+	case err = <-served:
+	case err = <-debugErr:
+		err = fmt.Errorf("debug server on %s: %w", config.HTTP.Debug.Addr, err)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", err)
+	}
+	return nil
+}
+
+// serveDebug is distribution's debug server (pprof and, when enabled, the
+// Prometheus metrics), on http.debug.addr.
+func serveDebug(config *configuration.Configuration) error {
+	if config.HTTP.Debug.Prometheus.Enabled {
+		path := config.HTTP.Debug.Prometheus.Path
+		if path == "" {
+			path = "/metrics"
+		}
+		http.Handle(path, metrics.Handler())
+	}
+	return http.ListenAndServe(config.HTTP.Debug.Addr, nil)
 }
 
 // runGuarded turns the panics distribution raises for startup errors (a bad
@@ -119,6 +178,19 @@ func runGuarded(run func()) (err error) {
 // oneLine keeps an error message on one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+// checkTLS loads http.tls' certificate and key, so that a missing or bad
+// file stops startup with one line before anything listens.
+func checkTLS(config *configuration.Configuration) error {
+	t := config.HTTP.TLS
+	if t.Certificate == "" && t.Key == "" {
+		return nil
+	}
+	if _, err := tls.LoadX509KeyPair(t.Certificate, t.Key); err != nil {
+		return fmt.Errorf("http.tls: certificate %q and key %q: %v; expected a readable PEM certificate and its unencrypted key", t.Certificate, t.Key, err)
+	}
+	return nil
 }
 
 // VersionString names this build and the distribution it is built on.

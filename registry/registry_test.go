@@ -880,7 +880,10 @@ func TestBadConfigurations(t *testing.T) {
 		}, "content-cache: configuration error in CONFIG: yaml: line 13: did not find expected node content"},
 		{"not a registry configuration", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, func(string) string { return "just: text\n" })}
-		}, `content-cache: configuration error in CONFIG: unsupported version: ""`},
+		}, `content-cache: configuration error in CONFIG: unsupported version: ""; expected version: 0.1`},
+		{"TLS certificate missing", func(t *testing.T) []string {
+			return []string{"serve", badConfig(t, replace("http:\n", "http:\n  tls:\n    certificate: /nonexistent/cache.cert.pem\n    key: /nonexistent/cache.key.pem\n"))}
+		}, `content-cache: configuration error in CONFIG: http.tls: certificate "/nonexistent/cache.cert.pem" and key "/nonexistent/cache.key.pem": open /nonexistent/cache.cert.pem: no such file or directory; expected a readable PEM certificate and its unencrypted key`},
 		{"missing file", func(t *testing.T) []string {
 			return []string{"serve", missing}
 		}, "content-cache: configuration error: open " + missing + ": no such file or directory"},
