@@ -38,7 +38,6 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			return
 		}
 	}
-	rl.upstream = c.up.host().Host
 
 	// Stored for another repository (or linked here but not yet allowed):
 	// the origin must confirm this repository has it for this credential.
@@ -50,6 +49,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			return
 		}
 		resp.Body.Close()
+		rl.upstream = resp.host.Host
 		c.decisions.allow(ck, repo.Name())
 		if statErr == nil {
 			if err := c.link(ctx, repo, dgst); err != nil {
@@ -64,7 +64,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			// HEAD of an uncached blob: the upstream's answer, so that caches
 			// chained behind this one see what the origin has.
 			rl.result = resultForwarded
-			copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+			copyResponseHeaders(w.Header(), resp.Header, resp.host)
 			w.WriteHeader(resp.StatusCode)
 			return
 		}
@@ -264,6 +264,7 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 // forgets any decision the cache held for this credential.
 func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck credKey, err error, rl *requestLog) {
 	rl.result = resultError
+	rl.upstream = errorHost(err)
 	if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 		rl.result = resultDenied
 		c.decisions.forget(ck, repo.Name())

@@ -48,15 +48,15 @@ type Options struct {
 // New builds a cache over a local namespace (the storage the app built) and
 // the upstreams of cfg.
 func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error) {
-	up, err := newUpstream(cfg)
-	if err != nil {
-		return nil, err
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	up, err := newUpstream(cfg, opts.Now, opts.Logger.WithField("component", "downstream"))
+	if err != nil {
+		return nil, err
 	}
 	return &Cache{
 		cfg:       cfg,
@@ -89,6 +89,11 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			return
 		}
 		route := match.Route.GetName()
+		if c.up.looped(r) {
+			c.log.WithFields(map[string]any{"path": r.URL.Path, "via": r.Header.Values("Via")}).Error("request loop: this request already passed this cache; check the upstreams of the chained caches")
+			writeError(w, errLoopDetected.WithMessage("request loop: the request already passed this content cache ("+c.up.via+"); the upstreams of the chained caches form a loop"))
+			return
+		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			c.refuseWrite(w, r, route)
 			return

@@ -31,6 +31,9 @@ const (
 	// DefaultFillTimeout bounds one whole blob fill, so that a fill nobody
 	// waits for any more cannot run forever.
 	DefaultFillTimeout = time.Hour
+	// DefaultBackoff is how long an upstream that failed is skipped before
+	// it is tried again.
+	DefaultBackoff = 30 * time.Second
 )
 
 // Config is the parsed and validated `options` block of the downstream
@@ -48,6 +51,8 @@ type Config struct {
 	HeaderTimeout time.Duration
 	IdleTimeout   time.Duration
 	FillTimeout   time.Duration
+	// Backoff: an upstream that failed is skipped for this long.
+	Backoff time.Duration
 }
 
 // Upstreams lists the registries the cache fetches from. Origin is the
@@ -57,6 +62,10 @@ type Config struct {
 type Upstreams struct {
 	Origin *url.URL
 	Caches []*url.URL
+	// Equivalent is set for the URL-list form: requests go round-robin
+	// across every URL, the origin included. In the DTR form they go
+	// round-robin across Caches, with Origin as the last resort.
+	Equivalent bool
 }
 
 // Hosts returns every upstream in the order to try: caches first, then the
@@ -97,6 +106,7 @@ func options() map[string]option {
 		"headertimeout": dur("headertimeout", func(c *Config) *time.Duration { return &c.HeaderTimeout }, false),
 		"idletimeout":   dur("idletimeout", func(c *Config) *time.Duration { return &c.IdleTimeout }, false),
 		"filltimeout":   dur("filltimeout", func(c *Config) *time.Duration { return &c.FillTimeout }, false),
+		"backoff":       dur("backoff", func(c *Config) *time.Duration { return &c.Backoff }, false),
 		"upstreams":     {parse: parseUpstreams},
 		"cas":           {parse: parseCAs},
 	}
@@ -112,6 +122,7 @@ func ParseOptions(raw map[string]any) (Config, error) {
 		HeaderTimeout: DefaultHeaderTimeout,
 		IdleTimeout:   DefaultIdleTimeout,
 		FillTimeout:   DefaultFillTimeout,
+		Backoff:       DefaultBackoff,
 	}
 	known := options()
 	keys := make([]string, 0, len(raw))
@@ -291,7 +302,7 @@ func parseUpstreams(c *Config, v any) error {
 		}
 		// Every URL of this form is an equivalent upstream; the last one
 		// stands as the origin so that Hosts() keeps the configured order.
-		c.Upstreams = Upstreams{Origin: hosts[len(hosts)-1], Caches: hosts[:len(hosts)-1]}
+		c.Upstreams = Upstreams{Origin: hosts[len(hosts)-1], Caches: hosts[:len(hosts)-1], Equivalent: true}
 		return nil
 	}
 	if len(list) > 1 {

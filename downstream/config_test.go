@@ -25,7 +25,7 @@ const (
 	wantPositive = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantZeroOK   = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantUps      = "a list of upstream URLs (https://host:port) or a list with one {originhost: URL, upstreamhosts: [URL, ...]}"
-	wantKeys     = "authttl, blobttl, cas, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams"
+	wantKeys     = "authttl, backoff, blobttl, cas, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams"
 )
 
 // writeCA writes a self-signed CA certificate as PEM into dir and returns its
@@ -84,6 +84,7 @@ func TestParseOptionsDefaults(t *testing.T) {
 		HeaderTimeout: 30 * time.Second,
 		IdleTimeout:   60 * time.Second,
 		FillTimeout:   time.Hour,
+		Backoff:       30 * time.Second,
 	}
 	c.Upstreams = Upstreams{}
 	if !reflect.DeepEqual(c, want) {
@@ -516,9 +517,10 @@ dialtimeout: 5s
 headertimeout: 20s
 idletimeout: 40s
 filltimeout: 2h
+backoff: 1m
 `, []string{"https://msr.example.com"},
 			func(t *testing.T, c Config) {
-				want := Config{AuthTTL: 0, DialTimeout: 5 * time.Second, HeaderTimeout: 20 * time.Second, IdleTimeout: 40 * time.Second, FillTimeout: 2 * time.Hour}
+				want := Config{AuthTTL: 0, DialTimeout: 5 * time.Second, HeaderTimeout: 20 * time.Second, IdleTimeout: 40 * time.Second, FillTimeout: 2 * time.Hour, Backoff: time.Minute}
 				c.Upstreams = Upstreams{}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got %+v, want %+v", c, want)

@@ -24,6 +24,27 @@ func errDigestInvalid(d string) error {
 	return errcode.ErrorCodeDigestInvalid.WithMessage(fmt.Sprintf("invalid digest %q", d))
 }
 
+// errorHost names the upstream an error came from, for the log.
+func errorHost(err error) string {
+	if se, ok := isAnswer(err); ok {
+		return se.Host
+	}
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		return ue.Host
+	}
+	return ""
+}
+
+// errLoopDetected answers a request that already passed this cache: the
+// upstreams configured form a loop.
+var errLoopDetected = errcode.Register("content-cache", errcode.ErrorDescriptor{
+	Value:          "LOOP_DETECTED",
+	Message:        "request loop between content caches",
+	Description:    "The request already passed this content cache: the upstreams of the caches form a loop.",
+	HTTPStatusCode: http.StatusLoopDetected,
+})
+
 // writeUpstreamError answers a client whose request the upstream refused or
 // could not serve. An upstream's answer (401 with its challenge, 403, 404,
 // 429 ...) is passed on as it came; no answer at all becomes an OCI

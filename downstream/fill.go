@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/distribution/distribution/v3"
@@ -90,9 +92,14 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	body, host := resp.Body, resp.host
+	defer func() {
+		if body != nil {
+			body.Close()
+		}
+	}()
 	if resp.StatusCode != http.StatusOK {
-		return &StatusError{Host: c.up.host().Host, Status: resp.StatusCode, Header: resp.Header}
+		return &StatusError{Host: host.Host, Status: resp.StatusCode, Header: resp.Header}
 	}
 	c.decisions.allow(f.cred, f.repo.Name())
 	size := resp.ContentLength
@@ -118,8 +125,9 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	verifier := f.dgst.Verifier()
 	buf := make([]byte, fillChunk)
 	var written int64
+	failed := map[string]bool{}
 	for {
-		n, rerr := resp.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			if size >= 0 && written+int64(n) > size {
 				return fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
@@ -137,11 +145,27 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 			written += int64(n)
 			f.update(func(s *fillState) { s.written = written })
 		}
-		if rerr == io.EOF {
+		if rerr == io.EOF && (size < 0 || written == size) {
 			break
 		}
 		if rerr != nil {
-			return &UpstreamError{Host: c.up.host().Host, Err: fmt.Errorf("reading blob %s: %w", f.dgst, rerr)}
+			if rerr == io.EOF {
+				rerr = io.ErrUnexpectedEOF
+			}
+			// The upstream failed mid-stream: go on from another one,
+			// from the byte reached.
+			failure := &UpstreamError{Host: host.Host, Err: fmt.Errorf("reading blob %s at byte %d: %w", f.dgst, written, rerr)}
+			if ctx.Err() != nil {
+				return failure
+			}
+			c.up.markDown(host, failure)
+			failed[host.Host] = true
+			body.Close()
+			body, host, err = c.resume(ctx, f, hdr, written, failed)
+			if err != nil {
+				return failure
+			}
+			c.log.WithFields(map[string]any{"digest": f.dgst, "from": failure.Host, "to": host.Host, "offset": written}).Info("fill resumed from another upstream")
 		}
 	}
 	if size >= 0 && written != size {
@@ -158,6 +182,31 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 		bw = nil
 	}
 	return nil
+}
+
+// resume continues a fill from offset at an upstream that has not failed
+// it yet, with a Range request (or, if that upstream ignores ranges, by
+// skipping the bytes already received).
+func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+	resp, err := c.up.do(ctx, request{
+		method: http.MethodGet, path: blobPath(f.repo, f.dgst), client: hdr,
+		rng: fmt.Sprintf("bytes=%d-", offset), skip: failed,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", offset)):
+		return resp.Body, resp.host, nil
+	case resp.StatusCode == http.StatusOK:
+		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+			resp.Body.Close()
+			return nil, nil, err
+		}
+		return resp.Body, resp.host, nil
+	}
+	resp.Body.Close()
+	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.host.Host, resp.StatusCode)
 }
 
 // update changes the state under the lock and wakes every waiter.

@@ -10,10 +10,10 @@ import (
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
 func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
-	rl.upstream = c.up.host().Host
 	resp, err := c.up.do(r.Context(), request{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
 	if err != nil {
 		rl.result = resultError
+		rl.upstream = errorHost(err)
 		if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 			rl.result = resultDenied
 		}
@@ -22,7 +22,8 @@ func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) 
 	}
 	defer resp.Body.Close()
 	rl.result = resultForwarded
-	copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+	rl.upstream = resp.host.Host
+	copyResponseHeaders(w.Header(), resp.Header, resp.host)
 	w.WriteHeader(resp.StatusCode)
 	if r.Method != http.MethodHead {
 		_, _ = io.Copy(w, resp.Body)

@@ -44,7 +44,6 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			return
 		}
 	}
-	rl.upstream = c.up.host().Host
 	path := "/v2/" + repo.Name() + "/manifests/" + ref
 	// Stored but not (recently) allowed: a HEAD at the origin is enough.
 	storedHere := false
@@ -58,10 +57,11 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			return
 		}
 		resp.Body.Close()
+		rl.upstream = resp.host.Host
 		c.decisions.allow(ck, repo.Name())
 		if r.Method == http.MethodHead {
 			rl.result = resultForwarded
-			copyResponseHeaders(w.Header(), resp.Header, c.up.host())
+			copyResponseHeaders(w.Header(), resp.Header, resp.host)
 			w.WriteHeader(resp.StatusCode)
 			return
 		}
@@ -83,13 +83,14 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		c.answerUpstreamError(w, r, repo, ck, err, rl)
 		return
 	}
+	rl.upstream = resp.host.Host
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	resp.Body.Close()
 	if err == nil && len(body) > maxManifestSize {
 		err = fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
 	}
 	if err != nil {
-		writeUpstreamError(w, r, &UpstreamError{Host: c.up.host().Host, Err: err})
+		writeUpstreamError(w, r, &UpstreamError{Host: resp.host.Host, Err: err})
 		return
 	}
 	c.decisions.allow(ck, repo.Name())
@@ -101,7 +102,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		rl.digest = dgst
 	}
 	if !dgst.Algorithm().Available() || dgst.Algorithm().FromBytes(body) != dgst {
-		c.log.WithField("digest", dgst).WithField("upstream", c.up.host().Host).Warn("upstream manifest does not match its digest")
+		c.log.WithField("digest", dgst).WithField("upstream", resp.host.Host).Warn("upstream manifest does not match its digest")
 		writeError(w, errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest "+dgst.String()))
 		return
 	}

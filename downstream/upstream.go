@@ -2,8 +2,10 @@ package downstream
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,23 +16,38 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // forwardedRequestHeaders are the only client headers sent upstream: what a
 // registry needs to authorize and negotiate, nothing else.
-var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"}
+var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
 
 // maxErrorBody bounds how much of an upstream error body is read and kept.
 const maxErrorBody = 64 << 10
 
-// upstream talks to the configured upstream registries.
+// upstream talks to the configured upstream registries: round-robin where
+// the configuration says so, failing over to the next one on a connection
+// error, a timeout, a 5xx or a 429, and skipping a failed one for a backoff
+// period so that a dead upstream costs one failed attempt per period.
 type upstream struct {
-	hosts  []*url.URL
-	client *http.Client
-	idle   time.Duration
+	hosts   []*url.URL // every upstream, in configuration order
+	rr      []*url.URL // the ones requests rotate across
+	last    *url.URL   // tried after the rotation (the DTR form's origin), or nil
+	client  *http.Client
+	idle    time.Duration
+	backoff time.Duration
+	now     func() time.Time
+	via     string // this instance's token in the Via header
+	log     *logrus.Entry
+
+	mu        sync.Mutex
+	next      int
+	downUntil map[string]time.Time
 }
 
-func newUpstream(cfg Config) (*upstream, error) {
+func newUpstream(cfg Config, now func() time.Time, log *logrus.Entry) (*upstream, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -60,17 +77,100 @@ func newUpstream(cfg Config) (*upstream, error) {
 		// change what we hash.
 		DisableCompression: true,
 	}
-	return &upstream{
-		hosts:  cfg.Upstreams.Hosts(),
-		client: &http.Client{Transport: tr},
-		idle:   cfg.IdleTimeout,
-	}, nil
+	token := make([]byte, 8)
+	_, _ = rand.Read(token)
+	u := &upstream{
+		hosts:     cfg.Upstreams.Hosts(),
+		client:    &http.Client{Transport: tr},
+		idle:      cfg.IdleTimeout,
+		backoff:   cfg.Backoff,
+		now:       now,
+		via:       "content-cache-" + hex.EncodeToString(token),
+		log:       log,
+		downUntil: make(map[string]time.Time),
+	}
+	if cfg.Upstreams.Equivalent || len(cfg.Upstreams.Caches) == 0 {
+		u.rr = u.hosts
+	} else {
+		u.rr, u.last = cfg.Upstreams.Caches, cfg.Upstreams.Origin
+	}
+	return u, nil
 }
 
-// host returns the upstream to use. One upstream for now: the first.
-func (u *upstream) host() *url.URL { return u.hosts[0] }
-
 func (u *upstream) close() { u.client.CloseIdleConnections() }
+
+// origin is the upstream that owns the content.
+func (u *upstream) origin() *url.URL { return u.hosts[len(u.hosts)-1] }
+
+// plan returns the upstreams to try for one request: the next in the
+// rotation first, then the rest, then the last resort; upstreams in backoff
+// go after every healthy one, so they are tried only when nothing else is
+// left.
+func (u *upstream) plan() []*url.URL {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	start := u.next % len(u.rr)
+	u.next++
+	order := make([]*url.URL, 0, len(u.hosts))
+	for i := range u.rr {
+		order = append(order, u.rr[(start+i)%len(u.rr)])
+	}
+	if u.last != nil {
+		order = append(order, u.last)
+	}
+	now := u.now()
+	healthy, down := order[:0:0], []*url.URL(nil)
+	for _, h := range order {
+		if until, ok := u.downUntil[h.Host]; ok && now.Before(until) {
+			down = append(down, h)
+		} else {
+			healthy = append(healthy, h)
+		}
+	}
+	return append(healthy, down...)
+}
+
+func (u *upstream) markDown(h *url.URL, err error) {
+	u.mu.Lock()
+	u.downUntil[h.Host] = u.now().Add(u.backoff)
+	u.mu.Unlock()
+	u.log.WithError(err).WithField("upstream", h.Host).Warn("upstream failed; skipping it for the backoff period")
+}
+
+func (u *upstream) markUp(h *url.URL) {
+	u.mu.Lock()
+	delete(u.downUntil, h.Host)
+	u.mu.Unlock()
+}
+
+// isDown reports whether h is in its backoff period.
+func (u *upstream) isDown(h *url.URL) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	until, ok := u.downUntil[h.Host]
+	return ok && u.now().Before(until)
+}
+
+// retryable reports whether another upstream may answer better: no answer
+// at all, a server error or a rate limit. 401, 403 and 404 are answers.
+func retryable(err error) bool {
+	if se, ok := isAnswer(err); ok {
+		return se.Status >= 500 || se.Status == http.StatusTooManyRequests
+	}
+	var ue *UpstreamError
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled)
+}
+
+// moreUseful reports whether err beats best as the error to give the
+// client: an answer beats a network error.
+func moreUseful(err, best error) bool {
+	if best == nil {
+		return true
+	}
+	_, errAnswer := isAnswer(err)
+	_, bestAnswer := isAnswer(best)
+	return errAnswer && !bestAnswer
+}
 
 // StatusError is an upstream's non-success answer. Body holds at most
 // maxErrorBody bytes of it; Header is the upstream's, so challenges
@@ -100,16 +200,53 @@ type request struct {
 	method string
 	path   string // escaped path, e.g. /v2/library/alpine/manifests/latest
 	query  string
-	client http.Header // the client's request headers; only forwardedRequestHeaders are sent
-	accept string      // overrides the client's Accept when set
-	rng    string      // Range header to send, if any
+	client http.Header     // the client's request headers; only forwardedRequestHeaders are sent
+	rng    string          // Range header to send, if any
+	skip   map[string]bool // upstream hosts not to ask
 }
 
-// do sends req upstream. A 2xx or 3xx answer comes back as a response whose
-// body is guarded by the idle timeout; anything else as a *StatusError (the
-// body read and closed), and a failure to connect as an *UpstreamError.
-func (u *upstream) do(ctx context.Context, req request) (*http.Response, error) {
-	host := u.host()
+// response is an upstream's successful answer and who gave it.
+type response struct {
+	*http.Response
+	host *url.URL
+}
+
+// do sends req to the upstreams in plan order until one answers. A 2xx or
+// 3xx answer comes back as a response whose body is guarded by the idle
+// timeout; otherwise the most useful failure: an upstream's answer as a
+// *StatusError (its body read and closed), or an *UpstreamError when no
+// upstream answered.
+func (u *upstream) do(ctx context.Context, req request) (*response, error) {
+	var best error
+	for _, h := range u.plan() {
+		if req.skip[h.Host] {
+			continue
+		}
+		resp, err := u.try(ctx, h, req)
+		if err == nil {
+			u.markUp(h)
+			return &response{Response: resp, host: h}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if !retryable(err) {
+			u.markUp(h) // it answered
+			return nil, err
+		}
+		u.markDown(h, err)
+		if moreUseful(err, best) {
+			best = err
+		}
+	}
+	if best == nil {
+		best = &UpstreamError{Host: "(none)", Err: errors.New("no upstream left to ask")}
+	}
+	return nil, best
+}
+
+// try sends req to one upstream.
+func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.Response, error) {
 	target := host.String() + req.path
 	if req.query != "" {
 		target += "?" + req.query
@@ -125,9 +262,9 @@ func (u *upstream) do(ctx context.Context, req request) (*http.Response, error) 
 			hr.Header.Add(h, v)
 		}
 	}
-	if req.accept != "" {
-		hr.Header.Set("Accept", req.accept)
-	}
+	// Via carries every cache the request passed, so that a loop in the
+	// configuration is detected where it closes.
+	hr.Header.Add("Via", "1.1 "+u.via)
 	if req.rng != "" {
 		hr.Header.Set("Range", req.rng)
 	}
@@ -144,6 +281,16 @@ func (u *upstream) do(ctx context.Context, req request) (*http.Response, error) 
 	}
 	resp.Body = newIdleBody(resp.Body, u.idle, cancel)
 	return resp, nil
+}
+
+// looped reports whether a client request already passed this cache.
+func (u *upstream) looped(r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, u.via) {
+			return true
+		}
+	}
+	return false
 }
 
 // idleBody cancels the upstream request when no byte arrived for a while,
