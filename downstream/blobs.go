@@ -263,6 +263,18 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 // answerUpstreamError passes an upstream's refusal to the client and
 // forgets any decision the cache held for this credential.
 func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck credKey, err error, rl *requestLog) {
+	if se, ok := isAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
+		// The refusal came from a HEAD, which has no body: ask once more
+		// as the client did, so that it gets the origin's error body.
+		resp, gerr := c.up.do(r.Context(), request{method: http.MethodGet, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
+		if gerr != nil {
+			if ge, ok := isAnswer(gerr); ok && ge.Status == se.Status {
+				err = gerr
+			}
+		} else {
+			resp.Body.Close()
+		}
+	}
 	rl.result = resultError
 	rl.upstream = errorHost(err)
 	if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {

@@ -593,8 +593,14 @@ func TestSampleConfigs(t *testing.T) {
 				}
 			}
 			through := viaFirst.Load() - before
-			if chained := strings.HasPrefix(name, "chain-"); chained && through < int64(len(clients)) {
-				t.Errorf("%s: %d requests went through the first-level cache, want at least %d", name, through, len(clients))
+			// The DTR form asks its upstream caches before the origin; the
+			// URL-list form goes round-robin across the cache and the origin.
+			least := int64(len(clients))
+			if name == "chain-urls.yml" {
+				least = 1
+			}
+			if chained := strings.HasPrefix(name, "chain-"); chained && through < least {
+				t.Errorf("%s: %d requests went through the first-level cache, want at least %d", name, through, least)
 			} else if !chained && through != 0 {
 				t.Errorf("%s: %d requests went through the first-level cache, want none", name, through)
 			}
@@ -850,7 +856,7 @@ func TestBadConfigurations(t *testing.T) {
 	}{
 		{"unknown option", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        bogus: 1"))}
-		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are authttl, blobttl, cas, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams`},
+		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are authttl, backoff, blobttl, cas, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams`},
 		{"bad blobttl", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 1d"))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "blobttl": found string "1d", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},

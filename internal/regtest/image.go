@@ -76,10 +76,15 @@ func RandomImage(seed int64, layers int, size int) Image {
 // Push uploads img's blobs and then its manifest, tagged img.Tag, to
 // img.Repo on the registry at baseURL.
 func Push(ctx context.Context, baseURL, user, pass string, img Image) error {
+	return PushWith(ctx, nil, baseURL, user, pass, img)
+}
+
+// PushWith is Push with an HTTP client of the caller's (nil: the default).
+func PushWith(ctx context.Context, hc *http.Client, baseURL, user, pass string, img Image) error {
 	if img.Repo == "" || img.Tag == "" {
 		return errors.New("regtest: push needs Image.Repo and Image.Tag")
 	}
-	c := &Client{Base: baseURL, User: user, Pass: pass}
+	c := &Client{Base: baseURL, User: user, Pass: pass, HTTP: hc}
 	for _, b := range append([][]byte{img.Config}, img.Layers...) {
 		if err := c.pushBlob(ctx, img.Repo, b); err != nil {
 			return err

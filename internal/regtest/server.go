@@ -27,6 +27,14 @@ type Server struct {
 	Config *configuration.Configuration
 	Counts *Counter
 	Cache  *downstream.Cache // nil for an origin
+
+	srv *httptest.Server
+}
+
+// Kill stops serving at once, as a crashed registry would.
+func (s *Server) Kill() {
+	s.srv.CloseClientConnections()
+	s.srv.Close()
 }
 
 // Counter counts the requests a server received, by "METHOD /path".
@@ -105,11 +113,17 @@ func baseConfig(t testing.TB) (*configuration.Configuration, string) {
 
 // StartOrigin serves a plain distribution registry with auth (nil: none).
 func StartOrigin(t testing.TB, auth configuration.Auth) *Server {
+	return StartOriginTLS(t, auth, nil)
+}
+
+// StartOriginTLS is StartOrigin over HTTPS with a certificate from ca (nil:
+// plain HTTP).
+func StartOriginTLS(t testing.TB, auth configuration.Auth, ca *CA) *Server {
 	t.Helper()
 	cfg, root := baseConfig(t)
 	cfg.Auth = auth
 	app := handlers.NewApp(t.Context(), cfg)
-	s := serve(t, cfg, root, app)
+	s := serve(t, cfg, root, app, ca)
 	t.Cleanup(func() { _ = app.Shutdown() })
 	return s
 }
@@ -117,6 +131,12 @@ func StartOrigin(t testing.TB, auth configuration.Auth) *Server {
 // StartCache serves a content cache of upstream (a base URL) with extra
 // downstream options.
 func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
+	return StartCacheTLS(t, upstream, extra, nil)
+}
+
+// StartCacheTLS is StartCache over HTTPS with a certificate from ca (nil:
+// plain HTTP).
+func StartCacheTLS(t testing.TB, upstream string, extra map[string]any, ca *CA) *Server {
 	t.Helper()
 	cfg, root := baseConfig(t)
 	opts := map[string]any{"upstreams": []any{upstream}}
@@ -126,7 +146,7 @@ func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
 	}
 	app := handlers.NewApp(t.Context(), cfg)
 	h := downstream.Wrap(cfg, app)
-	s := serve(t, cfg, root, h)
+	s := serve(t, cfg, root, h, ca)
 	s.Cache, _ = downstream.Instance(cfg)
 	t.Cleanup(func() {
 		_ = s.Cache.Close()
@@ -135,10 +155,16 @@ func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
 	return s
 }
 
-func serve(t testing.TB, cfg *configuration.Configuration, root string, h http.Handler) *Server {
+func serve(t testing.TB, cfg *configuration.Configuration, root string, h http.Handler, ca *CA) *Server {
 	counts := &Counter{m: map[string]int{}, changed: make(chan struct{})}
-	srv := httptest.NewServer(counts.wrap(h))
+	srv := httptest.NewUnstartedServer(counts.wrap(h))
+	if ca != nil {
+		srv.TLS = ca.ServerTLS(t)
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	u, _ := url.Parse(srv.URL)
-	return &Server{URL: srv.URL, Host: u.Host, Root: root, Config: cfg, Counts: counts}
+	return &Server{URL: srv.URL, Host: u.Host, Root: root, Config: cfg, Counts: counts, srv: srv}
 }
