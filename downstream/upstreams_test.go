@@ -226,6 +226,14 @@ func TestChainOverTLS(t *testing.T) {
 		}
 	}
 
+	// Tag freshness through both hops: a new image under the same tag.
+	newer := regtest.RandomImage(41, 1, 1000)
+	newer.Repo = img.Repo
+	if err := regtest.PushWith(t.Context(), ca.Client(), origin.URL, "alice", "alice-pw", newer); err != nil {
+		t.Fatal(err)
+	}
+	pullImage(t, c, newer)
+
 	// The edge with a CA that does not trust the middle: a clear 5xx.
 	other := regtest.NewCA(t)
 	wrong := regtest.StartCache(t, middle.URL, map[string]any{"cas": []any{other.File}})
