@@ -57,9 +57,8 @@ func NewCA(t testing.TB) *CA {
 	return &CA{File: file, Pool: pool, cert: cert, key: key}
 }
 
-// ServerTLS returns a server configuration with a fresh certificate signed
-// by the CA.
-func (ca *CA) ServerTLS(t testing.TB) *tls.Config {
+// issue makes a server key and certificate signed by the CA.
+func (ca *CA) issue(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -79,7 +78,35 @@ func (ca *CA) ServerTLS(t testing.TB) *tls.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, der
+}
+
+// ServerTLS returns a server configuration with a fresh certificate signed
+// by the CA.
+func (ca *CA) ServerTLS(t testing.TB) *tls.Config {
+	key, der := ca.issue(t)
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// ServerFiles writes a fresh server certificate and its key as PEM files
+// (for http.tls) into t.TempDir().
+func (ca *CA) ServerFiles(t testing.TB) (certFile, keyFile string) {
+	key, der := ca.issue(t)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for path, block := range map[string]*pem.Block{
+		certFile: {Type: "CERTIFICATE", Bytes: der},
+		keyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
 }
 
 // Client returns an HTTP client that trusts the CA.
