@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/content-cache/content-cache/internal/regtest"
 	"io"
 	"net"
 	"net/http"
@@ -33,6 +32,8 @@ import (
 	"github.com/distribution/distribution/v3/configuration"
 	"go.yaml.in/yaml/v2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/content-cache/content-cache/internal/regtest"
 )
 
 const testVersion = "v0.0.0-registry-test"
