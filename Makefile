@@ -15,6 +15,12 @@ STATICCHECK         := $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 # go1.26), installed into ./.tools/bin by `make tools`.
 CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
+ORAS_VERSION   := v1.3.6
+
+# The OCI distribution-spec conformance program (a plain Go program; only
+# this pseudo-version is served), built into ./.tools by `make conformance`.
+OCI_CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
+OCI_CONFORMANCE         := $(TOOLS)/oci-conformance-$(OCI_CONFORMANCE_VERSION)/conformance
 
 .DEFAULT_GOAL := help
 .PHONY: help build test lint demo conformance bench clean
@@ -32,9 +38,10 @@ test: tools ## Run every test with the race detector
 	$(GO) test -race -count=1 ./...
 
 .PHONY: tools
-tools: ## Install the pinned crane and regctl into .tools/bin
+tools: ## Install the pinned crane, regctl and oras into .tools/bin
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
 
 lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (pinned)
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.tools/*'))"; \
@@ -48,8 +55,11 @@ $(STATICCHECK):
 demo: build ## Run the demo: an origin, a cache and two pulls through it (go run ./cmd/demo)
 	$(GO) run ./cmd/demo -bin bin/content-cache
 
-conformance: ## OCI distribution-spec conformance run (not yet: fails)
-	@echo "make conformance: not yet"; exit 1
+conformance: $(OCI_CONFORMANCE) ## OCI conformance: origin, cache and chain on loopback (conformance/results/latest.md)
+	CONTENT_CACHE_OCI_CONFORMANCE=$(OCI_CONFORMANCE) $(GO) test -count=1 -v -run '^TestOCIConformance$$' ./conformance
+
+$(OCI_CONFORMANCE):
+	GOBIN=$(dir $@) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(OCI_CONFORMANCE_VERSION)
 
 bench: ## Benchmarks against plain distribution (not yet: fails)
 	@echo "make bench: not yet"; exit 1

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +64,7 @@ var originKinds = []struct {
 // public/multi:v1 (an index of two images), with a fresh cache in front.
 type fixture struct {
 	origin, cache *regtest.Server
+	served        *okCounter // GETs the origin answered with content
 	app           regtest.Image
 	children      []regtest.Image // of public/multi:v1
 	index         digest.Digest   // public/multi:v1
@@ -73,7 +73,9 @@ type fixture struct {
 func newFixture(t *testing.T, startOrigin func(*testing.T) *regtest.Server) *fixture {
 	t.Helper()
 	f := &fixture{origin: startOrigin(t)}
-	f.cache = regtest.StartCache(t, f.origin.URL, nil)
+	var via string
+	f.served, via = startOKCounter(t, f.origin.URL)
+	f.cache = regtest.StartCache(t, via, nil)
 
 	f.app = regtest.RandomImage(1, 3, 64<<10)
 	f.app.Repo, f.app.Tag = "public/app", "v1"
@@ -133,11 +135,13 @@ func (f *fixture) allDigests() []digest.Digest {
 	return ds
 }
 
-// originGETs counts the GETs the origin received of each path.
+// originGETs counts the GETs of each path the origin answered with content.
+// Refusals do not count: a client's first, anonymous request is passed to
+// the origin for its challenge, and that 401 is no fill.
 func (f *fixture) originGETs(paths []string) map[string]int {
 	m := make(map[string]int, len(paths))
 	for _, p := range paths {
-		m[p] = f.origin.Counts.Get(http.MethodGet, p)
+		m[p] = f.served.get(p)
 	}
 	return m
 }

@@ -132,6 +132,7 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo r
 		rl.result = resultCoalesced
 	}
 	st, err := c.streamFill(w, r, f)
+	rl.upstream = st.host
 	if err != nil {
 		return err
 	}

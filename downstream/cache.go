@@ -26,6 +26,7 @@ type Cache struct {
 	log       *logrus.Entry
 	now       func() time.Time
 	spoolDir  string
+	metrics   *metrics // this instance's Prometheus collectors (metrics.go)
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -54,15 +55,18 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
+	m := newMetrics(cfg.Upstreams.Hosts())
 	up, err := newUpstream(cfg, opts.Now, opts.Logger.WithField("component", "downstream"))
 	if err != nil {
 		return nil, err
 	}
+	up.metrics = m
 	return &Cache{
 		cfg:       cfg,
 		local:     local,
 		up:        up,
-		decisions: newDecisions(cfg.AuthTTL, opts.Now),
+		decisions: newDecisions(cfg.AuthTTL, opts.Now, m),
+		metrics:   m,
 		router:    newRouter(),
 		log:       opts.Logger.WithField("component", "downstream"),
 		now:       opts.Now,

@@ -26,16 +26,21 @@ type decisionKey struct {
 // decisions remembers, for a short while, that the origin allowed a
 // credential to pull from a repository. Denials are never remembered: the
 // next request asks again, so a grant takes effect at once.
+//
+// Every decision is counted in metrics: an allowed answer found here
+// (cached), and each answer of the origin (asked).
 type decisions struct {
-	ttl time.Duration
-	now func() time.Time
+	ttl     time.Duration
+	now     func() time.Time
+	metrics *metrics // nil counts nothing
 
 	mu      sync.Mutex
 	allowed map[decisionKey]time.Time // expiry
 }
 
-func newDecisions(ttl time.Duration, now func() time.Time) *decisions {
-	return &decisions{ttl: ttl, now: now, allowed: make(map[decisionKey]time.Time)}
+// newDecisions builds the decision cache of one Cache, counting into m.
+func newDecisions(ttl time.Duration, now func() time.Time, m *metrics) *decisions {
+	return &decisions{ttl: ttl, now: now, metrics: m, allowed: make(map[decisionKey]time.Time)}
 }
 
 // isAllowed reports whether a still-valid "allowed" answer exists.
@@ -53,11 +58,13 @@ func (d *decisions) isAllowed(cred credKey, repo string) bool {
 		delete(d.allowed, decisionKey{cred, repo})
 		return false
 	}
+	d.metrics.decision(decisionAllowed, sourceCached)
 	return true
 }
 
 // allow records that the origin just allowed cred to pull from repo.
 func (d *decisions) allow(cred credKey, repo string) {
+	d.metrics.decision(decisionAllowed, sourceAsked)
 	if d.ttl <= 0 {
 		return
 	}
@@ -79,6 +86,7 @@ func (d *decisions) allow(cred credKey, repo string) {
 
 // forget drops what is known of cred for repo, after the origin refused it.
 func (d *decisions) forget(cred credKey, repo string) {
+	d.metrics.decision(decisionDenied, sourceAsked)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.allowed, decisionKey{cred, repo})

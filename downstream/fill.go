@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/distribution/distribution/v3"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -43,9 +44,10 @@ type fill struct {
 
 // fillState is a snapshot of a fill's progress.
 type fillState struct {
-	started  bool  // the upstream answered 200: size and streaming are on
-	size     int64 // announced size, -1 when unknown
-	written  int64 // bytes in the spool
+	started  bool   // the upstream answered 200: size and streaming are on
+	host     string // the upstream it streams from
+	size     int64  // announced size, -1 when unknown
+	written  int64  // bytes in the spool
 	finished bool
 	err      error // why the fill failed, when finished
 }
@@ -71,11 +73,15 @@ func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest
 	c.fills[dgst] = f
 	hdr := r.Header.Clone()
 	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
+	c.metrics.fillStarted()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		defer cancel()
 		err := c.runFill(fctx, f, hdr)
+		// Before the fill shows as finished: a client that received the
+		// whole blob sees the fill out of content_cache_fills_in_flight.
+		c.metrics.fillDone()
 		c.mu.Lock()
 		delete(c.fills, dgst)
 		c.mu.Unlock()
@@ -103,7 +109,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	}
 	c.decisions.allow(f.cred, f.repo.Name())
 	size := resp.ContentLength
-	f.update(func(s *fillState) { s.started, s.size = true, size })
+	f.update(func(s *fillState) { s.started, s.size, s.host = true, size, host.Host })
 
 	// Local storage is best effort: if it fails, waiters still get their
 	// verified bytes from the spool, and nothing is committed.
@@ -126,9 +132,11 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	buf := make([]byte, fillChunk)
 	var written int64
 	failed := map[string]bool{}
+	m := c.metrics
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
+			m.upstreamBody(v2.RouteNameBlob, int64(n))
 			if size >= 0 && written+int64(n) > size {
 				return fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
 			}
@@ -199,7 +207,10 @@ func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int
 	case resp.StatusCode == http.StatusPartialContent && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", offset)):
 		return resp.Body, resp.host, nil
 	case resp.StatusCode == http.StatusOK:
-		if _, err := io.CopyN(io.Discard, resp.Body, offset); err != nil {
+		// No range support: the bytes before offset come again.
+		n, err := io.CopyN(io.Discard, resp.Body, offset)
+		c.metrics.upstreamBody(v2.RouteNameBlob, n)
+		if err != nil {
 			resp.Body.Close()
 			return nil, nil, err
 		}

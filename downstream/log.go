@@ -4,10 +4,11 @@ import (
 	"net/http"
 	"time"
 
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/opencontainers/go-digest"
 )
 
-// Results of a request, as logged (and counted, once metrics exist).
+// Results of a request, as logged and counted (content_cache_requests_total).
 const (
 	resultHit       = "hit"       // served from local storage
 	resultMiss      = "miss"      // fetched from upstream by this request
@@ -17,8 +18,9 @@ const (
 	resultError     = "error"
 )
 
-// requestLog collects what one request did, for one info line at its end.
-// It never holds credentials.
+// requestLog collects what one request did, for one info line at its end
+// and the request metrics. It never holds credentials: no header, no query,
+// only the route, the repository and the digest.
 type requestLog struct {
 	c        *Cache
 	start    time.Time
@@ -54,6 +56,14 @@ func (rl *requestLog) done() {
 		fields["upstream"] = rl.upstream
 	}
 	rl.c.log.WithFields(fields).Info("request")
+
+	m := rl.c.metrics
+	m.request(rl.route, rl.result, rl.w.bytes)
+	// Bodies that came from upstream and went to the client as they were.
+	// A blob miss is counted by its fill instead, once for all its clients.
+	if rl.result == resultForwarded || rl.result == resultMiss && rl.route == v2.RouteNameManifest {
+		m.upstreamBody(rl.route, rl.w.bytes)
+	}
 }
 
 // statusWriter records the status and body size of a response for the log.

@@ -11,6 +11,7 @@ import (
 	"github.com/distribution/distribution/v3/registry"
 	registrymiddleware "github.com/distribution/distribution/v3/registry/middleware/registry"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Name is the middleware's name in the configuration's middleware.registry
@@ -33,7 +34,7 @@ func init() {
 }
 
 // initMiddleware is the registry middleware's InitFunc.
-func initMiddleware(_ context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
+func initMiddleware(ctx context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
 	cfg, err := ParseOptions(options)
 	if err != nil {
 		return nil, err
@@ -41,6 +42,13 @@ func initMiddleware(_ context.Context, ns distribution.Namespace, _ storagedrive
 	c, err := New(cfg, ns, Options{})
 	if err != nil {
 		return nil, err
+	}
+	// In the default registry, served by the debug server, for as long as
+	// the app lives: its context ends when it shuts down (see metrics).
+	if unregister, err := c.metrics.registerDefault(prometheus.DefaultRegisterer); err != nil {
+		c.log.WithError(err).Warn("metrics not exported by the debug server")
+	} else {
+		context.AfterFunc(ctx, unregister)
 	}
 	options[instanceKey] = c
 	return sealedNamespace{ns}, nil

@@ -41,6 +41,7 @@ type upstream struct {
 	now     func() time.Time
 	via     string // this instance's token in the Via header
 	log     *logrus.Entry
+	metrics *metrics // counts round trips (nil: none)
 
 	mu        sync.Mutex
 	next      int
@@ -141,14 +142,6 @@ func (u *upstream) markUp(h *url.URL) {
 	u.mu.Lock()
 	delete(u.downUntil, h.Host)
 	u.mu.Unlock()
-}
-
-// isDown reports whether h is in its backoff period.
-func (u *upstream) isDown(h *url.URL) bool {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	until, ok := u.downUntil[h.Host]
-	return ok && u.now().Before(until)
 }
 
 // retryable reports whether another upstream may answer better: no answer
@@ -268,7 +261,9 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 	if req.rng != "" {
 		hr.Header.Set("Range", req.rng)
 	}
+	start := time.Now()
 	resp, err := u.client.Do(hr)
+	u.metrics.upstreamRequest(host.Host, statusClass(resp, err), time.Since(start))
 	if err != nil {
 		cancel()
 		return nil, &UpstreamError{Host: host.Host, Err: err}

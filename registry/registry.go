@@ -132,6 +132,10 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	}
 	if c, ok := downstream.Instance(config); ok {
 		defer c.Close()
+		// Next to distribution's own checks (NewRegistry registered them):
+		// /debug/health on the debug server reports an error, and / answers
+		// 503, while no upstream is reachable.
+		c.RegisterHealthChecks(ctx, nil, 0)
 	}
 	debugErr := make(chan error, 1)
 	if config.HTTP.Debug.Addr != "" {
@@ -150,8 +154,10 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	return nil
 }
 
-// serveDebug is distribution's debug server (pprof and, when enabled, the
-// Prometheus metrics), on http.debug.addr.
+// serveDebug is distribution's debug server on http.debug.addr: expvar
+// (/debug/vars), /debug/health and, when enabled, the Prometheus metrics of
+// the default registry: distribution's registry_* and the cache's
+// content_cache_*.
 func serveDebug(config *configuration.Configuration) error {
 	if config.HTTP.Debug.Prometheus.Enabled {
 		path := config.HTTP.Debug.Prometheus.Path

@@ -1,0 +1,253 @@
+package downstream
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/distribution/distribution/v3/registry/api/v2"
+	gometrics "github.com/docker/go-metrics"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MetricsNamespace prefixes every metric of the cache: content_cache_*.
+const MetricsNamespace = "content_cache"
+
+// Label values of the authorization decisions.
+const (
+	decisionAllowed = "allowed" // the origin allowed the credential for the repository
+	decisionDenied  = "denied"  // the origin refused it (401 or 403)
+	sourceCached    = "cached"  // answered by the decision cache (authttl)
+	sourceAsked     = "asked"   // answered by the origin just now
+)
+
+// statusClassError is the status class of an upstream round trip that got no
+// HTTP answer (refused, reset, timed out ...).
+const statusClassError = "error"
+
+// statusClass is the class ("2xx" ... "5xx", or "error") of an upstream round
+// trip, for upstreamRequest.
+func statusClass(resp *http.Response, err error) string {
+	if err != nil || resp == nil || resp.StatusCode < 100 || resp.StatusCode > 599 {
+		return statusClassError
+	}
+	return fmt.Sprintf("%dxx", resp.StatusCode/100)
+}
+
+// upstreamLatencyBuckets are the buckets of the upstream latency histogram
+// (seconds to the response headers): distribution's own HTTP buckets, up to
+// the default header timeout.
+var upstreamLatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// metrics are the Prometheus collectors of one Cache. They belong to the
+// instance: there is no package-level metric state.
+//
+// Registration. The collectors live in a go-metrics Namespace (as
+// distribution's own do), which is registered twice:
+//
+//   - in a Prometheus registry created with the instance and owned by it:
+//     (*Cache).Gatherer reads this instance's values and nothing else,
+//     however many caches the process runs (tests, embedders);
+//   - in Prometheus' default registry, as distribution registers its own
+//     namespaces (metrics.Register), so that content_cache_* is served next
+//     to registry_* where http.debug.prometheus serves them. The registry
+//     middleware does this for as long as the app that built the instance
+//     lives (registerDefault, called by initMiddleware). A registry
+//     process builds one instance. Should a process build two at once
+//     (tests do), their names would clash: the second one is then left out
+//     of the default registry (and says so in the log) rather than told
+//     apart by a label that would mean nothing to an operator of the one
+//     cache a registry runs, and stays readable through its own Gatherer.
+//     Nothing panics on a duplicate.
+//
+// Every method is safe on a nil *metrics, which records nothing.
+type metrics struct {
+	ns  *gometrics.Namespace
+	reg *prometheus.Registry // this instance's collectors only
+
+	requests      gometrics.LabeledCounter // kind, result
+	servedBytes   gometrics.LabeledCounter // kind, result
+	upstreamBytes gometrics.LabeledCounter // kind
+	upstreamReqs  gometrics.LabeledCounter // upstream, class
+	upstreamTime  gometrics.LabeledTimer   // upstream
+	upstreamUp    gometrics.LabeledGauge   // upstream
+	fillsInFlight gometrics.Gauge
+	evictions     gometrics.Counter
+	evictedBytes  gometrics.Counter
+	decisions     gometrics.LabeledCounter // decision, source
+}
+
+// Request kinds: the routes the cache serves (distribution's route names).
+var requestKinds = []string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, routeReferrers}
+
+// newMetrics builds the collectors of one instance for the given upstreams
+// (their series start at zero, so that rates are defined from the start).
+func newMetrics(hosts []*url.URL) *metrics {
+	ns := gometrics.NewNamespace(MetricsNamespace, "", nil)
+	m := &metrics{
+		ns: ns,
+		requests: ns.NewLabeledCounter("requests",
+			"Requests answered by the cache, by kind (blob, manifest, tags, catalog, base, referrers) and result: hit (from local storage), miss (fetched from upstream for this request), coalesced (streamed from a fetch another request started), forwarded (the upstream's answer passed on), denied (the origin refused the credential) or error. Refused writes are not counted.",
+			"kind", "result"),
+		servedBytes: ns.NewLabeledCounter("served_bytes",
+			"Bytes of response bodies sent to clients, by kind and result. The hit and coalesced results are bytes the upstreams did not send again.",
+			"kind", "result"),
+		upstreamBytes: ns.NewLabeledCounter("upstream_bytes",
+			"Bytes of bodies received from upstreams, by kind: blob fills (counted as they arrive, verified or not), manifests, and the answers passed on (tag lists, catalog, referrers, ping).",
+			"kind"),
+		upstreamReqs: ns.NewLabeledCounter("upstream_requests",
+			"Round trips to upstreams, by upstream (host:port) and class of the answer's status: 2xx, 3xx, 4xx, 5xx, or error when no answer came (refused, reset, timed out).",
+			"upstream", "class"),
+		upstreamTime: ns.NewLabeledTimerWithBuckets("upstream_request_duration",
+			"Time from sending an upstream request to its response headers (or its failure), by upstream.",
+			upstreamLatencyBuckets, "upstream"),
+		upstreamUp: ns.NewLabeledGauge("upstream_up",
+			"Whether the last health probe (GET /v2/) of the upstream got an HTTP answer: 1 reachable, 0 not. Absent until the first probe.",
+			gometrics.Unit(""), "upstream"),
+		fillsInFlight: ns.NewGauge("fills_in_flight",
+			"Blob fetches from upstream in progress. Each is shared by every request for the blob.",
+			gometrics.Unit("")),
+		evictions: ns.NewCounter("evictions",
+			"Blobs deleted by expiry (blobttl)."),
+		evictedBytes: ns.NewCounter("evicted_bytes",
+			"Bytes freed by expiry (blobttl)."),
+		decisions: ns.NewLabeledCounter("authorization_decisions",
+			"Authorizations of a credential for a repository (blobs and manifests), by decision (allowed, denied) and source: cached (an allowed answer of the origin within authttl) or asked (the origin's answer just now). Denials are never cached.",
+			"decision", "source"),
+	}
+	for _, kind := range requestKinds {
+		results := []string{resultForwarded, resultDenied, resultError}
+		switch kind {
+		case v2.RouteNameBlob:
+			results = append(results, resultHit, resultMiss, resultCoalesced)
+		case v2.RouteNameManifest:
+			results = append(results, resultHit, resultMiss)
+		}
+		for _, result := range results {
+			m.requests.WithValues(kind, result).Inc(0)
+			m.servedBytes.WithValues(kind, result).Inc(0)
+		}
+		m.upstreamBytes.WithValues(kind).Inc(0)
+	}
+	for _, h := range hosts {
+		for _, class := range []string{"2xx", "3xx", "4xx", "5xx", statusClassError} {
+			m.upstreamReqs.WithValues(h.Host, class).Inc(0)
+		}
+	}
+	m.decisions.WithValues(decisionAllowed, sourceCached).Inc(0)
+	m.decisions.WithValues(decisionAllowed, sourceAsked).Inc(0)
+	m.decisions.WithValues(decisionDenied, sourceAsked).Inc(0)
+
+	// A pedantic registry checks that what is collected matches what is
+	// described. Registering a fresh namespace in a fresh registry fails
+	// only on a programming error here.
+	m.reg = prometheus.NewPedanticRegistry()
+	m.reg.MustRegister(ns)
+	return m
+}
+
+// errMetricsShared reports a second instance in one process: its metrics are
+// left out of the default registry.
+var errMetricsShared = errors.New("another content cache of this process already exports the " + MetricsNamespace + "_* metrics in the default Prometheus registry; this instance's are only in its own Gatherer")
+
+// registerDefault registers the instance's collectors with r (the default
+// Prometheus registry, in a registry process); unregister undoes it.
+func (m *metrics) registerDefault(r prometheus.Registerer) (unregister func(), err error) {
+	if m == nil {
+		return func() {}, nil
+	}
+	if err := r.Register(m.ns); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if errors.As(err, &already) {
+			return nil, errMetricsShared
+		}
+		return nil, fmt.Errorf("registering the %s_* metrics: %w", MetricsNamespace, err)
+	}
+	return func() { r.Unregister(m.ns) }, nil
+}
+
+// request counts one answered request and its body bytes.
+func (m *metrics) request(kind, result string, bytes int64) {
+	if m == nil {
+		return
+	}
+	m.requests.WithValues(kind, result).Inc()
+	m.servedBytes.WithValues(kind, result).Inc(float64(bytes))
+}
+
+// upstreamBody counts bytes of a body received from an upstream.
+func (m *metrics) upstreamBody(kind string, bytes int64) {
+	if m == nil || bytes <= 0 {
+		return
+	}
+	m.upstreamBytes.WithValues(kind).Inc(float64(bytes))
+}
+
+// upstreamRequest records one upstream round trip: its upstream (the URL's
+// host:port), its status class (statusClass) and the time to its response
+// headers or its failure.
+func (m *metrics) upstreamRequest(host, class string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.upstreamReqs.WithValues(host, class).Inc()
+	m.upstreamTime.WithValues(host).Update(d)
+}
+
+// setUpstreamUp records whether an upstream is reachable.
+func (m *metrics) setUpstreamUp(host string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.upstreamUp.WithValues(host).Set(v)
+}
+
+// fillStarted and fillDone bracket one blob fetch.
+func (m *metrics) fillStarted() {
+	if m != nil {
+		m.fillsInFlight.Inc()
+	}
+}
+
+func (m *metrics) fillDone() {
+	if m != nil {
+		m.fillsInFlight.Dec()
+	}
+}
+
+// evicted counts one blob deleted by expiry. Expiry does not exist yet; the
+// series are exported at zero so that dashboards and alerts can be written
+// now.
+func (m *metrics) evicted(bytes int64) {
+	if m == nil {
+		return
+	}
+	m.evictions.Inc()
+	m.evictedBytes.Inc(float64(bytes))
+}
+
+// decision counts one authorization.
+func (m *metrics) decision(decision, source string) {
+	if m == nil {
+		return
+	}
+	m.decisions.WithValues(decision, source).Inc()
+}
+
+// Gatherer returns this instance's metrics, and only them: what the
+// content_cache_* part of the debug server's /metrics shows for it. Tests and
+// programs that embed several caches read it; a registry process also finds
+// the same metrics in Prometheus' default registry.
+func (c *Cache) Gatherer() prometheus.Gatherer {
+	m := c.metrics
+	if m == nil {
+		return prometheus.Gatherers{}
+	}
+	return m.reg
+}
