@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -113,24 +114,13 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 
 	// Local storage is best effort: if it fails, waiters still get their
 	// verified bytes from the spool, and nothing is committed.
-	var bw distribution.BlobWriter
-	if repo, err := c.local.Repository(ctx, f.repo); err == nil {
-		bw, err = repo.Blobs(ctx).Create(ctx)
-		if err != nil {
-			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
-		}
-	}
-	cancelStore := func() {
-		if bw != nil {
-			_ = bw.Cancel(ctx)
-			bw = nil
-		}
-	}
-	defer cancelStore()
+	store := c.storeSpool(ctx, f)
+	verified := false
+	var written int64
+	defer func() { store.finish(ctx, verified, written) }()
 
 	verifier := f.dgst.Verifier()
 	buf := make([]byte, fillChunk)
-	var written int64
 	failed := map[string]bool{}
 	m := c.metrics
 	for {
@@ -144,12 +134,6 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 				return fmt.Errorf("writing spool: %w", err)
 			}
 			_, _ = verifier.Write(buf[:n])
-			if bw != nil {
-				if _, err := bw.Write(buf[:n]); err != nil {
-					c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
-					cancelStore()
-				}
-			}
 			written += int64(n)
 			f.update(func(s *fillState) { s.written = written })
 		}
@@ -182,14 +166,86 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	if !verifier.Verified() {
 		return fmt.Errorf("%w: content of %d bytes does not hash to %s", errBlobCorrupt, written, f.dgst)
 	}
-	if bw != nil {
-		desc := v1.Descriptor{Digest: f.dgst, Size: written, MediaType: "application/octet-stream"}
-		if _, err := bw.Commit(ctx, desc); err != nil {
-			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot commit blob locally")
-		}
-		bw = nil
-	}
+	verified = true
 	return nil
+}
+
+// spoolStore copies a fill's spool into local storage as it grows, on a
+// goroutine of its own: storage's hashing and writing then overlap with the
+// download instead of slowing it.
+type spoolStore struct {
+	c     *Cache
+	f     *fill
+	bw    distribution.BlobWriter
+	ended atomic.Bool // the download is over: copy what is left, then stop
+	done  chan error
+}
+
+// storeSpool starts copying f into local storage; nil if storage refuses.
+func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
+	repo, err := c.local.Repository(ctx, f.repo)
+	var bw distribution.BlobWriter
+	if err == nil {
+		bw, err = repo.Blobs(ctx).Create(ctx)
+	}
+	if err != nil {
+		c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
+		return nil
+	}
+	s := &spoolStore{c: c, f: f, bw: bw, done: make(chan error, 1)}
+	go func() { s.done <- s.copy(ctx) }()
+	return s
+}
+
+func (s *spoolStore) copy(ctx context.Context) error {
+	buf := make([]byte, fillChunk)
+	var off int64
+	for {
+		// Read ended before the length: once ended, the length is final.
+		ended := s.ended.Load()
+		s.f.mu.Lock()
+		written := s.f.state.written
+		s.f.mu.Unlock()
+		for off < written {
+			n, err := s.f.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
+			if n > 0 {
+				if _, werr := s.bw.Write(buf[:n]); werr != nil {
+					return werr
+				}
+				off += int64(n)
+			}
+			if err != nil && n == 0 {
+				return err
+			}
+		}
+		if ended {
+			return nil
+		}
+		if _, err := s.f.wait(ctx, func(st fillState) bool { return st.written > off || s.ended.Load() }); err != nil {
+			return err
+		}
+	}
+}
+
+// finish ends the copy and commits the blob if the download was verified,
+// or cancels the upload: nothing unverified is kept.
+func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
+	if s == nil {
+		return
+	}
+	s.ended.Store(true)
+	s.f.update(func(*fillState) {}) // wake the copy
+	err := <-s.done
+	if verified && err == nil {
+		desc := v1.Descriptor{Digest: s.f.dgst, Size: size, MediaType: "application/octet-stream"}
+		if _, err = s.bw.Commit(ctx, desc); err == nil {
+			return
+		}
+	}
+	if err != nil {
+		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
+	}
+	_ = s.bw.Cancel(ctx)
 }
 
 // resume continues a fill from offset at an upstream that has not failed
