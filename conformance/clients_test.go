@@ -13,22 +13,18 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/sirupsen/logrus"
 
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
 // TestMain quiets the registries' logs; CONTENT_CACHE_TEST_LOG=1 shows them.
 func TestMain(m *testing.M) {
-	if os.Getenv("CONTENT_CACHE_TEST_LOG") == "" {
-		logrus.SetOutput(io.Discard)
-	}
+	regtest.QuietLogs()
 	os.Exit(m.Run())
 }
 
@@ -198,18 +194,6 @@ type result struct {
 	err    error
 }
 
-// lockedBuffer lets stdout and stderr share one buffer safely.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // exec runs the tool with args (and stdin, if not empty) under cmdTimeout.
 func (c *tool) exec(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
@@ -222,14 +206,14 @@ func (c *tool) exec(t *testing.T, stdin string, args ...string) result {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
 	var stdout bytes.Buffer
-	var combined lockedBuffer
+	var combined regtest.Buffer
 	cmd.Stdout = io.MultiWriter(&stdout, &combined)
 	cmd.Stderr = &combined
 	err := cmd.Run()
 	if ctx.Err() != nil && t.Context().Err() == nil {
 		err = fmt.Errorf("timed out after %v: %w", cmdTimeout, err)
 	}
-	return result{stdout: stdout.Bytes(), output: combined.b.String(), err: err}
+	return result{stdout: stdout.Bytes(), output: combined.String(), err: err}
 }
 
 // run runs the tool and fails the test unless it succeeds; it returns

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/content-cache/content-cache/internal/regtest"
 )
 
 // startContainerd runs a private containerd (own root, state and socket,
@@ -43,7 +45,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var log lockedBuffer
+	var log regtest.Buffer
 	cmd := exec.Command(bin, "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = &log, &log
 	// Pdeathsig: a test binary killed outright (a broken pipe, a timeout)
@@ -75,9 +77,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("containerd exited: %v\n%s", err, log.b.String())
+			t.Fatalf("containerd exited: %v\n%s", err, log.String())
 		case <-ctx.Done():
-			t.Fatalf("containerd did not answer on %s within 20s\n%s", sock, log.b.String())
+			t.Fatalf("containerd did not answer on %s within 20s\n%s", sock, log.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -1,12 +1,10 @@
 package downstream_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,31 +13,10 @@ import (
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
-// lockedBuffer is a bytes.Buffer for a writer and a reader at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// captureLogs sends logrus' standard logger (what the cache and distribution
-// log to) into a buffer at debug level, with the formatter distribution
-// configures for `log.formatter: logstash`, until the test ends.
-func captureLogs(t *testing.T) *lockedBuffer {
+func captureLogs(t *testing.T) *regtest.Buffer {
 	std := logrus.StandardLogger()
 	out, level, formatter := std.Out, std.GetLevel(), std.Formatter
-	buf := &lockedBuffer{}
+	buf := &regtest.Buffer{}
 	logrus.SetOutput(buf)
 	logrus.SetLevel(logrus.DebugLevel)
 	logrus.SetFormatter(&logrus.JSONFormatter{

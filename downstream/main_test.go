@@ -1,17 +1,14 @@
 package downstream_test
 
 import (
-	"io"
 	"os"
 	"testing"
 
-	"github.com/sirupsen/logrus"
+	"github.com/content-cache/content-cache/internal/regtest"
 )
 
 // TestMain quiets the registries' logs; CONTENT_CACHE_TEST_LOG=1 shows them.
 func TestMain(m *testing.M) {
-	if os.Getenv("CONTENT_CACHE_TEST_LOG") == "" {
-		logrus.SetOutput(io.Discard)
-	}
+	regtest.QuietLogs()
 	os.Exit(m.Run())
 }

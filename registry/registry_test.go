@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -74,24 +73,6 @@ var runnableConfigs = []string{"cache-tls.yml", "cache.yml", "chain-dtr.yml", "c
 // ---------------------------------------------------------------------------
 // Processes
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // childEnv is the environment for the binary: ours, without REGISTRY_*
 // variables (they override the configuration), plus extra.
 func childEnv(extra ...string) []string {
@@ -107,8 +88,8 @@ func childEnv(extra ...string) []string {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout regtest.Buffer
+	stderr regtest.Buffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's result, set before done closes
 }
