@@ -31,10 +31,18 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		return
 	}
 	blobs := local.Blobs(ctx)
+	// Expiry leaves it alone while this request lasts (or, if it is being
+	// removed right now, this waits and then fetches it again).
+	release, err := c.inUse.hold(ctx, dgst)
+	if err != nil {
+		return // the client went away
+	}
+	defer release()
 	if c.decisions.isAllowed(ck, repo.Name()) {
 		if _, err := blobs.Stat(ctx, dgst); err == nil {
 			rl.result = resultHit
 			c.serveLocal(w, r, blobs, dgst)
+			c.pulled(r, repo, dgst, kindLayer)
 			return
 		}
 	}
@@ -52,6 +60,9 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		rl.upstream = resp.host.Host
 		c.decisions.allow(ck, repo.Name())
 		if statErr == nil {
+			// Recorded before the link exists, so that expiry knows of
+			// every link it may have to remove.
+			c.pulls.record(ctx, pullKey{dgst: dgst, repo: repo.Name(), kind: kindLayer})
 			if err := c.link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
 			} else {
@@ -133,6 +144,9 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo r
 	}
 	st, err := c.streamFill(w, r, f)
 	rl.upstream = st.host
+	if st.started {
+		c.pulled(r, repo, f.dgst, kindLayer)
+	}
 	if err != nil {
 		return err
 	}
@@ -258,6 +272,14 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 			return
 		}
 		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+	}
+}
+
+// pulled records a GET served, for expiry: hits, misses and coalesced
+// waiters alike. HEAD is not a pull.
+func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k kind) {
+	if r.Method == http.MethodGet {
+		c.pulls.record(r.Context(), pullKey{dgst: dgst, repo: repo.Name(), kind: k})
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
@@ -31,6 +32,14 @@ type Cache struct {
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
 
+	// Expiry (expiry.go), all nil without blobttl.
+	driver      storagedriver.StorageDriver
+	pulls       *pulls
+	inUse       *inUse
+	sweepMu     sync.Mutex // one sweep at a time
+	adopted     bool       // the first sweep adopted unrecorded content; under sweepMu
+	stopSweeper func()     // stops the sweeper goroutine and waits for it
+
 	wg sync.WaitGroup // fills in flight, waited for by Close
 }
 
@@ -44,6 +53,14 @@ type Options struct {
 	// SpoolDir holds the temporary files that fills stream through.
 	// Default: os.TempDir().
 	SpoolDir string
+	// Driver is the storage driver under local. Expiry keeps its pull
+	// records there and deletes expired data through it. Required with
+	// blobttl; unused without.
+	Driver storagedriver.StorageDriver
+	// ManualSweep turns off the sweeper goroutine that blobttl starts: the
+	// program calls Sweep itself. Default: false (the cache sweeps every
+	// tenth of blobttl, within [1s, 1h]).
+	ManualSweep bool
 }
 
 // New builds a cache over a local namespace (the storage the app built) and
@@ -61,23 +78,43 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		return nil, err
 	}
 	up.metrics = m
-	return &Cache{
-		cfg:       cfg,
-		local:     local,
-		up:        up,
-		decisions: newDecisions(cfg.AuthTTL, opts.Now, m),
-		metrics:   m,
-		router:    newRouter(),
-		log:       opts.Logger.WithField("component", "downstream"),
-		now:       opts.Now,
-		spoolDir:  opts.SpoolDir,
-		fills:     make(map[digest.Digest]*fill),
-	}, nil
+	c := &Cache{
+		cfg:         cfg,
+		local:       local,
+		up:          up,
+		decisions:   newDecisions(cfg.AuthTTL, opts.Now, m),
+		metrics:     m,
+		router:      newRouter(),
+		log:         opts.Logger.WithField("component", "downstream"),
+		now:         opts.Now,
+		spoolDir:    opts.SpoolDir,
+		fills:       make(map[digest.Digest]*fill),
+		stopSweeper: func() {},
+	}
+	if cfg.BlobTTL > 0 {
+		if opts.Driver == nil {
+			return nil, errors.New("downstream: blobttl needs the storage driver (Options.Driver) to keep pull records and delete expired content")
+		}
+		c.driver = opts.Driver
+		c.pulls = newPulls(opts.Driver, cfg.BlobTTL, opts.Now, c.log)
+		c.inUse = newInUse()
+		if !opts.ManualSweep {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c.runSweeper(ctx, sweepInterval(cfg.BlobTTL))
+			}()
+			c.stopSweeper = func() { cancel(); <-done }
+		}
+	}
+	return c, nil
 }
 
-// Close waits for the fills in flight and releases idle upstream
-// connections.
+// Close stops the sweeper, waits for the fills in flight and releases idle
+// upstream connections.
 func (c *Cache) Close() error {
+	c.stopSweeper()
 	c.wg.Wait()
 	c.up.close()
 	return nil

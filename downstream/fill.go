@@ -72,12 +72,16 @@ func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest
 		refs:    2,
 	}
 	c.fills[dgst] = f
+	// The caller holds dgst; the fill keeps it from expiry until it is
+	// committed, however long it outlives that request.
+	releaseHold := c.inUse.holdAgain(dgst)
 	hdr := r.Header.Clone()
 	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
 	c.metrics.fillStarted()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		defer releaseHold()
 		defer cancel()
 		err := c.runFill(fctx, f, hdr)
 		// Before the fill shows as finished: a client that received the

@@ -35,12 +35,33 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		writeError(w, err)
 		return
 	}
+	// Expiry leaves the manifest alone from the moment its digest is known
+	// until the request ends.
+	var release func()
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	hold := func(d digest.Digest) bool {
+		if release == nil {
+			var err error
+			if release, err = c.inUse.hold(ctx, d); err != nil {
+				return false // the client went away
+			}
+		}
+		return true
+	}
 	dgst, byDigest := digest.Digest(""), false
 	if d, err := digest.Parse(ref); err == nil {
 		dgst, byDigest = d, true
 		rl.digest = d
+		if !hold(d) {
+			return
+		}
 		if c.decisions.isAllowed(ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
 			rl.result = resultHit
+			c.pulled(r, repo, dgst, kindManifest)
 			return
 		}
 	}
@@ -70,8 +91,12 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			rl.digest = d
 		}
 		if dgst != "" {
+			if !hold(dgst) {
+				return
+			}
 			if c.serveLocalManifest(w, r, ms, dgst) {
 				rl.result = resultHit
+				c.pulled(r, repo, dgst, kindManifest)
 				return
 			}
 			path = "/v2/" + repo.Name() + "/manifests/" + dgst.String()
@@ -106,7 +131,13 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		writeError(w, errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest "+dgst.String()))
 		return
 	}
+	if !hold(dgst) {
+		return
+	}
 	mediaType := resp.Header.Get("Content-Type")
+	// Recorded before the manifest is stored, so that expiry knows of
+	// every link it may have to remove.
+	c.pulled(r, repo, dgst, kindManifest)
 	c.storeManifest(r, ms, mediaType, body, dgst)
 	rl.result = resultMiss
 	writeManifest(w, r, mediaType, body, dgst)

@@ -24,7 +24,18 @@ const Name = "downstream"
 // initialisation built, without any package-level state.
 const internalKeyPrefix = "\x00downstream."
 
-const instanceKey = internalKeyPrefix + "instance"
+const (
+	instanceKey = internalKeyPrefix + "instance"
+	optionsKey  = internalKeyPrefix + "options"
+)
+
+// SetOptions hands Options to the instance the app will build from a
+// middleware's options map (config.Middleware["registry"][i].Options): a
+// program that builds the app itself can set the clock, the logger, the
+// spool directory or manual sweeps. The storage driver is always the app's.
+func SetOptions(middlewareOptions map[string]any, o Options) {
+	middlewareOptions[optionsKey] = o
+}
 
 func init() {
 	if err := registrymiddleware.Register(Name, initMiddleware); err != nil {
@@ -34,12 +45,14 @@ func init() {
 }
 
 // initMiddleware is the registry middleware's InitFunc.
-func initMiddleware(ctx context.Context, ns distribution.Namespace, _ storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
+func initMiddleware(ctx context.Context, ns distribution.Namespace, driver storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
 	cfg, err := ParseOptions(options)
 	if err != nil {
 		return nil, err
 	}
-	c, err := New(cfg, ns, Options{})
+	opts, _ := options[optionsKey].(Options)
+	opts.Driver = driver
+	c, err := New(cfg, ns, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -138,7 +138,22 @@ func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {
 // plain HTTP).
 func StartCacheTLS(t testing.TB, upstream string, extra map[string]any, ca *CA) *Server {
 	t.Helper()
-	cfg, root := baseConfig(t)
+	return startCache(t, "", upstream, extra, ca)
+}
+
+// StartCacheAt is StartCache over the storage under root, which other
+// caches (at once, or after a restart) may share.
+func StartCacheAt(t testing.TB, root, upstream string, extra map[string]any) *Server {
+	t.Helper()
+	return startCache(t, root, upstream, extra, nil)
+}
+
+func startCache(t testing.TB, root, upstream string, extra map[string]any, ca *CA) *Server {
+	cfg, tmp := baseConfig(t)
+	if root == "" {
+		root = tmp
+	}
+	cfg.Storage["filesystem"]["rootdirectory"] = root
 	opts := map[string]any{"upstreams": []any{upstream}}
 	maps.Copy(opts, extra)
 	cfg.Middleware = map[string][]configuration.Middleware{
