@@ -39,9 +39,8 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	}
 	defer release()
 	if c.decisions.isAllowed(ck, repo.Name()) {
-		if _, err := blobs.Stat(ctx, dgst); err == nil {
+		if _, err := blobs.Stat(ctx, dgst); err == nil && c.serveLocal(w, r, blobs, dgst) {
 			rl.result = resultHit
-			c.serveLocal(w, r, blobs, dgst)
 			c.pulled(r, repo, dgst, kindLayer)
 			return
 		}
@@ -65,9 +64,8 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			c.pulls.record(ctx, pullKey{dgst: dgst, repo: repo.Name(), kind: kindLayer})
 			if err := c.link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
-			} else {
+			} else if c.serveLocal(w, r, blobs, dgst) {
 				rl.result = resultHit
-				c.serveLocal(w, r, blobs, dgst)
 				return
 			}
 		}
@@ -259,20 +257,27 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) 
 	if err != nil {
 		return st, err
 	}
-	c.serveLocal(w, r, local.Blobs(r.Context()), f.dgst)
+	if !c.serveLocal(w, r, local.Blobs(r.Context()), f.dgst) {
+		writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(f.dgst))
+	}
 	return st, nil
 }
 
 // serveLocal serves a stored blob (Range, If-None-Match and HEAD included).
-func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) {
+// It returns false, having written nothing, when the blob is gone (expired
+// by another cache sharing the storage since it was looked up): the caller
+// fetches it again.
+func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	if err := blobs.ServeBlob(r.Context(), w, r, dgst); err != nil {
-		if errors.Is(err, distribution.ErrBlobUnknown) {
-			writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(dgst))
-			return
-		}
+	err := blobs.ServeBlob(r.Context(), w, r, dgst)
+	if errors.Is(err, distribution.ErrBlobUnknown) {
+		// distribution's stat fails before anything is written.
+		return false
+	}
+	if err != nil {
 		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
 	}
+	return true
 }
 
 // pulled records a GET served, for expiry: hits, misses and coalesced

@@ -12,14 +12,12 @@ type Clock struct {
 	t  time.Time
 }
 
-var clockStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-
 // Now returns the clock's time.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.t.IsZero() {
-		c.t = clockStart
+		c.t = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	}
 	return c.t
 }
