@@ -110,7 +110,7 @@ func newMetrics(hosts []*url.URL) *metrics {
 			"Blob fetches from upstream in progress. Each is shared by every request for the blob.",
 			gometrics.Unit("")),
 		evictions: ns.NewCounter("evictions",
-			"Blobs deleted by expiry (blobttl)."),
+			"Digests (blobs and manifests) deleted by expiry (blobttl), data and links."),
 		evictedBytes: ns.NewCounter("evicted_bytes",
 			"Bytes freed by expiry (blobttl)."),
 		decisions: ns.NewLabeledCounter("authorization_decisions",
@@ -221,9 +221,8 @@ func (m *metrics) fillDone() {
 	}
 }
 
-// evicted counts one blob deleted by expiry. Expiry does not exist yet; the
-// series are exported at zero so that dashboards and alerts can be written
-// now.
+// evicted counts one digest (blob or manifest) deleted by expiry and the
+// bytes of data it freed.
 func (m *metrics) evicted(bytes int64) {
 	if m == nil {
 		return

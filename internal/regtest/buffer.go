@@ -2,7 +2,10 @@ package regtest
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"strings"
 	"os"
 	"sync"
 
@@ -12,14 +15,47 @@ import (
 // Buffer is a bytes.Buffer safe for concurrent writers and a reader: a
 // process's stdout and stderr, or a captured log.
 type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex
+	b       bytes.Buffer
+	written chan struct{} // closed and replaced on every write; nil until waited on
 }
 
 func (l *Buffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.written != nil {
+		close(l.written)
+		l.written = nil
+	}
 	return l.b.Write(p)
+}
+
+// WaitFor blocks until a line written holds every one of parts, and
+// returns that line; or until ctx ends.
+func (l *Buffer) WaitFor(ctx context.Context, parts ...string) (string, error) {
+	for {
+		l.mu.Lock()
+		text := l.b.String()
+		if l.written == nil {
+			l.written = make(chan struct{})
+		}
+		ch := l.written
+		l.mu.Unlock()
+	lines:
+		for line := range strings.Lines(text) {
+			for _, p := range parts {
+				if !strings.Contains(line, p) {
+					continue lines
+				}
+			}
+			return line, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", fmt.Errorf("no line with %q: %w", parts, ctx.Err())
+		}
+	}
 }
 
 // String returns everything written so far.
