@@ -32,8 +32,9 @@ type Cache struct {
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
 
+	driver storagedriver.StorageDriver // under local
+
 	// Expiry (expiry.go), all nil without blobttl.
-	driver      storagedriver.StorageDriver
 	pulls       *pulls
 	inUse       *inUse
 	sweepMu     sync.Mutex // one sweep at a time
@@ -53,9 +54,9 @@ type Options struct {
 	// SpoolDir holds the temporary files that fills stream through.
 	// Default: os.TempDir().
 	SpoolDir string
-	// Driver is the storage driver under local. Expiry keeps its pull
-	// records there and deletes expired data through it. Required with
-	// blobttl; unused without.
+	// Driver is the storage driver under local (required): fills write
+	// through it, and expiry keeps its pull records there and deletes
+	// expired data through it. The middleware passes the app's.
 	Driver storagedriver.StorageDriver
 	// ManualSweep turns off the sweeper goroutine that blobttl starts: the
 	// program calls Sweep itself. Default: false (the cache sweeps every
@@ -91,11 +92,11 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		fills:       make(map[digest.Digest]*fill),
 		stopSweeper: func() {},
 	}
+	if opts.Driver == nil {
+		return nil, errors.New("downstream: Options.Driver is nil; expected the storage driver under the local namespace")
+	}
+	c.driver = opts.Driver
 	if cfg.BlobTTL > 0 {
-		if opts.Driver == nil {
-			return nil, errors.New("downstream: blobttl needs the storage driver (Options.Driver) to keep pull records and delete expired content")
-		}
-		c.driver = opts.Driver
 		c.pulls = newPulls(opts.Driver, cfg.BlobTTL, opts.Now, c.log)
 		c.inUse = newInUse()
 		if !opts.ManualSweep {

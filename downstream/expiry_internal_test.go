@@ -473,7 +473,8 @@ func TestNoBlobTTLRecordsNothing(t *testing.T) {
 	if st, err := f.c.Sweep(f.ctx); err != nil || st != (SweepStats{}) {
 		t.Fatalf("sweep without blobttl: %+v, %v", st, err)
 	}
-	if _, err := New(testConfig(t, time.Hour), f.ns, Options{}); err == nil {
-		t.Fatal("New with blobttl and no driver: no error")
+	want := "downstream: Options.Driver is nil; expected the storage driver under the local namespace"
+	if _, err := New(testConfig(t, time.Hour), f.ns, Options{}); err == nil || err.Error() != want {
+		t.Fatalf("New without a driver: %v, want %q", err, want)
 	}
 }

@@ -132,6 +132,9 @@ func TestExpiryFreesSpace(t *testing.T) {
 	pull(t, cache, l0, d0)
 	pull(t, cache, l1, d1)
 	idle(t, cache)
+	if left := uploadsLeft(t, root); len(left) > 0 {
+		t.Fatalf("fills left uploads behind: %q", left)
+	}
 	before := blobBytes(t, root)
 	if before < 2<<20 {
 		t.Fatalf("%d bytes stored after the pulls", before)

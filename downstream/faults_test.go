@@ -105,6 +105,17 @@ func blobStored(root string, d digest.Digest) bool {
 	return err == nil
 }
 
+// uploadsLeft lists what fills left in the repositories' _uploads
+// directories.
+func uploadsLeft(t *testing.T, root string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(root, "docker/registry/v2/repositories/*/*/_uploads/*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
 // noLeaks checks, after every other cleanup, that the test left no
 // goroutine behind. distribution's app starts a notification broadcaster it
 // never stops: that one is not ours.
@@ -143,6 +154,11 @@ func TestFaultyUpstreamNothingKept(t *testing.T) {
 				if n := fake.gets.Load(); n != int32(attempt) {
 					t.Fatalf("attempt %d: upstream saw %d GETs, want %d (nothing cached)", attempt, n, attempt)
 				}
+			}
+			fake.unblock()
+			_ = cache.Cache.Close() // waits for the fills
+			if left := uploadsLeft(t, cache.Root); len(left) > 0 {
+				t.Fatalf("failed fills left uploads behind: %q", left)
 			}
 		})
 	}

@@ -8,13 +8,17 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
+	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -174,29 +178,34 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 	return nil
 }
 
-// spoolStore copies a fill's spool into local storage as it grows, on a
-// goroutine of its own: storage's hashing and writing then overlap with the
-// download instead of slowing it.
+// spoolStore copies a fill's spool into storage as it grows, on a goroutine
+// of its own: the storage write overlaps with the download instead of
+// slowing it. It writes through the storage driver, into an upload
+// directory of the repository, and moves the data into distribution's blob
+// store once verified: distribution's BlobWriter would hash every byte a
+// second time. A crash leaves the upload directory to distribution's
+// upload purger, which reads its startedat file.
 type spoolStore struct {
 	c     *Cache
 	f     *fill
-	bw    distribution.BlobWriter
+	dir   string // <repository>/_uploads/<uuid>
+	fw    storagedriver.FileWriter
 	ended atomic.Bool // the download is over: copy what is left, then stop
 	done  chan error
 }
 
-// storeSpool starts copying f into local storage; nil if storage refuses.
+// storeSpool starts copying f into storage; nil if storage refuses.
 func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
-	repo, err := c.local.Repository(ctx, f.repo)
-	var bw distribution.BlobWriter
+	s := &spoolStore{c: c, f: f, dir: path.Join(repositoriesRoot, f.repo.Name(), "_uploads", uuid.NewString()), done: make(chan error, 1)}
+	err := c.driver.PutContent(ctx, path.Join(s.dir, "startedat"), []byte(c.now().UTC().Format(time.RFC3339)))
 	if err == nil {
-		bw, err = repo.Blobs(ctx).Create(ctx)
+		s.fw, err = c.driver.Writer(ctx, path.Join(s.dir, "data"), false)
 	}
 	if err != nil {
 		c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
+		_ = c.driver.Delete(ctx, s.dir)
 		return nil
 	}
-	s := &spoolStore{c: c, f: f, bw: bw, done: make(chan error, 1)}
 	go func() { s.done <- s.copy(ctx) }()
 	return s
 }
@@ -213,7 +222,7 @@ func (s *spoolStore) copy(ctx context.Context) error {
 		for off < written {
 			n, err := s.f.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
 			if n > 0 {
-				if _, werr := s.bw.Write(buf[:n]); werr != nil {
+				if _, werr := s.fw.Write(buf[:n]); werr != nil {
 					return werr
 				}
 				off += int64(n)
@@ -231,8 +240,9 @@ func (s *spoolStore) copy(ctx context.Context) error {
 	}
 }
 
-// finish ends the copy and commits the blob if the download was verified,
-// or cancels the upload: nothing unverified is kept.
+// finish ends the copy and commits the blob if the download was verified
+// and storage holds all of it, or drops the upload: nothing unverified is
+// kept.
 func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	if s == nil {
 		return
@@ -241,15 +251,44 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	s.f.update(func(*fillState) {}) // wake the copy
 	err := <-s.done
 	if verified && err == nil {
-		desc := v1.Descriptor{Digest: s.f.dgst, Size: size, MediaType: "application/octet-stream"}
-		if _, err = s.bw.Commit(ctx, desc); err == nil {
+		if s.fw.Size() != size {
+			err = fmt.Errorf("storage holds %d of %d bytes", s.fw.Size(), size)
+		} else if err = s.commit(ctx); err == nil {
 			return
 		}
 	}
 	if err != nil {
 		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
 	}
-	_ = s.bw.Cancel(ctx)
+	_ = s.fw.Cancel(ctx)
+	_ = s.fw.Close()
+	_ = s.c.driver.Delete(ctx, s.dir)
+}
+
+// commit moves the verified upload into the blob store and links it into
+// the repository it was asked through.
+func (s *spoolStore) commit(ctx context.Context) error {
+	if err := s.fw.Commit(ctx); err != nil {
+		return err
+	}
+	if err := s.fw.Close(); err != nil {
+		return err
+	}
+	data := blobDataPath(s.f.dgst)
+	if _, err := s.c.driver.Stat(ctx, data); isNotFound(err) {
+		if err := s.c.driver.Move(ctx, path.Join(s.dir, "data"), data); err != nil {
+			return err
+		}
+	}
+	// Stored already (another cache sharing the storage): the upload goes.
+	_ = s.c.driver.Delete(ctx, s.dir)
+	return s.c.link(ctx, s.f.repo, s.f.dgst)
+}
+
+// blobDataPath is where distribution keeps a blob's data.
+func blobDataPath(dgst digest.Digest) string {
+	hex := dgst.Encoded()
+	return path.Join("/docker/registry/v2/blobs", string(dgst.Algorithm()), hex[:2], hex, "data")
 }
 
 // resume continues a fill from offset at an upstream that has not failed
