@@ -5,8 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
