@@ -199,6 +199,9 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill) (fil
 		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
 	}
 	w.WriteHeader(status)
+	// The headers go now, not with the first chunk: time to first byte is
+	// the upstream's plus a round trip.
+	_ = http.NewResponseController(w).Flush()
 
 	buf := make([]byte, fillChunk)
 	off := start
