@@ -7,7 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	
+
 	"github.com/opencontainers/go-digest"
 )
 
