@@ -491,8 +491,8 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		s.add("ratio cold cache/origin", c.mbps()/o.mbps())
 		s.add("ratio cold proxy/origin", p.mbps()/o.mbps())
 		s.add("ratio cold cache/proxy", c.mbps()/p.mbps())
-		s.add("ttfb delta cache-origin", (c.ttfb - o.ttfb).Seconds()*1e3)
-		s.add("ttfb delta proxy-origin", (p.ttfb - o.ttfb).Seconds()*1e3)
+		s.add("ttfb delta cache-origin", (c.ttfb-o.ttfb).Seconds()*1e3)
+		s.add("ttfb delta proxy-origin", (p.ttfb-o.ttfb).Seconds()*1e3)
 		if !warm {
 			continue
 		}
