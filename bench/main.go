@@ -26,6 +26,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -64,6 +65,8 @@ type options struct {
 	bcryptCost       int
 	out              string
 	only             string
+	cpuprofile       string
+	profileSeconds   int
 	keep             bool
 	commandLine      string
 	scenarioSelected map[string]bool
@@ -89,7 +92,9 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,rss (default: all)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,rss,profile (default: all; profile only with -cpuprofile)")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
 	flag.Parse()
 	o.commandLine = commandLine()
@@ -131,6 +136,9 @@ func commandLine() string {
 }
 
 func (o options) selected(name string) bool {
+	if name == "profile" {
+		return o.cpuprofile != "" && (len(o.scenarioSelected) == 0 || o.scenarioSelected[name])
+	}
 	return len(o.scenarioSelected) == 0 || o.scenarioSelected[name]
 }
 
@@ -198,6 +206,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"manifest", b.manifestScenario},
 		{"image", b.imageScenario},
 		{"rss", b.rssScenario},
+		{"profile", b.profileScenario},
 	}
 	for _, s := range steps {
 		if !o.selected(s.name) {
@@ -323,6 +332,12 @@ func (b *bench) pushBlob(ctx context.Context, repo string, n int64) (string, err
 		return "", fmt.Errorf("pushed %d bytes, want %d", got, n)
 	}
 	return blobPath(repo, dgst), nil
+}
+
+// cpuOf is p's CPU time so far (0 if unreadable).
+func cpuOf(p *proc) time.Duration {
+	d, _ := cpuTime(p.pid())
+	return d
 }
 
 func blobPath(repo string, d digest.Digest) string { return "/v2/" + repo + "/blobs/" + d.String() }
@@ -471,14 +486,21 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		cold := map[string]timing{}
 		for _, t := range rotate(ts, r) {
 			var tm timing
+			var cpu, originCPU time.Duration
 			up, err := b.measure(ctx, func() (err error) {
+				c0, o0 := cpuOf(t.p), cpuOf(b.origin)
 				tm, err = get(ctx, b.hc, t.url()+path, nil, n)
+				cpu, originCPU = cpuOf(t.p)-c0, cpuOf(b.origin)-o0
 				return err
 			})
 			if err != nil {
 				return nil, err
 			}
 			cold[t.label] = tm
+			if t.p != b.origin {
+				s.add(t.label+" cold cpu", cpu.Seconds()*1e3)
+			}
+			s.add(t.label+" cold origin cpu", originCPU.Seconds()*1e3)
 			s.add(t.label+" cold ttfb", tm.ttfb.Seconds()*1e3)
 			s.add(t.label+" cold MB/s", tm.mbps())
 			if t.cache {
@@ -520,11 +542,11 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 }
 
 func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
-	head := []string{"", "cold: time to first byte", "cold: throughput", "cold: vs origin direct", "cold: upstream GET / HEAD / bytes"}
+	head := []string{"", "cold: time to first byte", "cold: throughput", "cold: vs origin direct", "cold: upstream GET / HEAD / bytes", "cold: CPU of the process / of the origin"}
 	if warm {
 		head = append(head, "warm: time to first byte", "warm: throughput", "warm: vs origin direct")
 	}
-	t := &table{head: head, align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
+	t := &table{head: head, align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r"}}
 	for i, tg := range ts {
 		ratio, wratio, up := "1 (itself)", "1 (itself)", "–"
 		switch i {
@@ -536,13 +558,18 @@ func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
 		if tg.cache {
 			up = fmt.Sprintf("%s / %s / %s", fmtCount(s.med(tg.label+" upstream GETs")), fmtCount(s.med(tg.label+" upstream HEADs")), fmtBytes(s.med(tg.label+" upstream bytes")))
 		}
-		row := []string{tg.label, fmtMS(s.med(tg.label + " cold ttfb")), fmtMBps(s.med(tg.label + " cold MB/s")), ratio, up}
+		cpu := "– / " + fmtMS(s.med(tg.label+" cold origin cpu"))
+		if tg.p != b.origin {
+			cpu = fmtMS(s.med(tg.label+" cold cpu")) + " / " + fmtMS(s.med(tg.label+" cold origin cpu"))
+		}
+		row := []string{tg.label, fmtMS(s.med(tg.label + " cold ttfb")), fmtMBps(s.med(tg.label + " cold MB/s")), ratio, up, cpu}
 		if warm {
 			row = append(row, fmtMS(s.med(tg.label+" warm ttfb")), fmtMBps(s.med(tg.label+" warm MB/s")), wratio)
 		}
 		t.row(row...)
 	}
 	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
+	b.md.WriteString("CPU: user and system time of the process serving the pull, and of the origin, during the cold pull (/proc/PID/stat, 10 ms ticks).\n")
 	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy, cold: %s the throughput; time to first byte minus origin direct's: content-cache %s, distribution's proxy %s.\n\n",
 		fmtRatio(s.med("ratio cold cache/proxy")), fmtDeltaMS(s.med("ttfb delta cache-origin")), fmtDeltaMS(s.med("ttfb delta proxy-origin")))
 }
@@ -835,4 +862,103 @@ func sampleMax(pid int, field string) func() int64 {
 		close(stop)
 		return <-done
 	}
+}
+
+// profileScenario takes CPU profiles (pprof, from the debug server of a
+// binary built from ./bench/pprofbin) of each cache and of the origin while
+// the cache fills one fresh blob after another, and reports the throughput
+// and CPU time meanwhile.
+func (b *bench) profileScenario(ctx context.Context) error {
+	if err := os.MkdirAll(b.o.cpuprofile, 0o755); err != nil {
+		return err
+	}
+	n := int64(b.o.blobSize)
+	secs := b.o.profileSeconds
+	// Enough blobs for the profile at 1 GB/s, pushed before profiling.
+	count := max(4, int(int64(secs)*1e9/n)+1)
+	logf("profile: pushing %d blobs of %s", count, fmtBytes(float64(n)))
+	var paths []string
+	for range count {
+		p, err := b.pushBlob(ctx, "bench/profile", n)
+		if err != nil {
+			return err
+		}
+		paths = append(paths, p)
+	}
+	t := &table{head: []string{"", "cold pulls", "throughput", "CPU per pull: process", "CPU per pull: origin", "profiles"}, align: []string{"l", "r", "r", "r", "r", "l"}}
+	for _, tg := range b.direct[1:] {
+		logf("profile: %s, %d s of cold pulls", tg.label, secs)
+		name := strings.ReplaceAll(tg.label, " ", "-")
+		files := []string{filepath.Join(b.o.cpuprofile, name+".cold.pprof"), filepath.Join(b.o.cpuprofile, "origin-during-"+name+".cold.pprof")}
+		profErr := make(chan error, 2)
+		var wg sync.WaitGroup
+		for i, p := range []*proc{tg.p, b.origin} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				profErr <- fetchProfile(ctx, p, secs, files[i])
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		c0, o0 := cpuOf(tg.p), cpuOf(b.origin)
+		start := time.Now()
+		pulls := 0
+		var bytes int64
+	loop:
+		for _, p := range paths {
+			select {
+			case <-done:
+				break loop
+			default:
+			}
+			tm, err := get(ctx, b.hc, tg.url()+p, nil, n)
+			if err != nil {
+				return err
+			}
+			pulls++
+			bytes += tm.bytes
+		}
+		elapsed := time.Since(start)
+		cpu, ocpu := cpuOf(tg.p)-c0, cpuOf(b.origin)-o0
+		<-done
+		close(profErr)
+		for err := range profErr {
+			if err != nil {
+				return fmt.Errorf("%w (build the binary from ./bench/pprofbin)", err)
+			}
+		}
+		t.row(tg.label, fmtCount(float64(pulls)), fmtMBps(float64(bytes)/elapsed.Seconds()/1e6),
+			fmtMS(cpu.Seconds()*1e3/float64(pulls)), fmtMS(ocpu.Seconds()*1e3/float64(pulls)),
+			"`"+filepath.Base(files[0])+"`, `"+filepath.Base(files[1])+"`")
+	}
+	fmt.Fprintf(&b.md, "### Profile: back-to-back cold pulls of %s blobs\n\n%s\n", fmtBytes(float64(n)), t)
+	fmt.Fprintf(&b.md, "Profiles in `%s`: `go tool pprof -top BINARY FILE`.\n\n", b.o.cpuprofile)
+	return nil
+}
+
+// fetchProfile saves a CPU profile of p over secs seconds.
+func fetchProfile(ctx context.Context, p *proc, secs int, file string) error {
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, secs)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
