@@ -122,11 +122,12 @@ func getConcurrent(ctx context.Context, c *http.Client, url string, n int, want 
 const manifestAccept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 
 // requestRate sends GETs of url from workers goroutines for d and returns
-// the completed requests per second.
-func requestRate(ctx context.Context, c *http.Client, url string, workers int, d time.Duration) (float64, error) {
+// the completed requests per second and their number (a first GET, not
+// counted, comes before).
+func requestRate(ctx context.Context, c *http.Client, url string, workers int, d time.Duration) (float64, int64, error) {
 	hdr := http.Header{"Accept": {manifestAccept}}
 	if _, err := get(ctx, c, url, hdr, -1); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -152,9 +153,9 @@ func requestRate(ctx context.Context, c *http.Client, url string, workers int, d
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err, _ := firstErr.Load().(error); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(done.Load()) / elapsed.Seconds(), nil
+	return float64(done.Load()) / elapsed.Seconds(), done.Load(), nil
 }
 
 // crane runs `crane pull --format oci` of ref into a fresh directory and

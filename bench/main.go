@@ -569,7 +569,9 @@ func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
 		t.row(row...)
 	}
 	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
-	b.md.WriteString("CPU: user and system time of the process serving the pull, and of the origin, during the cold pull (/proc/PID/stat, 10 ms ticks).\n")
+	b.md.WriteString("Cold: the first GET of a blob pushed to the origin just before (for origin direct, its first GET of it); a fresh blob each repeat. " +
+		"Warm: the median of three more GETs of it per repeat. " +
+		"CPU: user and system time of the process serving the pull, and of the origin, during the cold pull (/proc/PID/stat, 10 ms ticks).\n")
 	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy, cold: %s the throughput; time to first byte minus origin direct's: content-cache %s, distribution's proxy %s.\n\n",
 		fmtRatio(s.med("ratio cold cache/proxy")), fmtDeltaMS(s.med("ttfb delta cache-origin")), fmtDeltaMS(s.med("ttfb delta proxy-origin")))
 }
@@ -639,8 +641,9 @@ func (b *bench) manifestScenario(ctx context.Context) error {
 		rates := map[string]float64{}
 		for _, t := range rotate(ts, r) {
 			var rate float64
+			var count int64
 			up, err := b.measure(ctx, func() (err error) {
-				rate, err = requestRate(ctx, b.hc, t.url()+path, b.o.rpsWorkers, b.o.rpsDuration)
+				rate, count, err = requestRate(ctx, b.hc, t.url()+path, b.o.rpsWorkers, b.o.rpsDuration)
 				return err
 			})
 			if err != nil {
@@ -649,8 +652,8 @@ func (b *bench) manifestScenario(ctx context.Context) error {
 			rates[t.label] = rate
 			s.add(t.label+" rate", rate)
 			if t.cache {
-				// +1: the warm-up request
-				s.add(t.label+" upstream per request", float64(up.manifestReqs)/(rate*b.o.rpsDuration.Seconds()+1))
+				// +1: the first, uncounted request
+				s.add(t.label+" upstream per request", float64(up.manifestReqs)/float64(count+1))
 			}
 		}
 		s.add("ratio cache/origin", rates[ts[1].label]/rates[ts[0].label])

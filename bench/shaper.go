@@ -120,9 +120,14 @@ type chunk struct {
 	at time.Time
 }
 
-// chunkSize is the most read from a connection at once: 1.3 ms of a
+// chunkSize is the most read from a connection at once: 2.6 ms of a
 // 100 Mbit/s line.
-const chunkSize = 16 << 10
+const chunkSize = 32 << 10
+
+// burst is how far ahead of real time the line may be booked. Sleeps are
+// not precise to the microsecond: without this slack, each late wake-up
+// would cost the line the time it overslept.
+const burst = 5 * time.Millisecond
 
 // pipe copies src to dst across l: a reader takes bytes from src only as
 // fast as the link serializes them (so TCP pushes back on the sender), and
@@ -136,7 +141,10 @@ func (s *Shaper) pipe(dst, src net.Conn, l *link) {
 			n, err := src.Read(buf)
 			if n > 0 {
 				sent := l.transmit(n)
-				sleepUntil(sent)
+				// Keep at most burst of the line booked ahead: the sender
+				// waits as on a real line, and a late wake-up does not
+				// leave the line idle (the clock books from where it is).
+				sleepUntil(sent.Add(-burst))
 				inFlight <- chunk{b: buf[:n], at: sent.Add(s.delay)}
 			}
 			if err != nil {
