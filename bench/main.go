@@ -76,7 +76,7 @@ func main() {
 	o := options{blobSize: 64 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, rssSize: 1 << 30, wanBlobSize: 16 << 20}
 	flag.StringVar(&o.bin, "bin", "bin/content-cache", "the content-cache binary (make build)")
 	flag.StringVar(&o.crane, "crane", ".tools/bin/crane", "crane, for the image pulls (make tools); PATH is searched when missing")
-	flag.IntVar(&o.repeats, "repeats", 5, "repeats of each scenario (medians are reported)")
+	flag.IntVar(&o.repeats, "repeats", 7, "repeats of each scenario (medians are reported)")
 	flag.Var(&o.blobSize, "blob-size", "size of the blob of the cold/warm blob scenario")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "concurrent GETs of one cold blob")
 	flag.Var(&o.concSize, "conc-size", "size of the blob of the concurrent-miss scenario")
