@@ -471,6 +471,10 @@ func (b *bench) blobScenario(ctx context.Context) error {
 			return err
 		}
 		b.blobTable(fmt.Sprintf("Blob of %s, cold, across the emulated WAN (%v round trip, %.0f Mbit/s)", fmtBytes(float64(b.o.wanBlobSize)), 2*b.o.wanDelay, b.o.wanMbit), w, b.wan, false)
+		c, p, d := w.med("ratio cold cache/origin"), w.med("ratio cold cache/proxy"), w.med("ttfb delta cache-origin")
+		b.addGoal("cold fill across the emulated WAN: content-cache vs origin direct across it", fmtRatio(c), "≥ 0.8×", c >= 0.8, !math.IsNaN(c))
+		b.addGoal("cold fill across the emulated WAN: content-cache vs distribution's proxy", fmtRatio(p), "≥ 2×", p >= 2, !math.IsNaN(p))
+		b.addGoal("cold time to first byte across the emulated WAN: content-cache minus origin direct", fmtDeltaMS(d), "≤ +5 ms", d <= 5, !math.IsNaN(d))
 	}
 	return nil
 }
