@@ -61,8 +61,12 @@ conformance: $(OCI_CONFORMANCE) ## OCI conformance: origin, cache and chain on l
 $(OCI_CONFORMANCE):
 	GOBIN=$(dir $@) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(OCI_CONFORMANCE_VERSION)
 
-bench: ## Benchmarks against plain distribution (not yet: fails)
-	@echo "make bench: not yet"; exit 1
+# Flags for `make bench`, e.g. BENCHFLAGS="-wan -out BENCHMARKS.md" or
+# BENCHFLAGS="-rss-size 4GiB"; `go run ./bench -h` lists them all.
+BENCHFLAGS ?=
+
+bench: build tools ## Origin, content-cache and distribution's proxy side by side on loopback (BENCHFLAGS="-wan -out FILE")
+	$(GO) run ./bench -bin bin/content-cache -crane $(CURDIR)/.tools/bin/crane $(BENCHFLAGS)
 
 clean: ## Remove bin/ and .tools/
 	rm -rf bin .tools

@@ -1,0 +1,68 @@
+package downstream
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkDecisionLookup is the authorization decision lookup of every
+// blob and manifest request, from all CPUs at once over a cache of 10,000
+// credential/repository pairs: "hit" finds an allowed answer within
+// authttl, "miss" finds none (the request then asks the origin),
+// "hash+hit" includes hashing the Authorization header as a request does.
+func BenchmarkDecisionLookup(b *testing.B) {
+	const pairs = 10_000
+	d := newDecisions(time.Hour, time.Now, newMetrics(nil))
+	creds := make([]credKey, pairs)
+	headers := make([]string, pairs)
+	repos, others := make([]string, pairs), make([]string, pairs)
+	for i := range pairs {
+		headers[i] = "Bearer token-of-user-" + strconv.Itoa(i)
+		creds[i] = hashCredential(headers[i])
+		repos[i] = "team-" + strconv.Itoa(i%100) + "/app"
+		others[i] = "team-" + strconv.Itoa(i%100) + "/other"
+		d.allow(creds[i], repos[i])
+	}
+	var next atomic.Uint64
+	b.Run("hit", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(7919) % pairs)
+			for pb.Next() {
+				if !d.isAllowed(creds[i], repos[i]) {
+					b.Error("allowed pair not found")
+					return
+				}
+				i = (i + 1) % pairs
+			}
+		})
+	})
+	b.Run("miss", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(7919) % pairs)
+			for pb.Next() {
+				if d.isAllowed(creds[i], others[i]) {
+					b.Error("a pair never allowed was found")
+					return
+				}
+				i = (i + 1) % pairs
+			}
+		})
+	})
+	b.Run("hash+hit", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(7919) % pairs)
+			for pb.Next() {
+				if !d.isAllowed(hashCredential(headers[i]), repos[i]) {
+					b.Error("allowed pair not found")
+					return
+				}
+				i = (i + 1) % pairs
+			}
+		})
+	})
+}
