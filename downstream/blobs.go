@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
@@ -264,23 +263,6 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) 
 		writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(f.dgst))
 	}
 	return st, nil
-}
-
-// serveLocal serves a stored blob (Range, If-None-Match and HEAD included).
-// It returns false, having written nothing, when the blob is gone (expired
-// by another cache sharing the storage since it was looked up): the caller
-// fetches it again.
-func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	err := blobs.ServeBlob(r.Context(), w, r, dgst)
-	if errors.Is(err, distribution.ErrBlobUnknown) {
-		// distribution's stat fails before anything is written.
-		return false
-	}
-	if err != nil {
-		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
-	}
-	return true
 }
 
 // pulled records a GET served, for expiry: hits, misses and coalesced

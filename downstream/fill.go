@@ -194,23 +194,23 @@ type spoolStore struct {
 	done  chan error
 }
 
-// storeSpool starts copying f into storage; nil if storage refuses.
+// storeSpool starts copying f into storage. The upload is created on the
+// copy's goroutine: its directories and files (and their fsyncs) are not
+// on the way to the client's first byte.
 func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
 	s := &spoolStore{c: c, f: f, dir: path.Join(repositoriesRoot, f.repo.Name(), "_uploads", uuid.NewString()), done: make(chan error, 1)}
-	err := c.driver.PutContent(ctx, path.Join(s.dir, "startedat"), []byte(c.now().UTC().Format(time.RFC3339)))
-	if err == nil {
-		s.fw, err = c.driver.Writer(ctx, path.Join(s.dir, "data"), false)
-	}
-	if err != nil {
-		c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
-		_ = c.driver.Delete(ctx, s.dir)
-		return nil
-	}
 	go func() { s.done <- s.copy(ctx) }()
 	return s
 }
 
 func (s *spoolStore) copy(ctx context.Context) error {
+	err := s.c.driver.PutContent(ctx, path.Join(s.dir, "startedat"), []byte(s.c.now().UTC().Format(time.RFC3339)))
+	if err != nil {
+		return err
+	}
+	if s.fw, err = s.c.driver.Writer(ctx, path.Join(s.dir, "data"), false); err != nil {
+		return err
+	}
 	buf := make([]byte, fillChunk)
 	var off int64
 	for {
@@ -244,9 +244,6 @@ func (s *spoolStore) copy(ctx context.Context) error {
 // and storage holds all of it, or drops the upload: nothing unverified is
 // kept.
 func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
-	if s == nil {
-		return
-	}
 	s.ended.Store(true)
 	s.f.update(func(*fillState) {}) // wake the copy
 	err := <-s.done
@@ -260,8 +257,10 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	if err != nil {
 		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
 	}
-	_ = s.fw.Cancel(ctx)
-	_ = s.fw.Close()
+	if s.fw != nil {
+		_ = s.fw.Cancel(ctx)
+		_ = s.fw.Close()
+	}
 	_ = s.c.driver.Delete(ctx, s.dir)
 }
 

@@ -2,6 +2,7 @@ package downstream_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -293,6 +294,49 @@ func TestIndexAndManifestByDigest(t *testing.T) {
 	for _, img := range imgs {
 		if n := origin.Counts.Get(http.MethodGet, "/v2/public/multi/manifests/"+img.Digest.String()); n != 1 {
 			t.Fatalf("origin saw %d GETs of a child manifest, want 1 (then HEADs only)", n)
+		}
+	}
+}
+
+// TestWarmBlobAnswersLikeOrigin: a hit, served from the storage driver,
+// answers status, length and the headers clients use as the origin
+// (distribution's own blob server) does.
+func TestWarmBlobAnswersLikeOrigin(t *testing.T) {
+	origin := regtest.StartOrigin(t, nil)
+	cache := regtest.StartCache(t, origin.URL, nil)
+	img := regtest.RandomImage(4, 1, 300<<10)
+	push(t, origin, img)
+	d := digest.FromBytes(img.Layers[0])
+	path := "/v2/" + img.Repo + "/blobs/" + d.String()
+	oc, cc := &regtest.Client{Base: origin.URL}, &regtest.Client{Base: cache.URL}
+	get(t, cc, http.MethodGet, path, nil) // now a hit
+	for _, tc := range []struct {
+		method string
+		hdr    http.Header
+	}{
+		{http.MethodGet, nil},
+		{http.MethodHead, nil},
+		{http.MethodGet, http.Header{"If-None-Match": {`"` + d.String() + `"`}}},
+		{http.MethodGet, http.Header{"If-None-Match": {`"sha256:other"`}}},
+		{http.MethodGet, http.Header{"Range": {"bytes=5-9"}}},
+		{http.MethodHead, http.Header{"Range": {"bytes=5-9"}}},
+		{http.MethodGet, http.Header{"Range": {"bytes=0-0,10-20"}}},
+		{http.MethodGet, http.Header{"Range": {"bytes=999999999-"}}},
+	} {
+		os, oh, ob := get(t, oc, tc.method, path, tc.hdr)
+		cs, ch, cb := get(t, cc, tc.method, path, tc.hdr)
+		name := fmt.Sprintf("%s %v", tc.method, tc.hdr)
+		if cs != os {
+			t.Errorf("%s: status %d, origin %d", name, cs, os)
+		}
+		multipart := strings.HasPrefix(ch.Get("Content-Type"), "multipart/") // random boundaries
+		if cs < 300 && !multipart && !bytes.Equal(cb, ob) {
+			t.Errorf("%s: %d bytes differ from the origin's %d", name, len(cb), len(ob))
+		}
+		for _, k := range []string{"Content-Length", "Content-Range", "Docker-Content-Digest", "ETag", "Accept-Ranges"} {
+			if ch.Get(k) != oh.Get(k) {
+				t.Errorf("%s: %s %q, origin %q", name, k, ch.Get(k), oh.Get(k))
+			}
 		}
 	}
 }

@@ -1,0 +1,122 @@
+package downstream
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
+	"github.com/opencontainers/go-digest"
+)
+
+// serveLocal serves a stored blob (Range, If-None-Match and HEAD included).
+// It returns false, having written nothing, when the blob is gone (expired
+// by another cache sharing the storage since it was looked up): the caller
+// fetches it again.
+//
+// The bytes come straight from the storage driver through a buffer sized to
+// the blob. distribution's ServeBlob reads through a 4 MiB buffer allocated
+// per request (1.6 ms and 4.2 MB per 4 KiB hit, BenchmarkServeHit); it still serves what this does not handle: drivers that may
+// redirect to the storage (the app decides whether they do) and
+// multi-range requests.
+func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
+	ctx := r.Context()
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	desc, err := blobs.Stat(ctx, dgst) // the repository's link and the data
+	if errors.Is(err, distribution.ErrBlobUnknown) {
+		return false
+	}
+	if err != nil {
+		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+		return true
+	}
+	data := blobDataPath(desc.Digest)
+	rng := r.Header.Get("Range")
+	start, end := int64(0), desc.Size
+	ranged := false
+	if rng != "" {
+		var ok bool
+		// Several ranges and unsatisfiable ones (rare) are answered by
+		// distribution, exactly as the origin would.
+		if start, end, ok = parseRange(rng, desc.Size); !ok || start >= end {
+			return c.serveBlobStore(w, r, blobs, dgst)
+		}
+		ranged = true
+	}
+	if u, err := c.driver.RedirectURL(r, data); err != nil || u != "" {
+		return c.serveBlobStore(w, r, blobs, dgst)
+	}
+
+	h := w.Header()
+	etag := `"` + desc.Digest.String() + `"`
+	h.Set("ETag", etag)
+	h.Set("Cache-Control", "max-age=31536000") // content-addressed: never changes
+	h.Set("Docker-Content-Digest", desc.Digest.String())
+	h.Set("Content-Type", cmp.Or(desc.MediaType, "application/octet-stream"))
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return true
+	}
+	h.Set("Accept-Ranges", "bytes")
+	status := http.StatusOK
+	if ranged {
+		status = http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, desc.Size))
+	}
+	h.Set("Content-Length", strconv.FormatInt(end-start, 10))
+	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
+		return true
+	}
+	rc, err := c.driver.Reader(ctx, data, start)
+	if isNotFound(err) {
+		for _, k := range []string{"ETag", "Cache-Control", "Docker-Content-Digest", "Content-Type", "Accept-Ranges", "Content-Range", "Content-Length"} {
+			h.Del(k)
+		}
+		return false
+	}
+	if err != nil {
+		h.Del("Content-Length")
+		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+		return true
+	}
+	defer rc.Close()
+	w.WriteHeader(status)
+	// A buffer sized to the blob, up to 256 KiB: on loopback this beat
+	// sendfile (1.2-2.1 vs 0.9-1.0 GB/s on a 64 MiB blob, BenchmarkBlobWarm).
+	buf := make([]byte, min(256<<10, max(end-start, 1)))
+	if n, err := io.CopyBuffer(writerOnly{w}, io.LimitReader(rc, end-start), buf); err != nil || n != end-start {
+		// Headers are out: all that is left is to cut the response short.
+		panic(http.ErrAbortHandler)
+	}
+	return true
+}
+
+// serveBlobStore serves through distribution's blob store.
+func (c *Cache) serveBlobStore(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
+	err := blobs.ServeBlob(r.Context(), w, r, dgst)
+	if errors.Is(err, distribution.ErrBlobUnknown) {
+		// distribution's stat fails before anything is written.
+		return false
+	}
+	if err != nil {
+		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
+	}
+	return true
+}
+
+// etagMatch reports whether an If-None-Match header lists etag (or *).
+func etagMatch(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == etag || t == "*" {
+			return true
+		}
+	}
+	return false
+}
