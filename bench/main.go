@@ -158,6 +158,7 @@ type bench struct {
 	hc     *http.Client
 	olog   *originLog
 	origin *proc
+	procs  []*proc  // every process started, stopped at the end
 	direct []target // origin, content-cache, distribution proxy
 	wan    []target // the same across the shaper (-wan)
 	shaper *Shaper
@@ -221,27 +222,21 @@ func run(ctx context.Context, o options) (string, error) {
 	return b.md.String(), nil
 }
 
-var procsMu sync.Mutex
-var procs []*proc
-
 func (b *bench) startProc(ctx context.Context, name, kind, upstream string, onLine func(string)) (*proc, error) {
 	p, err := startProc(ctx, b.o.bin, b.work, name, kind, filepath.Join(b.work, "htpasswd"), upstream, onLine)
 	if err != nil {
 		return nil, err
 	}
-	procsMu.Lock()
-	procs = append(procs, p)
-	procsMu.Unlock()
+	b.procs = append(b.procs, p)
 	return p, nil
 }
 
+// stopAll stops every process this run started, and the shaper.
 func (b *bench) stopAll() {
-	procsMu.Lock()
-	defer procsMu.Unlock()
-	for _, p := range procs {
+	for _, p := range b.procs {
 		p.stop()
 	}
-	procs = nil
+	b.procs = nil
 	if b.shaper != nil {
 		_ = b.shaper.Close()
 	}
