@@ -19,7 +19,7 @@
 // the data path to count them.
 //
 //	make bench                                 # build, then go run ./bench with the defaults
-//	go run ./bench -bin bin/content-cache -wan -out BENCHMARKS.md
+//	go run ./bench -bin bin/content-cache -wan -out /tmp/bench.md
 package main
 
 import (
