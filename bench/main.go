@@ -16,7 +16,8 @@
 //
 // Upstream fetches are counted from the origin's own log (distribution logs
 // every 2xx answer with its method, URI and body size), so nothing sits in
-// the data path to count them.
+// the data path to count them. Peak RSS and CPU time come from /proc, so the
+// harness runs on Linux only.
 //
 //	make bench                                 # build, then go run ./bench with the defaults
 //	go run ./bench -bin bin/content-cache -wan -out /tmp/bench.md
