@@ -61,7 +61,7 @@ conformance: $(OCI_CONFORMANCE) ## OCI conformance: origin, cache and chain on l
 $(OCI_CONFORMANCE):
 	GOBIN=$(dir $@) $(GO) install github.com/opencontainers/distribution-spec/conformance@$(OCI_CONFORMANCE_VERSION)
 
-# Flags for `make bench`, e.g. BENCHFLAGS="-wan -out BENCHMARKS.md" or
+# Flags for `make bench`, e.g. BENCHFLAGS="-wan -out /tmp/bench.md" or
 # BENCHFLAGS="-rss-size 4GiB"; `go run ./bench -h` lists them all.
 BENCHFLAGS ?=
 

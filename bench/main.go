@@ -16,10 +16,11 @@
 //
 // Upstream fetches are counted from the origin's own log (distribution logs
 // every 2xx answer with its method, URI and body size), so nothing sits in
-// the data path to count them.
+// the data path to count them. Peak RSS and CPU time come from /proc, so the
+// harness runs on Linux only.
 //
 //	make bench                                 # build, then go run ./bench with the defaults
-//	go run ./bench -bin bin/content-cache -wan -out BENCHMARKS.md
+//	go run ./bench -bin bin/content-cache -wan -out /tmp/bench.md
 package main
 
 import (
@@ -158,6 +159,7 @@ type bench struct {
 	hc     *http.Client
 	olog   *originLog
 	origin *proc
+	procs  []*proc  // every process started, stopped at the end
 	direct []target // origin, content-cache, distribution proxy
 	wan    []target // the same across the shaper (-wan)
 	shaper *Shaper
@@ -221,27 +223,21 @@ func run(ctx context.Context, o options) (string, error) {
 	return b.md.String(), nil
 }
 
-var procsMu sync.Mutex
-var procs []*proc
-
 func (b *bench) startProc(ctx context.Context, name, kind, upstream string, onLine func(string)) (*proc, error) {
 	p, err := startProc(ctx, b.o.bin, b.work, name, kind, filepath.Join(b.work, "htpasswd"), upstream, onLine)
 	if err != nil {
 		return nil, err
 	}
-	procsMu.Lock()
-	procs = append(procs, p)
-	procsMu.Unlock()
+	b.procs = append(b.procs, p)
 	return p, nil
 }
 
+// stopAll stops every process this run started, and the shaper.
 func (b *bench) stopAll() {
-	procsMu.Lock()
-	defer procsMu.Unlock()
-	for _, p := range procs {
+	for _, p := range b.procs {
 		p.stop()
 	}
-	procs = nil
+	b.procs = nil
 	if b.shaper != nil {
 		_ = b.shaper.Close()
 	}
@@ -349,8 +345,15 @@ func rotate(ts []target, r int) []target {
 	return append(slices.Clone(ts[r:]), ts[:r]...)
 }
 
-// measure runs fn against t and returns what the origin served meanwhile.
+// settle writes dirty pages back to disk (sync(2)) before a measurement:
+// otherwise the kernel flushes the previous step's writes during it, taking
+// CPU from one of the few cores.
+func settle() { syscall.Sync() }
+
+// measure runs fn, after settle, and returns what the origin served
+// meanwhile.
 func (b *bench) measure(ctx context.Context, fn func() error) (upstreamCount, error) {
+	settle()
 	mark := b.olog.mark()
 	if err := fn(); err != nil {
 		return upstreamCount{}, err
@@ -371,7 +374,7 @@ func (b *bench) header() {
 		"the origin (plain registry, htpasswd, bcrypt cost %d), content-cache (upstream: the origin) and distribution's "+
 		"proxy (`proxy.remoteurl`: the origin, with the bench user's credentials). Clients send Basic credentials to all three. "+
 		"Repeats: %d; values are medians over the repeats; ratios are medians of the per-repeat ratios, measured side by side "+
-		"in the same repeat, the order of the targets rotating from repeat to repeat. Upstream fetches are counted from the origin's log. "+
+		"in the same repeat, the order of the targets rotating from repeat to repeat. Dirty pages are written back (sync) before each measurement. Upstream fetches are counted from the origin's log. "+
 		"MB/s is 10^6 bytes per second, for the whole request.\n", o.bcryptCost, o.repeats)
 	if o.wan {
 		fmt.Fprintf(&b.md, "- WAN: a shaping TCP proxy in front of the origin, %v one way (%v round trip), %.0f Mbit/s per direction "+
@@ -491,6 +494,9 @@ func (b *bench) blobScenario(ctx context.Context) error {
 	return nil
 }
 
+// warmGets is how many warm GETs of each target a repeat takes the median of.
+const warmGets = 5
+
 func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, warm bool) (series, error) {
 	s := series{}
 	for r := range repeats {
@@ -536,7 +542,8 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		}
 		logf("blob %s, repeat %d/%d: warm", fmtBytes(float64(n)), r+1, repeats)
 		w, wt := map[string][]float64{}, map[string][]float64{}
-		for range 3 {
+		settle()
+		for range warmGets {
 			for _, t := range rotate(ts, r) {
 				tm, err := get(ctx, b.hc, t.url()+path, nil, n)
 				if err != nil {
@@ -586,7 +593,7 @@ func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
 	}
 	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
 	b.md.WriteString("Cold: the first GET of a blob pushed to the origin just before (for origin direct, its first GET of it); a fresh blob each repeat. " +
-		"Warm: the median of three more GETs of it per repeat. " +
+		"Warm: the median of five more GETs of it per repeat. " +
 		"CPU: user and system time of the process serving the pull, and of the origin, during the cold pull (/proc/PID/stat, 10 ms ticks).\n")
 	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy, cold: %s the throughput; time to first byte minus origin direct's: content-cache %s, distribution's proxy %s.\n\n",
 		fmtRatio(s.med("ratio cold cache/proxy")), fmtDeltaMS(s.med("ttfb delta cache-origin")), fmtDeltaMS(s.med("ttfb delta proxy-origin")))
@@ -827,6 +834,7 @@ func (b *bench) rssScenario(ctx context.Context) error {
 					resetFailed = true
 				}
 			}
+			settle()
 			anon := sampleMax(pid, "RssAnon")
 			tm, err := get(ctx, b.hc, tg.url()+path, nil, n)
 			maxAnon := anon()

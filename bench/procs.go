@@ -114,6 +114,8 @@ func startProc(ctx context.Context, bin, dir, name, kind, htpasswd, upstream str
 	}
 	p.cmd = exec.Command(bin, "serve", cfgPath)
 	p.cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	// Should the harness die without stopping it, the registry goes too.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
