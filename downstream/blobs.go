@@ -38,7 +38,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	}
 	defer release()
 	if c.decisions.isAllowed(ck, repo.Name()) {
-		if _, err := blobs.Stat(ctx, dgst); err == nil && c.serveLocal(w, r, blobs, dgst) {
+		if c.serveLocal(w, r, blobs, dgst) {
 			rl.result = resultHit
 			c.pulled(r, repo, dgst, kindLayer)
 			return

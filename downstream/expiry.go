@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3"
@@ -132,7 +131,9 @@ func (c *Cache) remove(ctx context.Context, dgst digest.Digest, limit time.Durat
 	}
 	last := time.Time{}
 	for _, r := range recs {
-		last = maxTime(last, r.at)
+		if r.at.After(last) {
+			last = r.at
+		}
 	}
 	if !expired(recs, c.now(), limit) {
 		return false, 0, nil
@@ -178,9 +179,7 @@ func (c *Cache) unlink(ctx context.Context, k pullKey) error {
 	if err != nil {
 		return err
 	}
-	linkDir := path.Join(repositoriesRoot, k.repo, "_layers", string(k.dgst.Algorithm()), k.dgst.Encoded())
 	if k.kind == kindManifest {
-		linkDir = path.Join(repositoriesRoot, k.repo, "_manifests/revisions", string(k.dgst.Algorithm()), k.dgst.Encoded())
 		var ms distribution.ManifestService
 		if ms, err = repo.Manifests(ctx); err == nil {
 			err = ms.Delete(ctx, k.dgst)
@@ -191,14 +190,11 @@ func (c *Cache) unlink(ctx context.Context, k pullKey) error {
 	if err == nil || !errors.Is(err, distribution.ErrBlobUnknown) {
 		return err
 	}
-	if err := c.driver.Delete(ctx, linkDir); err != nil && !isNotFound(err) {
+	if err := c.driver.Delete(ctx, linkDir(k.repo, k.dgst, k.kind)); err != nil && !isNotFound(err) {
 		return err
 	}
 	return nil
 }
-
-// repositoriesRoot is distribution's repository tree in the storage driver.
-const repositoriesRoot = "/docker/registry/v2/repositories"
 
 // adopt writes a record, as pulled now, for every link and every blob
 // found in storage without one: content stored before expiry was enabled,
@@ -242,35 +238,4 @@ func (c *Cache) adopt(ctx context.Context) (int, error) {
 		return n, err
 	}
 	return n, nil
-}
-
-// parseLinkPath reads the record a link of distribution's tree needs:
-// <repositoriesRoot>/<repo>/_layers/<alg>/<hex>/link or
-// <repositoriesRoot>/<repo>/_manifests/revisions/<alg>/<hex>/link.
-func parseLinkPath(p string) (pullKey, bool) {
-	rest, ok := strings.CutPrefix(p, repositoriesRoot+"/")
-	if !ok || path.Base(rest) != "link" {
-		return pullKey{}, false
-	}
-	dir := path.Dir(rest) // <repo>/<kind dirs>/<alg>/<hex>
-	hex, alg := path.Base(dir), path.Base(path.Dir(dir))
-	dgst := digest.NewDigestFromEncoded(digest.Algorithm(alg), hex)
-	if dgst.Validate() != nil {
-		return pullKey{}, false
-	}
-	prefix := path.Dir(path.Dir(dir))
-	if repo, ok := strings.CutSuffix(prefix, "/_layers"); ok {
-		return pullKey{dgst: dgst, repo: repo, kind: kindLayer}, true
-	}
-	if repo, ok := strings.CutSuffix(prefix, "/_manifests/revisions"); ok {
-		return pullKey{dgst: dgst, repo: repo, kind: kindManifest}, true
-	}
-	return pullKey{}, false
-}
-
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

@@ -198,7 +198,7 @@ type spoolStore struct {
 // copy's goroutine: its directories and files (and their fsyncs) are not
 // on the way to the client's first byte.
 func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
-	s := &spoolStore{c: c, f: f, dir: path.Join(repositoriesRoot, f.repo.Name(), "_uploads", uuid.NewString()), done: make(chan error, 1)}
+	s := &spoolStore{c: c, f: f, dir: uploadDir(f.repo.Name(), uuid.NewString()), done: make(chan error, 1)}
 	go func() { s.done <- s.copy(ctx) }()
 	return s
 }
@@ -282,12 +282,6 @@ func (s *spoolStore) commit(ctx context.Context) error {
 	// Stored already (another cache sharing the storage): the upload goes.
 	_ = s.c.driver.Delete(ctx, s.dir)
 	return s.c.link(ctx, s.f.repo, s.f.dgst)
-}
-
-// blobDataPath is where distribution keeps a blob's data.
-func blobDataPath(dgst digest.Digest) string {
-	hex := dgst.Encoded()
-	return path.Join("/docker/registry/v2/blobs", string(dgst.Algorithm()), hex[:2], hex, "data")
 }
 
 // resume continues a fill from offset at an upstream that has not failed

@@ -1,7 +1,6 @@
 package downstream
 
 import (
-	"io"
 	"net/http"
 	"time"
 
@@ -89,9 +88,6 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 	s.bytes += int64(n)
 	return n, err
 }
-
-// writerOnly hides every method but Write (no ReadFrom: no recursion).
-type writerOnly struct{ io.Writer }
 
 // Unwrap lets http.ResponseController reach the real writer (flushes).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -3,7 +3,6 @@ package downstream
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path"
 	"strings"
 	"sync"
@@ -239,12 +238,4 @@ func parseRecordPath(p string) (pullKey, bool) {
 func isNotFound(err error) bool {
 	var nf storagedriver.PathNotFoundError
 	return errors.As(err, &nf)
-}
-
-// String is for logs.
-func (k pullKey) String() string {
-	if k.repo == "" {
-		return fmt.Sprintf("%s %s", k.kind, k.dgst)
-	}
-	return fmt.Sprintf("%s %s@%s", k.kind, k.repo, k.dgst)
 }
