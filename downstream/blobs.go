@@ -13,9 +13,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// fillAttempts bounds how often a request joins a fill that another
-// credential started and that failed before streaming (the other client may
-// just have had no access).
+// fillAttempts bounds how often a request joins or starts a fill again
+// when a fill failed before streaming for a reason that was not the
+// origin's answer to this request (the upstream failing for everybody).
 const fillAttempts = 3
 
 // serveBlob answers GET and HEAD of a blob: from local storage when this
@@ -37,7 +37,10 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		return // the client went away
 	}
 	defer release()
-	if c.decisions.isAllowed(ck, repo.Name()) {
+	// What the cache knows of this request's right to pull from repo,
+	// looked up once: a recent decision, or the origin's confirmation.
+	ra := reqAuth{decided: c.allowedByDecision(r, ck, repo.Name())}
+	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
 			rl.result = resultHit
 			c.pulled(r, repo, dgst, kindLayer)
@@ -49,14 +52,12 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	// the origin must confirm this repository has it for this credential.
 	_, statErr := c.local.BlobStatter().Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
-		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: blobPath(repo, dgst), client: r.Header})
+		resp, err := c.confirmBlob(ctx, r, repo, dgst)
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
-		resp.Body.Close()
 		rl.upstream = resp.host.Host
-		c.decisions.allow(ck, repo.Name())
 		if statErr == nil {
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
@@ -78,77 +79,115 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		}
 	}
 
+	a := &asker{cred: ck, repo: repo, hdr: r.Header.Clone()}
 	for attempt := 1; ; attempt++ {
 		var err error
 		c.mu.Lock()
-		f, joined := c.fills[dgst], true
+		f, leader := c.fills[dgst], false
 		if f == nil {
-			joined = false
-			f, err = c.startFill(ctx, repo, dgst, r)
+			leader = true
+			f, err = c.startFill(ctx, a, dgst)
 		} else {
 			f.acquire()
+			// Only a request the origin allowed may take the fill over
+			// if the credential it fetches with is refused: a flood of
+			// unauthorized requests cannot stand in the way.
+			if ra.confirmed || ra.decided {
+				c.enlistLocked(f, a)
+			}
 		}
 		c.mu.Unlock()
 		if err != nil {
 			writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
 			return
 		}
-		err = c.joinFill(w, r, f, repo, ck, joined, rl)
+		err = c.joinFill(w, r, f, a, leader, &ra, rl)
 		f.release()
+		var own ownAnswer
+		if errors.As(err, &own) {
+			c.answerUpstreamError(w, r, repo, ck, own.err, rl)
+			return
+		}
 		var pre preStartError
 		if !errors.As(err, &pre) {
 			return
 		}
-		// The fill failed before a byte was streamed. Its own credential
-		// gets the upstream's answer; another credential tries again.
-		if f.sameAsker(ck, repo) || attempt == fillAttempts {
+		// The fill failed before streaming without asking with this
+		// request's credential (the upstream failed for everybody):
+		// start or join another.
+		if attempt == fillAttempts {
 			c.answerUpstreamError(w, r, repo, ck, pre.err, rl)
 			return
 		}
 	}
 }
 
-// sameAsker reports whether the fill fetches with this credential through
-// this repository: then the fill's own answer from the origin authorizes
-// the request too.
-func (f *fill) sameAsker(ck credKey, repo reference.Named) bool {
-	return f.cred == ck && f.repo.Name() == repo.Name()
+// reqAuth is what a request's authorization rests on.
+type reqAuth struct {
+	decided   bool // a decision younger than authttl allows its credential on its repository
+	confirmed bool // the origin said 2xx to it for its repository and digest
 }
 
-// preStartError is a fill that failed before streaming: nothing was written
-// to the client yet, so it may still get an answer of its own.
+// preStartError is a fill that failed before streaming, for a reason that
+// was not the origin's answer to this request: nothing was written to the
+// client yet, so it may still get an answer of its own.
 type preStartError struct{ err error }
 
 func (e preStartError) Error() string { return e.err.Error() }
 
-// joinFill authorizes the request if the fill's credential is not its own,
-// streams the fill to the client, and links the blob into the client's
-// repository once verified.
-func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo reference.Named, ck credKey, joined bool, rl *requestLog) error {
+// ownAnswer is the upstream's answer to this request itself: its refusal,
+// or its failure to answer. It goes to the client as it is.
+type ownAnswer struct{ err error }
+
+func (e ownAnswer) Error() string { return e.err.Error() }
+
+// joinFill streams fill f to the client once the origin allowed this
+// request, and links the blob into the client's repository once verified.
+// The fill's own answer from the origin authorizes only the request whose
+// credential it fetched with; anybody else needs a decision for the same
+// repository (the fill's 200 says the repository has the digest) or the
+// origin's confirmation of its own repository and digest.
+func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *asker, leader bool, ra *reqAuth, rl *requestLog) error {
 	ctx := r.Context()
-	if joined && !f.sameAsker(ck, repo) && !c.decisions.isAllowed(ck, repo.Name()) {
-		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: blobPath(repo, f.dgst), client: r.Header})
-		if err != nil {
-			c.answerUpstreamError(w, r, repo, ck, err, rl)
-			return err
+	if !leader && !ra.confirmed && !ra.decided {
+		// Not known to the cache: ask the origin before waiting, so that
+		// a refusal comes at once and the request may take the fill over.
+		if _, err := c.confirmBlob(ctx, r, a.repo, f.dgst); err != nil {
+			return ownAnswer{err}
 		}
-		resp.Body.Close()
-		c.decisions.allow(ck, repo.Name())
+		ra.confirmed = true
+		c.enlist(f, a)
+	}
+	st, err := f.wait(ctx, func(s fillState) bool { return s.started || s.finished || f.refusedFor(a) != nil })
+	if err != nil {
+		return err // the client went away
+	}
+	if err := f.refusedFor(a); err != nil {
+		return ownAnswer{err}
+	}
+	if !st.started {
+		return preStartError{st.err}
+	}
+	mine := st.by == a
+	if !mine && !ra.confirmed && (!ra.decided || st.by.repo.Name() != a.repo.Name()) {
+		if _, err := c.confirmBlob(ctx, r, a.repo, f.dgst); err != nil {
+			return ownAnswer{err}
+		}
+		ra.confirmed = true
 	}
 	rl.result = resultMiss
-	if joined {
+	if !leader {
 		rl.result = resultCoalesced
 	}
-	st, err := c.streamFill(w, r, f)
 	rl.upstream = st.host
-	if st.started {
-		c.pulled(r, repo, f.dgst, kindLayer)
-	}
+	c.pulled(r, a.repo, f.dgst, kindLayer)
+	st, err = c.streamFill(w, r, f, st)
 	if err != nil {
 		return err
 	}
-	if st.ok() && repo.Name() != f.repo.Name() {
-		if err := c.link(ctx, repo, f.dgst); err != nil {
+	if st.ok() && a.repo.Name() != st.by.repo.Name() {
+		// Confirmed above for this repository: the link may be made.
+		if err := c.link(ctx, a.repo, f.dgst); err != nil {
 			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot link blob")
 		}
 	}
@@ -159,15 +198,9 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, repo r
 // byte of the response is held back until the whole blob is verified, and a
 // failed fill aborts the response: a client never sees a complete-looking
 // wrong body.
-func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill) (fillState, error) {
+func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st fillState) (fillState, error) {
 	ctx := r.Context()
-	st, err := f.wait(ctx, func(s fillState) bool { return s.started || s.finished })
-	if err != nil {
-		return st, err
-	}
-	if !st.started {
-		return st, preStartError{st.err}
-	}
+	var err error
 	size := st.size
 	start, end, status := int64(0), size, http.StatusOK
 	if rng := r.Header.Get("Range"); rng != "" {
@@ -255,7 +288,7 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) 
 	if st.err != nil {
 		return st, preStartError{st.err}
 	}
-	local, err := c.local.Repository(r.Context(), f.repo)
+	local, err := c.local.Repository(r.Context(), st.by.repo)
 	if err != nil {
 		return st, err
 	}

@@ -37,19 +37,29 @@ var errBlobCorrupt = errors.New("upstream blob does not match its digest or size
 // client goes away.
 type fill struct {
 	dgst  digest.Digest
-	repo  reference.Named // the repository it was asked through
-	cred  credKey         // the credential it fetches with
 	spool *os.File
+	// repo is the repository the fill fetches through: that of the asker
+	// the origin answered 200. Set before the fill shows as started, read
+	// by others only after.
+	repo reference.Named
+
+	// next lists the askers to fetch with if the origin refuses the
+	// current one before streaming. Under Cache.mu, which also guards the
+	// fill's removal from Cache.fills: nobody is enlisted in a fill that
+	// gave up.
+	next []*asker
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change of state
 	state   fillState
-	refs    int // the fill itself and its waiters: the spool lives until 0
+	refused map[*asker]error // the origin's refusal of each asker it refused
+	refs    int                   // the fill itself and its waiters: the spool lives until 0
 }
 
 // fillState is a snapshot of a fill's progress.
 type fillState struct {
 	started  bool   // the upstream answered 200: size and streaming are on
+	by       *asker // the asker it answered 200, once started
 	host     string // the upstream it streams from
 	size     int64  // announced size, -1 when unknown
 	written  int64  // bytes in the spool
@@ -60,9 +70,9 @@ type fillState struct {
 // ok reports a finished, verified fill.
 func (s fillState) ok() bool { return s.finished && s.err == nil }
 
-// startFill registers and starts a fill; the caller holds c.mu. It is
-// returned with one reference for the caller.
-func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest.Digest, r *http.Request) (*fill, error) {
+// startFill registers and starts a fill that fetches with a first; the
+// caller holds c.mu. It is returned with one reference for the caller.
+func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) (*fill, error) {
 	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating spool file: %w", err)
@@ -70,16 +80,16 @@ func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest
 	// Unlinked at once: nothing is left behind if the process dies.
 	_ = os.Remove(spool.Name())
 	f := &fill{
-		dgst: dgst, repo: repo, cred: cred(r), spool: spool,
+		dgst: dgst, spool: spool,
 		changed: make(chan struct{}),
 		state:   fillState{size: -1},
+		refused: make(map[*asker]error),
 		refs:    2,
 	}
 	c.fills[dgst] = f
 	// The caller holds dgst; the fill keeps it from expiry until it is
 	// committed, however long it outlives that request.
 	releaseHold := c.inUse.holdAgain(dgst)
-	hdr := r.Header.Clone()
 	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
 	c.metrics.fillStarted()
 	c.wg.Add(1)
@@ -87,12 +97,14 @@ func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest
 		defer c.wg.Done()
 		defer releaseHold()
 		defer cancel()
-		err := c.runFill(fctx, f, hdr)
+		err := c.runFill(fctx, f, a)
 		// Before the fill shows as finished: a client that received the
 		// whole blob sees the fill out of content_cache_fills_in_flight.
 		c.metrics.fillDone()
 		c.mu.Lock()
-		delete(c.fills, dgst)
+		if c.fills[dgst] == f {
+			delete(c.fills, dgst)
+		}
 		c.mu.Unlock()
 		f.update(func(s *fillState) { s.finished, s.err = true, err })
 		f.release()
@@ -101,24 +113,26 @@ func (c *Cache) startFill(ctx context.Context, repo reference.Named, dgst digest
 }
 
 // runFill fetches the blob, feeding the spool and local storage, and commits
-// it when verified.
-func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
-	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: blobPath(f.repo, f.dgst), client: hdr})
+// it when verified. It fetches with a's credential; if the origin refuses
+// it, with the next asker enlisted, so that one client's refusal never
+// fails another's pull.
+func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
+	resp, err := c.fetchFirst(ctx, f, a)
 	if err != nil {
 		return err
 	}
+	a = resp.by
+	hdr := a.hdr
 	body, host := resp.Body, resp.host
 	defer func() {
 		if body != nil {
 			body.Close()
 		}
 	}()
-	if resp.StatusCode != http.StatusOK {
-		return &StatusError{Host: host.Host, Status: resp.StatusCode, Header: resp.Header}
-	}
-	c.decisions.allow(f.cred, f.repo.Name())
+	c.decisions.allow(a.cred, a.repo.Name())
+	f.repo = a.repo
 	size := resp.ContentLength
-	f.update(func(s *fillState) { s.started, s.size, s.host = true, size, host.Host })
+	f.update(func(s *fillState) { s.started, s.by, s.size, s.host = true, a, size, host.Host })
 
 	// Local storage is best effort: if it fails, waiters still get their
 	// verified bytes from the spool, and nothing is committed.
@@ -175,6 +189,111 @@ func (c *Cache) runFill(ctx context.Context, f *fill, hdr http.Header) error {
 		return fmt.Errorf("%w: content of %d bytes does not hash to %s", errBlobCorrupt, written, f.dgst)
 	}
 	verified = true
+	return nil
+}
+
+// askedResponse is an upstream's 200 and the asker it answered.
+type askedResponse struct {
+	*response
+	by *asker
+}
+
+// fetchFirst GETs the blob with a's credential, then with each asker
+// enlisted while the origin refuses the one before (each refusal is kept as
+// that asker's own answer). It gives up, removing the fill from c.fills, at
+// the first failure that is not a refusal, or when nobody is left.
+func (c *Cache) fetchFirst(ctx context.Context, f *fill, a *asker) (askedResponse, error) {
+	for {
+		resp, err := c.up.do(ctx, request{method: http.MethodGet, path: blobPath(a.repo, f.dgst), client: a.hdr})
+		if err == nil && resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			err = &StatusError{Host: resp.host.Host, Status: resp.StatusCode, Header: resp.Header}
+		}
+		if err == nil {
+			return askedResponse{resp, a}, nil
+		}
+		if !refusal(err) {
+			return askedResponse{}, err
+		}
+		f.refuse(a, err)
+		if a = c.nextAsker(f); a == nil {
+			return askedResponse{}, err
+		}
+	}
+}
+
+// enlist adds a to the askers f may fetch with, unless f is over or
+// started; false if f is no longer the fill of its digest.
+func (c *Cache) enlist(f *fill, a *asker) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enlistLocked(f, a)
+}
+
+// enlistLocked is enlist with c.mu held.
+func (c *Cache) enlistLocked(f *fill, a *asker) bool {
+	if c.fills[f.dgst] != f {
+		return false
+	}
+	f.mu.Lock()
+	started := f.state.started
+	f.mu.Unlock()
+	if !started {
+		f.next = append(f.next, a)
+	}
+	return true
+}
+
+// nextAsker returns the next enlisted asker the origin has not refused yet,
+// or nil after removing f from c.fills, so that no one joins a fill that
+// gave up.
+func (c *Cache) nextAsker(f *fill) *asker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(f.next) > 0 {
+		a := f.next[0]
+		f.next = f.next[1:]
+		// The same credential and repository, refused a moment ago: the
+		// same answer, without asking again.
+		if err := f.refusedKey(a.key()); err != nil {
+			f.refuse(a, err)
+			continue
+		}
+		return a
+	}
+	if c.fills[f.dgst] == f {
+		delete(c.fills, f.dgst)
+	}
+	return nil
+}
+
+// refuse keeps the origin's refusal of an asker, as its answer, and wakes
+// the waiters.
+func (f *fill) refuse(a *asker, err error) {
+	f.mu.Lock()
+	f.refused[a] = err
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// refusedFor returns the origin's refusal of a, if the fill asked with it.
+func (f *fill) refusedFor(a *asker) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused[a]
+}
+
+// refusedKey returns a refusal of an asker with k's credential and
+// repository.
+func (f *fill) refusedKey(k decisionKey) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for a, err := range f.refused {
+		if a.key() == k {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -59,7 +59,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		if !hold(d) {
 			return
 		}
-		if c.decisions.isAllowed(ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
+		if c.allowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
 			rl.result = resultHit
 			c.pulled(r, repo, dgst, kindManifest)
 			return
@@ -72,14 +72,12 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		storedHere, _ = ms.Exists(ctx, dgst)
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
-		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: path, client: r.Header})
+		resp, err := c.confirm(ctx, r, path, repo)
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
-		resp.Body.Close()
 		rl.upstream = resp.host.Host
-		c.decisions.allow(ck, repo.Name())
 		if r.Method == http.MethodHead {
 			rl.result = resultForwarded
 			copyResponseHeaders(w.Header(), resp.Header, resp.host)

@@ -258,6 +258,10 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 	// Via carries every cache the request passed, so that a loop in the
 	// configuration is detected where it closes.
 	hr.Header.Add("Via", "1.1 "+u.via)
+	// An upstream content cache must ask the origin rather than answer
+	// from its decisions: this cache keeps the answer for authttl itself
+	// (see wantsFresh).
+	hr.Header.Set("Cache-Control", "no-cache")
 	if req.rng != "" {
 		hr.Header.Set("Range", req.rng)
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"golang.org/x/crypto/bcrypt"
@@ -14,6 +15,33 @@ import (
 // HtpasswdAuth writes an htpasswd file for users and returns the registry
 // auth section using it (realm "origin").
 func HtpasswdAuth(t testing.TB, users map[string]string) configuration.Auth {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "htpasswd")
+	writeHtpasswd(t, path, users)
+	return configuration.Auth{"htpasswd": configuration.Parameters{
+		"realm": "origin",
+		"path":  path,
+	}}
+}
+
+// SetHtpasswd replaces the users of an auth section from HtpasswdAuth. The
+// registry reloads the file when its modification time changes, which this
+// moves forward: removing a user revokes it at once.
+func SetHtpasswd(t testing.TB, auth configuration.Auth, users map[string]string) {
+	t.Helper()
+	path, _ := auth["htpasswd"]["path"].(string)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("regtest: htpasswd file: %v", err)
+	}
+	writeHtpasswd(t, path, users)
+	mtime := fi.ModTime().Add(time.Second)
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatalf("regtest: htpasswd mtime: %v", err)
+	}
+}
+
+func writeHtpasswd(t testing.TB, path string, users map[string]string) {
 	t.Helper()
 	names := make([]string, 0, len(users))
 	for u := range users {
@@ -31,12 +59,7 @@ func HtpasswdAuth(t testing.TB, users map[string]string) configuration.Auth {
 		}
 		b.WriteString(u + ":" + string(h) + "\n")
 	}
-	path := filepath.Join(t.TempDir(), "htpasswd")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatalf("regtest: write htpasswd: %v", err)
 	}
-	return configuration.Auth{"htpasswd": configuration.Parameters{
-		"realm": "origin",
-		"path":  path,
-	}}
 }

@@ -39,24 +39,37 @@ type Image struct {
 // default to "regtest/random" and "latest".
 func RandomImage(seed int64, layers int, size int) Image {
 	r := rand.New(rand.NewSource(seed))
-	img := Image{Repo: "regtest/random", Tag: "latest", MediaType: v1.MediaTypeImageManifest}
-
-	descs := make([]v1.Descriptor, 0, layers)
-	diffIDs := make([]digest.Digest, 0, layers)
+	blobs := make([][]byte, 0, layers)
 	for range layers {
 		b := make([]byte, size)
 		_, _ = r.Read(b) // never fails
+		blobs = append(blobs, b)
+	}
+	return imageOf(strconv.FormatInt(seed, 10), blobs)
+}
+
+// WithLayers returns img with other layers: a new config and manifest
+// listing them, the same repository and tag.
+func WithLayers(img Image, layers [][]byte) Image {
+	out := imageOf(img.Digest.String(), layers)
+	out.Repo, out.Tag = img.Repo, img.Tag
+	return out
+}
+
+// imageOf builds an OCI image of layers; label keeps configs (and so
+// manifests) distinct even for images without layers.
+func imageOf(label string, layers [][]byte) Image {
+	img := Image{Repo: "regtest/random", Tag: "latest", MediaType: v1.MediaTypeImageManifest, Layers: layers}
+	descs := make([]v1.Descriptor, 0, len(layers))
+	diffIDs := make([]digest.Digest, 0, len(layers))
+	for _, b := range layers {
 		d := digest.FromBytes(b)
-		img.Layers = append(img.Layers, b)
-		descs = append(descs, v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: d, Size: int64(size)})
+		descs = append(descs, v1.Descriptor{MediaType: v1.MediaTypeImageLayer, Digest: d, Size: int64(len(b))})
 		diffIDs = append(diffIDs, d) // uncompressed, so diff ID == digest
 	}
-
-	// The seed label keeps configs (and so manifests) distinct even for
-	// images without layers.
 	img.Config = mustJSON(v1.Image{
 		Platform: v1.Platform{Architecture: "amd64", OS: "linux"},
-		Config:   v1.ImageConfig{Labels: map[string]string{"org.content-cache.regtest.seed": strconv.FormatInt(seed, 10)}},
+		Config:   v1.ImageConfig{Labels: map[string]string{"org.content-cache.regtest.seed": label}},
 		RootFS:   v1.RootFS{Type: "layers", DiffIDs: diffIDs},
 	})
 	img.Manifest = mustJSON(v1.Manifest{

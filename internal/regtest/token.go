@@ -155,6 +155,18 @@ func (s *TokenServer) Mint(user string, access []ResourceActions, lifetime time.
 		exp = exp.Add(-token.Leeway)
 		nbf = exp.Add(-time.Minute)
 	}
+	return s.sign(user, access, now, nbf, exp)
+}
+
+// MintExpiring returns a token that the registry accepts for about validFor
+// more (wall-clock) time and refuses after: its expiry is set back by the
+// registry's leeway. It is how a test revokes a token at the origin.
+func (s *TokenServer) MintExpiring(user string, access []ResourceActions, validFor time.Duration) string {
+	now := time.Now()
+	return s.sign(user, access, now, now.Add(-time.Minute), now.Add(validFor-token.Leeway))
+}
+
+func (s *TokenServer) sign(user string, access []ResourceActions, now, nbf, exp time.Time) string {
 	claims := token.ClaimSet{
 		Issuer:     s.Issuer,
 		Subject:    user,
