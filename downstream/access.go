@@ -65,7 +65,7 @@ func (c *Cache) confirm(ctx context.Context, r *http.Request, path string, repo 
 		return nil, err
 	}
 	resp.Body.Close()
-	c.decisions.allow(cred(r), repo.Name())
+	c.decisions.allow(c.cred(r), repo.Name())
 	return resp, nil
 }
 

@@ -23,7 +23,7 @@ const fillAttempts = 3
 // after the origin confirmed both.
 func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
 	ctx := r.Context()
-	ck := cred(r)
+	ck := c.cred(r)
 	local, err := c.local.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)

@@ -23,6 +23,7 @@ type Cache struct {
 	local     distribution.Namespace
 	up        *upstream
 	decisions *decisions
+	creds     credHasher // keys credentials for decisions and fills
 	router    *mux.Router
 	log       *logrus.Entry
 	now       func() time.Time
@@ -84,6 +85,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		local:       local,
 		up:          up,
 		decisions:   newDecisions(cfg.AuthTTL, opts.Now, m),
+		creds:       newCredHasher(),
 		metrics:     m,
 		router:      newRouter(),
 		log:         opts.Logger.WithField("component", "downstream"),
@@ -189,7 +191,7 @@ func newRouter() *mux.Router {
 }
 
 // cred returns the client's credential key.
-func cred(r *http.Request) credKey { return hashCredential(r.Header.Get("Authorization")) }
+func (c *Cache) cred(r *http.Request) credKey { return c.creds.key(r.Header.Get("Authorization")) }
 
 // detach keeps ctx's values but not its cancellation, bounded by d: work that
 // outlives the request that started it (a fill others wait for).

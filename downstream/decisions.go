@@ -1,7 +1,10 @@
 package downstream
 
 import (
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"hash"
 	"sync"
 	"time"
 )
@@ -10,12 +13,32 @@ import (
 // dropped, and if none are, the whole cache is (it only costs a round trip).
 const maxDecisions = 100_000
 
-// credKey identifies a credential without keeping it: the hash of the whole
-// Authorization header (empty for anonymous requests).
+// credKey identifies a credential without keeping it: an HMAC of the whole
+// Authorization header (empty for anonymous requests) under a secret of the
+// instance. A bare hash of "Basic base64(user:pass)" could be cracked by
+// whoever reads it (a memory dump, a shared store later); the HMAC cannot
+// be without the secret, which never leaves the process.
 type credKey [sha256.Size]byte
 
-func hashCredential(authorization string) credKey {
-	return sha256.Sum256([]byte(authorization))
+// credHasher keys credentials for one instance. Its MACs are pooled: one
+// per request would cost two allocations on the hot path.
+type credHasher struct{ macs *sync.Pool }
+
+// newCredHasher draws a fresh secret: keys mean nothing to another process.
+func newCredHasher() credHasher {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret) // never fails (crypto/rand)
+	return credHasher{macs: &sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}}
+}
+
+func (h credHasher) key(authorization string) credKey {
+	m := h.macs.Get().(hash.Hash)
+	m.Reset()
+	m.Write([]byte(authorization))
+	var k credKey
+	m.Sum(k[:0])
+	h.macs.Put(m)
+	return k
 }
 
 type decisionKey struct {

@@ -15,12 +15,13 @@ import (
 func BenchmarkDecisionLookup(b *testing.B) {
 	const pairs = 10_000
 	d := newDecisions(time.Hour, time.Now, newMetrics(nil))
+	h := newCredHasher()
 	creds := make([]credKey, pairs)
 	headers := make([]string, pairs)
 	repos, others := make([]string, pairs), make([]string, pairs)
 	for i := range pairs {
 		headers[i] = "Bearer token-of-user-" + strconv.Itoa(i)
-		creds[i] = hashCredential(headers[i])
+		creds[i] = h.key(headers[i])
 		repos[i] = "team-" + strconv.Itoa(i%100) + "/app"
 		others[i] = "team-" + strconv.Itoa(i%100) + "/other"
 		d.allow(creds[i], repos[i])
@@ -57,7 +58,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if !d.isAllowed(hashCredential(headers[i]), repos[i]) {
+				if !d.isAllowed(h.key(headers[i]), repos[i]) {
 					b.Error("allowed pair not found")
 					return
 				}

@@ -53,7 +53,7 @@ type fill struct {
 	changed chan struct{} // closed and replaced on every change of state
 	state   fillState
 	refused map[*asker]error // the origin's refusal of each asker it refused
-	refs    int                   // the fill itself and its waiters: the spool lives until 0
+	refs    int              // the fill itself and its waiters: the spool lives until 0
 }
 
 // fillState is a snapshot of a fill's progress.

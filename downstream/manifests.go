@@ -23,7 +23,7 @@ const maxManifestSize = 4 << 20
 // of a digest are served from local storage once stored and allowed.
 func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
 	ctx := r.Context()
-	ck := cred(r)
+	ck := c.cred(r)
 	local, err := c.local.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)

@@ -214,7 +214,9 @@ func (s *secSetup) idle(t *testing.T) {
 
 // forEachTopology runs f with token and htpasswd auth, through one cache
 // and through a chain of two.
+// No goroutine outlives them: fills, waiters and slow links all end.
 func forEachTopology(t *testing.T, f func(t *testing.T, token, chain bool)) {
+	noLeaks(t)
 	for _, auth := range []string{"token", "htpasswd"} {
 		for _, topo := range []string{"cache", "chain"} {
 			t.Run(auth+"/"+topo, func(t *testing.T) {
