@@ -66,4 +66,3 @@ func (f *fixture) startConfigEnv(t *testing.T, src string, env []string) instanc
 	waitReady(t, p, client, base)
 	return instance{proc: p, base: base, client: client}
 }
-
