@@ -121,6 +121,11 @@ func (c *Cache) Close() error {
 	return nil
 }
 
+// Driver is the storage driver the cache writes through: what tests and
+// tools see of the storage of an instance (the inmemory driver's content
+// lives only there).
+func (c *Cache) Driver() storagedriver.StorageDriver { return c.driver }
+
 // Handler returns the cache's HTTP handler: it serves the /v2/ API and hands
 // everything else (health, metrics, /) to next.
 func (c *Cache) Handler(next http.Handler) http.Handler {
