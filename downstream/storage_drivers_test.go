@@ -34,6 +34,7 @@ var storageBackends = []struct {
 	{"filesystem", regtest.Filesystem},
 	{"inmemory", func(testing.TB) regtest.Storage { return regtest.Inmemory() }},
 	{"s3", regtest.StartS3},
+	{"azure", regtest.StartAzure},
 }
 
 // forEachStorage runs test on a fresh storage of every driver.
@@ -43,9 +44,10 @@ func forEachStorage(t *testing.T, test func(t *testing.T, st regtest.Storage)) {
 	}
 }
 
-// driverLayer is larger than the s3 driver's default 10 MB part, so that
-// a fill spans several parts and ends with a short one.
-const driverLayer = 12 << 20
+// driverLayer is larger than a part of the s3 driver (5 MiB in the
+// tests) and than an azure append (4 MiB), so that a fill spans several
+// parts and ends with a short one.
+const driverLayer = 6 << 20
 
 // storedFiles lists every object in the storage with its size, through a
 // driver instance: the test's own on shared storage, the cache's on

@@ -256,3 +256,12 @@ func startServer(t testing.TB, name, addr string, op func(*http.Request) string,
 	o.URL = "http://" + l.Addr().String()
 	return o
 }
+
+func splitHostPort(t testing.TB, addr string) (host, port string) {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return host, port
+}

@@ -36,6 +36,8 @@ func StartS3(t testing.TB) Storage {
 			"region":         "us-east-1",
 			"regionendpoint": srv.URL,
 			"bucket":         "cache",
+			"chunksize":      5 << 20, // the smallest part S3 allows: fills span parts
+
 			"forcepathstyle": true,
 			"secure":         false,
 		},
