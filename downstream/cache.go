@@ -33,6 +33,10 @@ type Cache struct {
 	fills map[digest.Digest]*fill
 
 	driver storagedriver.StorageDriver // under local
+	// redirects: distribution's storage.redirect is on, so a hit on a
+	// driver that can redirect answers 307 to the storage. Set by Wrap
+	// from the configuration; distribution's default (on) otherwise.
+	redirects bool
 
 	// Expiry (expiry.go), all nil without blobttl.
 	pulls       *pulls
@@ -80,6 +84,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	}
 	up.metrics = m
 	c := &Cache{
+		redirects:   true,
 		cfg:         cfg,
 		local:       local,
 		up:          up,

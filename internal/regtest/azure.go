@@ -19,22 +19,28 @@ const (
 )
 
 // StartAzure starts Azurite's blob service over a temporary directory,
-// with one container, and returns distribution's azure driver on it.
+// with one container, and returns distribution's azure driver on it. It
+// speaks HTTPS: the driver's presigned URLs (SAS) are HTTPS-only.
 func StartAzure(t testing.TB) Storage {
 	t.Helper()
 	bin := Tool(t, "azurite-blob", "azurite-"+AzuriteVersion+"/node_modules/.bin/azurite-blob")
 	dir := t.TempDir()
 	addr := freePort(t)
 	host, port := splitHostPort(t, addr)
-	srv := startServer(t, "azurite", addr, azureOp, nil, bin,
+	ca := NewCA(t)
+	cert, key := ca.ServerFiles(t)
+	srv := startServer(t, "azurite", addr, ca, azureOp, nil, bin,
 		"--blobHost", host, "--blobPort", port, "--location", dir,
+		"--cert", cert, "--key", key,
 		"--silent", "--skipApiVersionCheck", "--loose", "--disableTelemetry")
 	serviceURL := srv.URL + "/" + azuriteAccount
 	cred, err := azblob.NewSharedKeyCredential(azuriteAccount, azuriteKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := azblob.NewClientWithSharedKeyCredential(serviceURL, cred, nil)
+	opts := &azblob.ClientOptions{}
+	opts.Transport = srv.Client()
+	client, err := azblob.NewClientWithSharedKeyCredential(serviceURL, cred, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +55,8 @@ func StartAzure(t testing.TB) Storage {
 			"accountkey":  azuriteKey,
 			"container":   "cache",
 			"serviceurl":  serviceURL,
+			// The driver has no CA option: the test CA is not trusted.
+			"skipverify": true,
 		},
 		Shared: true,
 		Server: srv,

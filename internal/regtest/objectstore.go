@@ -2,6 +2,7 @@ package regtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -86,6 +87,16 @@ type ObjectStore struct {
 	Dir      string // where the server keeps its data
 	Requests *OpCounter
 	Log      *Buffer // the server's output
+	CA       *CA     // the server and the proxy speak HTTPS with its certificates; nil: HTTP
+}
+
+// Client is an HTTP client for the object store's URLs (redirects to it
+// included): it trusts o.CA.
+func (o *ObjectStore) Client() *http.Client {
+	if o.CA != nil {
+		return o.CA.Client()
+	}
+	return &http.Client{Transport: &http.Transport{}}
 }
 
 // OpCounter counts an object store's requests by operation ("GET object",
@@ -200,9 +211,9 @@ func freePort(t testing.TB) string {
 // startServer runs an object store's server process until the test ends,
 // waits until addr accepts connections, and puts the counting proxy in
 // front of it.
-func startServer(t testing.TB, name, addr string, op func(*http.Request) string, env []string, bin string, args ...string) *ObjectStore {
+func startServer(t testing.TB, name, addr string, ca *CA, op func(*http.Request) string, env []string, bin string, args ...string) *ObjectStore {
 	t.Helper()
-	o := &ObjectStore{Log: &Buffer{}, Requests: &OpCounter{m: map[string]int{}, op: op}}
+	o := &ObjectStore{Log: &Buffer{}, Requests: &OpCounter{m: map[string]int{}, op: op}, CA: ca}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
@@ -236,12 +247,20 @@ func startServer(t testing.TB, name, addr string, op func(*http.Request) string,
 			t.Fatalf("%s did not listen on %s within 60s\n%s", name, addr, o.Log.String())
 		}
 	}
-	target, _ := url.Parse("http://" + addr)
+	scheme := "http"
+	if ca != nil {
+		scheme = "https"
+	}
+	target, _ := url.Parse(scheme + "://" + addr)
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.Transport = o.Client().Transport
 	// The Host header stays the proxy's: request signatures cover it.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ca != nil {
+		l = tls.NewListener(l, ca.ServerTLS(t))
 	}
 	srv := &http.Server{Handler: o.Requests.wrap(proxy), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
@@ -253,7 +272,7 @@ func startServer(t testing.TB, name, addr string, op func(*http.Request) string,
 		}
 		_ = srv.Close()
 	})
-	o.URL = "http://" + l.Addr().String()
+	o.URL = scheme + "://" + l.Addr().String()
 	return o
 }
 

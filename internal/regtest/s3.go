@@ -24,7 +24,7 @@ func StartS3(t testing.TB) Storage {
 		t.Fatal(err)
 	}
 	addr := freePort(t)
-	srv := startServer(t, "versitygw", addr, s3Op,
+	srv := startServer(t, "versitygw", addr, nil, s3Op,
 		[]string{"ROOT_ACCESS_KEY=regtest", "ROOT_SECRET_KEY=regtest-secret"},
 		bin, "--port", addr, "posix", dir)
 	srv.Dir = filepath.Join(dir, "cache")
