@@ -17,6 +17,15 @@ CRANE_VERSION  := v0.22.1
 REGCTL_VERSION := v0.11.7
 ORAS_VERSION   := v1.3.6
 
+# Object-store API servers for the storage driver tests (downstream/
+# storage_drivers_test.go): versitygw (S3) and fake-gcs-server (GCS) as Go
+# programs into ./.tools/bin, Azurite (Azure) from npm into
+# ./.tools/azurite-$(AZURITE_VERSION). The tests skip a missing server
+# unless CI is set.
+VERSITYGW_VERSION := v1.8.0
+AZURITE_VERSION   := 3.37.0
+AZURITE           := $(TOOLS)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
+
 # The OCI distribution-spec conformance program (a plain Go program; only
 # this pseudo-version is served), built into ./.tools by `make conformance`.
 OCI_CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
@@ -38,10 +47,23 @@ test: tools ## Run every test with the race detector
 	$(GO) test -race -count=1 ./...
 
 .PHONY: tools
-tools: ## Install the pinned crane, regctl and oras into .tools/bin
+tools: ## Install the pinned crane, regctl, oras and versitygw into .tools/bin, and Azurite when npm is there
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
+	@# versitygw takes a minute to build: only when its pinned version is missing.
+	@if [ "$$(cat .tools/bin/.versitygw-version 2>/dev/null)" != "$(VERSITYGW_VERSION)" ]; then \
+		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)"; \
+		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) && \
+		echo $(VERSITYGW_VERSION) > .tools/bin/.versitygw-version; fi
+	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite; \
+	else echo "npm not found: the azure storage tests will skip (CI installs it)"; fi
+
+.PHONY: azurite
+azurite: $(AZURITE) ## Install the pinned Azurite (npm) into .tools
+
+$(AZURITE):
+	npm install --prefix $(TOOLS)/azurite-$(AZURITE_VERSION) --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
 
 lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (pinned)
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './.tools/*'))"; \

@@ -34,6 +34,10 @@ type Cache struct {
 	fills map[digest.Digest]*fill
 
 	driver storagedriver.StorageDriver // under local
+	// redirects: distribution's storage.redirect is on, so a hit on a
+	// driver that can redirect answers 307 to the storage. Set by Wrap
+	// from the configuration; distribution's default (on) otherwise.
+	redirects bool
 
 	// Expiry (expiry.go), all nil without blobttl.
 	pulls       *pulls
@@ -81,6 +85,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	}
 	up.metrics = m
 	c := &Cache{
+		redirects:   true,
 		cfg:         cfg,
 		local:       local,
 		up:          up,
@@ -122,6 +127,11 @@ func (c *Cache) Close() error {
 	c.up.close()
 	return nil
 }
+
+// Driver is the storage driver the cache writes through: what tests and
+// tools see of the storage of an instance (the inmemory driver's content
+// lives only there).
+func (c *Cache) Driver() storagedriver.StorageDriver { return c.driver }
 
 // Handler returns the cache's HTTP handler: it serves the /v2/ API and hands
 // everything else (health, metrics, /) to next.

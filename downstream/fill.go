@@ -366,17 +366,16 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	s.ended.Store(true)
 	s.f.update(func(*fillState) {}) // wake the copy
 	err := <-s.done
+	committed := false
 	if verified && err == nil {
-		if s.fw.Size() != size {
-			err = fmt.Errorf("storage holds %d of %d bytes", s.fw.Size(), size)
-		} else if err = s.commit(ctx); err == nil {
+		if committed, err = s.commit(ctx, size); err == nil {
 			return
 		}
 	}
 	if err != nil {
 		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
 	}
-	if s.fw != nil {
+	if s.fw != nil && !committed {
 		_ = s.fw.Cancel(ctx)
 		_ = s.fw.Close()
 	}
@@ -384,23 +383,36 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 }
 
 // commit moves the verified upload into the blob store and links it into
-// the repository it was asked through.
-func (s *spoolStore) commit(ctx context.Context) error {
+// the repository it was asked through. It reports whether the writer was
+// committed (and closed), so that a failure after that does not cancel it.
+//
+// The size is checked only after Commit, and against what the storage
+// reports: object stores' writers (s3, azure, gcs) buffer and upload in
+// parts, so before Commit neither Size nor Stat counts the last part.
+func (s *spoolStore) commit(ctx context.Context, size int64) (committed bool, err error) {
 	if err := s.fw.Commit(ctx); err != nil {
-		return err
+		return false, err
 	}
 	if err := s.fw.Close(); err != nil {
-		return err
+		return true, err
+	}
+	upload := path.Join(s.dir, "data")
+	fi, err := s.c.driver.Stat(ctx, upload)
+	if err != nil {
+		return true, err
+	}
+	if fi.Size() != size {
+		return true, fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
 	}
 	data := blobDataPath(s.f.dgst)
 	if _, err := s.c.driver.Stat(ctx, data); isNotFound(err) {
-		if err := s.c.driver.Move(ctx, path.Join(s.dir, "data"), data); err != nil {
-			return err
+		if err := s.c.driver.Move(ctx, upload, data); err != nil {
+			return true, err
 		}
 	}
 	// Stored already (another cache sharing the storage): the upload goes.
 	_ = s.c.driver.Delete(ctx, s.dir)
-	return s.c.link(ctx, s.f.repo, s.f.dgst)
+	return true, s.c.link(ctx, s.f.repo, s.f.dgst)
 }
 
 // resume continues a fill from offset at an upstream that has not failed

@@ -82,6 +82,8 @@ func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
 	if !ok {
 		panic(fmt.Errorf("downstream: the registry middleware was not initialised; build the app with handlers.NewApp before wrapping it"))
 	}
+	// Before the handler serves anything: read-only from then on.
+	c.redirects = redirectsEnabled(config)
 	return c.Handler(next)
 }
 
@@ -145,6 +147,13 @@ func deleteEnabled(config *configuration.Configuration) bool {
 	}
 	enabled, ok := d["enabled"].(bool)
 	return ok && enabled
+}
+
+// redirectsEnabled reads storage.redirect.disable the way distribution
+// does: redirects are on unless disabled.
+func redirectsEnabled(config *configuration.Configuration) bool {
+	disabled, _ := config.Storage["redirect"]["disable"].(bool)
+	return !disabled
 }
 
 // Instance returns the Cache that the app built from config, once

@@ -120,6 +120,7 @@ func LoadConfiguration(args []string) (*configuration.Configuration, error) {
 // reports every startup failure as an error, not a panic or a fatal log.
 func serve(ctx context.Context, config *configuration.Configuration) error {
 	var reg *distregistry.Registry
+	afterNewRegistry := tracingOff()
 	err := runGuarded(func() {
 		var err error
 		reg, err = distregistry.NewRegistry(ctx, config)
@@ -130,6 +131,7 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	if err != nil {
 		return err
 	}
+	afterNewRegistry()
 	if c, ok := downstream.Instance(config); ok {
 		defer c.Close()
 		// Next to distribution's own checks (NewRegistry registered them):

@@ -154,6 +154,19 @@ func startCache(t testing.TB, root, upstream string, extra map[string]any, ca *C
 		root = tmp
 	}
 	cfg.Storage["filesystem"]["rootdirectory"] = root
+	return startCacheConfig(t, cfg, root, upstream, extra, ca)
+}
+
+// StartCacheOn is StartCache over the storage st, which other caches (at
+// once, or after a restart) may share when st.Shared.
+func StartCacheOn(t testing.TB, st Storage, upstream string, extra map[string]any) *Server {
+	t.Helper()
+	cfg, _ := baseConfig(t)
+	cfg.Storage = st.Config()
+	return startCacheConfig(t, cfg, "", upstream, extra, nil)
+}
+
+func startCacheConfig(t testing.TB, cfg *configuration.Configuration, root, upstream string, extra map[string]any, ca *CA) *Server {
 	opts := map[string]any{"upstreams": []any{upstream}}
 	maps.Copy(opts, extra)
 	cfg.Middleware = map[string][]configuration.Middleware{
