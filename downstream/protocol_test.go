@@ -1,10 +1,16 @@
 package downstream_test
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/content-cache/content-cache/internal/regtest"
 )
@@ -65,6 +71,87 @@ func TestForwardedForAppendsClientAddress(t *testing.T) {
 		got := rec.get(tc.method + " " + tc.path)
 		if len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%s: upstream got X-Forwarded-For %q, want [%q]", tc.name, got, tc.want)
+		}
+	}
+}
+
+// answer is one response, body read.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// ask sends one request with the given headers to base.
+func ask(t *testing.T, base, method, path string, hdr http.Header) answer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
+	// Redirects are answers to compare, not to follow.
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, path, err)
+	}
+	return answer{resp.StatusCode, resp.Header, body}
+}
+
+// sameAnswer asks the origin and the cache the same request and reports
+// every difference in status, body and the named headers ("" in a header
+// means it must be absent from both or present in both with equal values).
+func sameAnswer(t *testing.T, name string, origin, cache *regtest.Server, method, path string, hdr http.Header, headers ...string) (o, c answer) {
+	t.Helper()
+	o = ask(t, origin.URL, method, path, hdr)
+	c = ask(t, cache.URL, method, path, hdr)
+	if o.status != c.status {
+		t.Errorf("%s: %s %s: cache answered %d, origin %d (cache body %.200q, origin body %.200q)", name, method, path, c.status, o.status, c.body, o.body)
+		return o, c
+	}
+	if !bytes.Equal(o.body, c.body) {
+		t.Errorf("%s: %s %s: cache body %.200q, origin body %.200q", name, method, path, c.body, o.body)
+	}
+	for _, h := range headers {
+		if got, want := c.header.Values(h), o.header.Values(h); !slices.Equal(got, want) {
+			t.Errorf("%s: %s %s: cache %s %q, origin %q", name, method, path, h, got, want)
+		}
+	}
+	return o, c
+}
+
+// HEAD of something missing or refused: the origin's Content-Length is the
+// length of the error body it would send to a GET, not 0.
+func TestHeadErrorContentLength(t *testing.T) {
+	origin := regtest.StartOrigin(t, regtest.HtpasswdAuth(t, users))
+	cache := regtest.StartCache(t, origin.URL, nil)
+	img := regtest.RandomImage(40, 1, 1000)
+	img.Repo = "public/app"
+	push(t, origin, img)
+	bob := http.Header{"Authorization": {basic("bob", "bob-pw")}}
+	missing := "sha256:" + strings.Repeat("0", 64)
+	for _, tc := range []struct {
+		name, path string
+		hdr        http.Header
+	}{
+		{"missing blob", "/v2/public/app/blobs/" + missing, bob},
+		{"missing manifest by digest", "/v2/public/app/manifests/" + missing, bob},
+		{"missing tag", "/v2/public/app/manifests/nope", bob},
+		{"anonymous blob", "/v2/public/app/blobs/" + digest.FromBytes(img.Layers[0]).String(), nil},
+		{"anonymous manifest", "/v2/public/app/manifests/" + img.Tag, nil},
+		{"anonymous tags", "/v2/public/app/tags/list", nil},
+	} {
+		o, _ := sameAnswer(t, tc.name, origin, cache, http.MethodHead, tc.path, tc.hdr, "Content-Length", "Content-Type", "WWW-Authenticate")
+		if o.status < 400 || o.header.Get("Content-Length") == "0" {
+			t.Fatalf("%s: origin answered %d with Content-Length %q; the case tests nothing", tc.name, o.status, o.header.Get("Content-Length"))
 		}
 	}
 }
