@@ -128,7 +128,10 @@ func (c *Cache) Close() error {
 func (c *Cache) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var match mux.RouteMatch
-		if !c.router.Match(r, &match) || match.Route == nil {
+		// match.Handler is set only for the redirects of distribution's
+		// router (StrictSlash: a trailing slash too many or missing): the
+		// app answers them as the origin does, without any upstream.
+		if !c.router.Match(r, &match) || match.Route == nil || match.Handler != nil {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -155,3 +155,46 @@ func TestHeadErrorContentLength(t *testing.T) {
 		}
 	}
 }
+
+// A path with a trailing slash too many (or missing) is redirected by the
+// origin's router (StrictSlash); the cache answers the same, and asks no
+// upstream.
+func TestTrailingSlashRedirects(t *testing.T) {
+	origin := regtest.StartOrigin(t, regtest.HtpasswdAuth(t, users))
+	cache := regtest.StartCache(t, origin.URL, nil)
+	img := regtest.RandomImage(41, 1, 1000)
+	img.Repo = "public/app"
+	push(t, origin, img)
+	bob := http.Header{"Authorization": {basic("bob", "bob-pw")}}
+	layer := "/v2/public/app/blobs/" + digest.FromBytes(img.Layers[0]).String()
+	for _, path := range []string{
+		"/v2/public/app/manifests/" + img.Tag + "/",
+		"/v2/public/app/manifests/" + img.Digest.String() + "/",
+		layer + "/",
+		"/v2/_catalog/",
+		"/v2/public/app/tags/list/",
+		"/v2",
+		"/v2/_catalog/?n=1",
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			before := total(origin.Counts.Snapshot())
+			o, _ := sameAnswer(t, "trailing slash", origin, cache, method, path, bob, "Location", "Content-Type", "Content-Length")
+			if o.status != http.StatusMovedPermanently {
+				t.Fatalf("%s %s: origin answered %d, want 301; the case tests nothing", method, path, o.status)
+			}
+			// One request is the test's own to the origin.
+			if n := total(origin.Counts.Snapshot()) - before - 1; n != 0 {
+				t.Errorf("%s %s: the cache sent the origin %d requests, want 0", method, path, n)
+			}
+		}
+	}
+}
+
+// total sums a server's request counts.
+func total(counts map[string]int) int {
+	n := 0
+	for _, c := range counts {
+		n += c
+	}
+	return n
+}
