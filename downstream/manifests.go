@@ -82,6 +82,10 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		c.decisions.allow(ck, repo.Name())
 		if r.Method == http.MethodHead {
 			rl.result = resultForwarded
+			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
+				writeNotModified(w)
+				return
+			}
 			copyResponseHeaders(w.Header(), resp.Header, resp.host)
 			w.WriteHeader(resp.StatusCode)
 			return
@@ -167,6 +171,10 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 	if err != nil {
 		return false
 	}
+	if manifestNotModified(r, dgst) {
+		writeNotModified(w)
+		return true
+	}
 	mediaType, payload, err := m.Payload()
 	if err != nil {
 		return false
@@ -178,7 +186,30 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 	return true
 }
 
+// manifestNotModified reports whether If-None-Match names dgst the way
+// distribution compares it: one header value equal to the digest, quoted
+// or not (no lists, no weak tags, no *).
+func manifestNotModified(r *http.Request, dgst digest.Digest) bool {
+	for _, v := range r.Header["If-None-Match"] {
+		if v == dgst.String() || v == `"`+dgst.String()+`"` {
+			return true
+		}
+	}
+	return false
+}
+
+// writeNotModified answers 304 with no header of the manifest, as
+// distribution does.
+func writeNotModified(w http.ResponseWriter) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.WriteHeader(http.StatusNotModified)
+}
+
 func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, body []byte, dgst digest.Digest) {
+	if manifestNotModified(r, dgst) {
+		writeNotModified(w)
+		return
+	}
 	h := w.Header()
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
 	h.Set("Content-Type", mediaType)
