@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"testing"
 
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
@@ -60,4 +62,58 @@ func TestManifestIfNoneMatch(t *testing.T) {
 	// Still a refusal without credentials.
 	anon := http.Header{"If-None-Match": {quoted}}
 	sameAnswer(t, "anonymous", origin, cache, http.MethodGet, byDigest, anon, "Content-Length", "WWW-Authenticate")
+}
+
+// A stored OCI manifest requested with an Accept that excludes its media
+// type gets distribution's 404 MANIFEST_UNKNOWN, on a hit as at the origin
+// (a miss forwards Accept, so the origin decides). distribution v3.1.2
+// serves an OCI index whatever the Accept (it unmarshals as
+// ocischema.DeserializedImageIndex, which GetManifest does not check), and
+// so does the cache.
+func TestManifestAcceptNegotiation(t *testing.T) {
+	origin := regtest.StartOrigin(t, regtest.HtpasswdAuth(t, users))
+	img := regtest.RandomImage(43, 1, 1000)
+	img.Repo = "public/app"
+	push(t, origin, img)
+	idx, err := regtest.PushIndex(t.Context(), origin.URL, "alice", "alice-pw", img.Repo, "multi", []regtest.Image{img})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept := func(types ...string) http.Header {
+		return http.Header{"Authorization": {basic("bob", "bob-pw")}, "Accept": types}
+	}
+	docker := "application/vnd.docker.distribution.manifest.v2+json"
+	cases := []struct {
+		name, path string
+		hdr        http.Header
+		want       int
+	}{
+		{"manifest, no Accept", "/v2/public/app/manifests/" + img.Digest.String(), accept(), http.StatusNotFound},
+		{"manifest, docker only", "/v2/public/app/manifests/" + img.Digest.String(), accept(docker), http.StatusNotFound},
+		{"manifest, index only", "/v2/public/app/manifests/" + img.Digest.String(), accept(v1.MediaTypeImageIndex), http.StatusNotFound},
+		{"manifest, OCI in a list", "/v2/public/app/manifests/" + img.Digest.String(), accept(docker + ", " + v1.MediaTypeImageManifest + ";q=0.5"), http.StatusOK},
+		{"index, manifest only", "/v2/public/app/manifests/" + idx.String(), accept(v1.MediaTypeImageManifest), http.StatusOK},
+		{"index, no Accept", "/v2/public/app/manifests/" + idx.String(), accept(), http.StatusOK},
+		{"index, OCI index", "/v2/public/app/manifests/" + idx.String(), accept(v1.MediaTypeImageIndex), http.StatusOK},
+	}
+	cache := regtest.StartCache(t, origin.URL, map[string]any{"authttl": "1h"})
+	for _, c := range cases {
+		// Twice: the first may store it (when the origin served it).
+		for _, round := range []string{"first", "second"} {
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				o, _ := sameAnswer(t, round+", "+c.name, origin, cache, method, c.path, c.hdr, manifestHeaders...)
+				if o.status != c.want {
+					t.Fatalf("%s: origin answered %d, want %d; the case tests nothing", c.name, o.status, c.want)
+				}
+			}
+		}
+		// Stored whatever the Accept: a cold round with the right Accept.
+		sameAnswer(t, "store, "+c.name, origin, cache, http.MethodGet, c.path, accept(v1.MediaTypeImageManifest, v1.MediaTypeImageIndex), manifestHeaders...)
+	}
+	// And now every case again, all stored.
+	for _, c := range cases {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			sameAnswer(t, "stored, "+c.name, origin, cache, method, c.path, c.hdr, manifestHeaders...)
+		}
+	}
 }

@@ -3,10 +3,13 @@ package downstream
 import (
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/storage"
 	"github.com/distribution/reference"
@@ -175,6 +178,13 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 		writeNotModified(w)
 		return true
 	}
+	if _, oci := m.(*ocischema.DeserializedManifest); oci && !acceptsOCIManifest(r) {
+		// distribution's GetManifest refuses it with these words. An OCI
+		// index passes whatever the Accept: it is neither of the types that
+		// GetManifest checks.
+		writeError(w, errcode.ErrorCodeManifestUnknown.WithMessage("OCI manifest found, but accept header does not support OCI manifests"))
+		return true
+	}
 	mediaType, payload, err := m.Payload()
 	if err != nil {
 		return false
@@ -184,6 +194,19 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 	}
 	writeManifest(w, r, mediaType, payload, dgst)
 	return true
+}
+
+// acceptsOCIManifest parses Accept as distribution's GetManifest does:
+// comma-separated media types, parameters (q=) ignored.
+func acceptsOCIManifest(r *http.Request) bool {
+	for _, h := range r.Header["Accept"] {
+		for mt := range strings.SplitSeq(h, ",") {
+			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == v1.MediaTypeImageManifest {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // manifestNotModified reports whether If-None-Match names dgst the way
