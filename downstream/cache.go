@@ -150,6 +150,10 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 		w = sw
 		rl := c.newRequestLog(sw, r, route)
 		defer rl.done()
+		if ns := wrongNamespace(r, c.cfg.Upstreams.Origin); ns != "" {
+			writeError(w, errNamespace(ns, c.cfg.Upstreams.Origin))
+			return
+		}
 		switch route {
 		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, routeReferrers:
 			// Answered by the origin, with the client's credentials: the
