@@ -170,7 +170,7 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill) (fil
 	}
 	size := st.size
 	start, end, status := int64(0), size, http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" {
+	if rng := honoredRange(r, f.dgst); rng != "" {
 		var ok bool
 		if size >= 0 {
 			start, end, ok = parseRange(rng, size)
@@ -298,6 +298,22 @@ func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo
 		c.log.WithError(err).WithField("repository", repo.Name()).Debug("upstream refused or failed")
 	}
 	writeUpstreamError(w, r, err)
+}
+
+// honoredRange returns the Range header to honor for the blob dgst: none
+// when If-Range names anything but its strong ETag (a date never matches:
+// distribution gives http.ServeContent no modification time), so that the
+// client gets the whole blob as at the origin.
+func honoredRange(r *http.Request, dgst digest.Digest) string {
+	rng := r.Header.Get("Range")
+	if ir := r.Header.Get("If-Range"); rng != "" && ir != "" {
+		// As http.ServeContent's If-Range check: the first entity tag of
+		// the value, compared strongly.
+		if !strings.HasPrefix(strings.TrimLeft(ir, " \t"), `"`+dgst.String()+`"`) {
+			return ""
+		}
+	}
+	return rng
 }
 
 // parseRange parses a single "bytes=" range against size, returning the
