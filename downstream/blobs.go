@@ -176,14 +176,10 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill) (fil
 			start, end, ok = parseRange(rng, size)
 		}
 		if !ok {
-			// Unknown size, several ranges or an odd form: let
-			// http.ServeContent answer from local storage once stored.
+			// Unknown size, several ranges, an unsatisfiable one or an odd
+			// form: http.ServeContent answers from local storage once
+			// stored, exactly as at the origin.
 			return c.serveAfterFill(w, r, f)
-		}
-		if start >= end {
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			writeError(w, errcode.ErrorCodeRangeInvalid.WithMessage("requested range not satisfiable"))
-			return st, nil
 		}
 		status = http.StatusPartialContent
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, size))
@@ -316,9 +312,11 @@ func honoredRange(r *http.Request, dgst digest.Digest) string {
 	return rng
 }
 
-// parseRange parses a single "bytes=" range against size, returning the
-// half-open interval [start, end). ok is false for forms it does not
-// handle (several ranges, other units); start >= end means unsatisfiable.
+// parseRange parses a single satisfiable "bytes=" range against size,
+// returning the half-open interval [start, end) with start < end. ok is
+// false for everything else (several ranges, other units, an unsatisfiable
+// or empty range such as bytes=-0): http.ServeContent answers those, so
+// that the answer is distribution's.
 func parseRange(h string, size int64) (start, end int64, ok bool) {
 	spec, found := strings.CutPrefix(h, "bytes=")
 	if !found || strings.Contains(spec, ",") {
@@ -330,20 +328,14 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 	}
 	if a == "" { // suffix: the last b bytes
 		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n <= 0 || size <= 0 {
 			return 0, 0, false
-		}
-		if n == 0 {
-			return 0, 0, true
 		}
 		return max(size-n, 0), size, true
 	}
 	s, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || s < 0 {
+	if err != nil || s < 0 || s >= size {
 		return 0, 0, false
-	}
-	if s >= size {
-		return 0, 0, true
 	}
 	e := size - 1
 	if b != "" {

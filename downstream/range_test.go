@@ -39,7 +39,10 @@ func TestBlobRangeLikeOrigin(t *testing.T) {
 		{"If-Range date", http.Header{"Range": {"bytes=10-19"}, "If-Range": {"Wed, 21 Oct 2015 07:28:00 GMT"}}, http.StatusOK, true},
 		{"If-Range other, suffix", http.Header{"Range": {"bytes=-5"}, "If-Range": {`"x"`}}, http.StatusOK, true},
 		{"suffix", http.Header{"Range": {"bytes=-5"}}, http.StatusPartialContent, true},
+		{"suffix 0", http.Header{"Range": {"bytes=-0"}}, 0, false},
+		{"past the end", http.Header{"Range": {"bytes=" + size + "-"}}, http.StatusRequestedRangeNotSatisfiable, false},
 		{"past the end, If-Range other", http.Header{"Range": {"bytes=" + size + "-"}, "If-Range": {`"x"`}}, http.StatusOK, true},
+		{"suffix 0, If-Range matches", http.Header{"Range": {"bytes=-0"}, "If-Range": {etag}}, 0, false},
 	}
 	// Misses: a fresh cache for each, so that the request starts the fill
 	// and is answered from it. (A HEAD of a blob not stored is the

@@ -36,7 +36,7 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 	start, end, ranged := int64(0), desc.Size, false
 	if rng := honoredRange(r, desc.Digest); rng != "" {
 		var ok bool
-		if start, end, ok = parseRange(rng, desc.Size); !ok || start >= end {
+		if start, end, ok = parseRange(rng, desc.Size); !ok {
 			return c.serveBlobStore(w, r, blobs, dgst)
 		}
 		ranged = true
