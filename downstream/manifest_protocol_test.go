@@ -2,6 +2,7 @@ package downstream_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
@@ -62,6 +63,18 @@ func TestManifestIfNoneMatch(t *testing.T) {
 	// Still a refusal without credentials.
 	anon := http.Header{"If-None-Match": {quoted}}
 	sameAnswer(t, "anonymous", origin, cache, http.MethodGet, byDigest, anon, "Content-Length", "WWW-Authenticate")
+	// A digest the origin does not hold: it compares If-None-Match first,
+	// and answers 304 to an authorized credential; 404 without the header.
+	missing := "sha256:" + strings.Repeat("1", 64)
+	for _, method := range []string{http.MethodGet, http.MethodHead} {
+		for _, inm := range []string{missing, "other"} {
+			o, _ := sameAnswer(t, "missing digest, If-None-Match "+inm, origin, cache, method, "/v2/public/app/manifests/"+missing, bob(inm), manifestHeaders...)
+			if want := map[bool]int{true: http.StatusNotModified, false: http.StatusNotFound}[inm == missing]; o.status != want {
+				t.Fatalf("missing digest, If-None-Match %s: origin answered %d, want %d; the case tests nothing", inm, o.status, want)
+			}
+		}
+		sameAnswer(t, "missing digest, anonymous", origin, cache, method, "/v2/public/app/manifests/"+missing, http.Header{"If-None-Match": {missing}}, "Content-Length", "WWW-Authenticate")
+	}
 }
 
 // A stored OCI manifest requested with an Accept that excludes its media

@@ -77,6 +77,10 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	if r.Method == http.MethodHead || !byDigest || storedHere {
 		resp, err := c.up.do(ctx, request{method: http.MethodHead, path: path, client: r.Header})
 		if err != nil {
+			if notModifiedUnknown(r, err, dgst) {
+				writeNotModified(w)
+				return
+			}
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
@@ -112,6 +116,10 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 
 	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: path, client: r.Header})
 	if err != nil {
+		if notModifiedUnknown(r, err, dgst) {
+			writeNotModified(w)
+			return
+		}
 		c.answerUpstreamError(w, r, repo, ck, err, rl)
 		return
 	}
@@ -219,6 +227,15 @@ func manifestNotModified(r *http.Request, dgst digest.Digest) bool {
 		}
 	}
 	return false
+}
+
+// notModifiedUnknown reports whether the origin, asked for the digest dgst
+// without If-None-Match, answered 404 where, asked with it, it answers 304:
+// distribution compares If-None-Match before it looks the digest up, and a
+// 404 means the credential passed authorization.
+func notModifiedUnknown(r *http.Request, err error, dgst digest.Digest) bool {
+	se, ok := isAnswer(err)
+	return ok && se.Status == http.StatusNotFound && dgst != "" && manifestNotModified(r, dgst)
 }
 
 // writeNotModified answers 304 with no header of the manifest, as
