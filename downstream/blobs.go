@@ -203,20 +203,16 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st f
 	var err error
 	size := st.size
 	start, end, status := int64(0), size, http.StatusOK
-	if rng := r.Header.Get("Range"); rng != "" {
+	if rng := honoredRange(r, f.dgst); rng != "" {
 		var ok bool
 		if size >= 0 {
 			start, end, ok = parseRange(rng, size)
 		}
 		if !ok {
-			// Unknown size, several ranges or an odd form: let
-			// http.ServeContent answer from local storage once stored.
+			// Unknown size, several ranges, an unsatisfiable one or an odd
+			// form: http.ServeContent answers from local storage once
+			// stored, exactly as at the origin.
 			return c.serveAfterFill(w, r, f)
-		}
-		if start >= end {
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", size))
-			writeError(w, errcode.ErrorCodeRangeInvalid.WithMessage("requested range not satisfiable"))
-			return st, nil
 		}
 		status = http.StatusPartialContent
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, end-1, size))
@@ -333,9 +329,27 @@ func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo
 	writeUpstreamError(w, r, err)
 }
 
-// parseRange parses a single "bytes=" range against size, returning the
-// half-open interval [start, end). ok is false for forms it does not
-// handle (several ranges, other units); start >= end means unsatisfiable.
+// honoredRange returns the Range header to honor for the blob dgst: none
+// when If-Range names anything but its strong ETag (a date never matches:
+// distribution gives http.ServeContent no modification time), so that the
+// client gets the whole blob as at the origin.
+func honoredRange(r *http.Request, dgst digest.Digest) string {
+	rng := r.Header.Get("Range")
+	if ir := r.Header.Get("If-Range"); rng != "" && ir != "" {
+		// As http.ServeContent's If-Range check: the first entity tag of
+		// the value, compared strongly.
+		if !strings.HasPrefix(strings.TrimLeft(ir, " \t"), `"`+dgst.String()+`"`) {
+			return ""
+		}
+	}
+	return rng
+}
+
+// parseRange parses a single satisfiable "bytes=" range against size,
+// returning the half-open interval [start, end) with start < end. ok is
+// false for everything else (several ranges, other units, an unsatisfiable
+// or empty range such as bytes=-0): http.ServeContent answers those, so
+// that the answer is distribution's.
 func parseRange(h string, size int64) (start, end int64, ok bool) {
 	spec, found := strings.CutPrefix(h, "bytes=")
 	if !found || strings.Contains(spec, ",") {
@@ -347,20 +361,14 @@ func parseRange(h string, size int64) (start, end int64, ok bool) {
 	}
 	if a == "" { // suffix: the last b bytes
 		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n <= 0 || size <= 0 {
 			return 0, 0, false
-		}
-		if n == 0 {
-			return 0, 0, true
 		}
 		return max(size-n, 0), size, true
 	}
 	s, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || s < 0 {
+	if err != nil || s < 0 || s >= size {
 		return 0, 0, false
-	}
-	if s >= size {
-		return 0, 0, true
 	}
 	e := size - 1
 	if b != "" {

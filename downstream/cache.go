@@ -3,7 +3,9 @@ package downstream
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +140,10 @@ func (c *Cache) Driver() storagedriver.StorageDriver { return c.driver }
 func (c *Cache) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var match mux.RouteMatch
-		if !c.router.Match(r, &match) || match.Route == nil {
+		// match.Handler is set only for the redirects of distribution's
+		// router (StrictSlash: a trailing slash too many or missing): the
+		// app answers them as the origin does, without any upstream.
+		if !c.router.Match(r, &match) || match.Route == nil || match.Handler != nil {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -152,10 +157,15 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			c.refuseWrite(w, r, route)
 			return
 		}
+		r = withForwardedFor(r)
 		sw := &statusWriter{ResponseWriter: w}
 		w = sw
 		rl := c.newRequestLog(sw, r, route)
 		defer rl.done()
+		if ns := wrongNamespace(r, c.cfg.Upstreams.Origin); ns != "" {
+			writeError(w, errNamespace(ns, c.cfg.Upstreams.Origin))
+			return
+		}
 		switch route {
 		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, routeReferrers:
 			// Answered by the origin, with the client's credentials: the
@@ -187,6 +197,24 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			c.refuseWrite(w, r, route)
 		}
 	})
+}
+
+// withForwardedFor returns r with the client's address appended to
+// X-Forwarded-For, as a reverse proxy does, so that the upstreams see the
+// address the cache saw as the last entry. What the client sent is kept but
+// never trusted: it is whatever the client chose to write.
+func withForwardedFor(r *http.Request) *http.Request {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || ip == "" {
+		return r // not a network address (a test handler); nothing to add
+	}
+	r2 := r.WithContext(r.Context()) // a shallow copy: the client's request stays as it came
+	r2.Header = r.Header.Clone()
+	if prior := r.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+		ip = strings.Join(prior, ", ") + ", " + ip
+	}
+	r2.Header.Set("X-Forwarded-For", ip)
+	return r2
 }
 
 // routeReferrers is the OCI referrers API, which distribution's router

@@ -34,6 +34,14 @@ const (
 	// DefaultBackoff is how long an upstream that failed is skipped before
 	// it is tried again.
 	DefaultBackoff = 30 * time.Second
+	// DefaultClientHeaderTimeout bounds how long a client may take to send
+	// a request's headers (and the TLS handshake): generous for a slow
+	// mobile link, short enough that connections trickling their headers
+	// do not pile up.
+	DefaultClientHeaderTimeout = 60 * time.Second
+	// DefaultClientIdleTimeout bounds how long a client's keep-alive
+	// connection may wait for its next request.
+	DefaultClientIdleTimeout = 2 * time.Minute
 )
 
 // Config is the parsed and validated `options` block of the downstream
@@ -53,6 +61,11 @@ type Config struct {
 	FillTimeout   time.Duration
 	// Backoff: an upstream that failed is skipped for this long.
 	Backoff time.Duration
+	// ClientHeaderTimeout and ClientIdleTimeout are the cache's own HTTP
+	// server's: the time a client may take to send a request's headers, and
+	// to start its next request on a kept-alive connection.
+	ClientHeaderTimeout time.Duration
+	ClientIdleTimeout   time.Duration
 }
 
 // Upstreams lists the registries the cache fetches from. Origin is the
@@ -100,15 +113,17 @@ func options() map[string]option {
 		}
 	}
 	return map[string]option{
-		"blobttl":       dur("blobttl", func(c *Config) *time.Duration { return &c.BlobTTL }, false),
-		"authttl":       dur("authttl", func(c *Config) *time.Duration { return &c.AuthTTL }, true),
-		"dialtimeout":   dur("dialtimeout", func(c *Config) *time.Duration { return &c.DialTimeout }, false),
-		"headertimeout": dur("headertimeout", func(c *Config) *time.Duration { return &c.HeaderTimeout }, false),
-		"idletimeout":   dur("idletimeout", func(c *Config) *time.Duration { return &c.IdleTimeout }, false),
-		"filltimeout":   dur("filltimeout", func(c *Config) *time.Duration { return &c.FillTimeout }, false),
-		"backoff":       dur("backoff", func(c *Config) *time.Duration { return &c.Backoff }, false),
-		"upstreams":     {parse: parseUpstreams},
-		"cas":           {parse: parseCAs},
+		"blobttl":             dur("blobttl", func(c *Config) *time.Duration { return &c.BlobTTL }, false),
+		"authttl":             dur("authttl", func(c *Config) *time.Duration { return &c.AuthTTL }, true),
+		"dialtimeout":         dur("dialtimeout", func(c *Config) *time.Duration { return &c.DialTimeout }, false),
+		"headertimeout":       dur("headertimeout", func(c *Config) *time.Duration { return &c.HeaderTimeout }, false),
+		"idletimeout":         dur("idletimeout", func(c *Config) *time.Duration { return &c.IdleTimeout }, false),
+		"filltimeout":         dur("filltimeout", func(c *Config) *time.Duration { return &c.FillTimeout }, false),
+		"backoff":             dur("backoff", func(c *Config) *time.Duration { return &c.Backoff }, false),
+		"clientheadertimeout": dur("clientheadertimeout", func(c *Config) *time.Duration { return &c.ClientHeaderTimeout }, false),
+		"clientidletimeout":   dur("clientidletimeout", func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, false),
+		"upstreams":           {parse: parseUpstreams},
+		"cas":                 {parse: parseCAs},
 	}
 }
 
@@ -123,6 +138,9 @@ func ParseOptions(raw map[string]any) (Config, error) {
 		IdleTimeout:   DefaultIdleTimeout,
 		FillTimeout:   DefaultFillTimeout,
 		Backoff:       DefaultBackoff,
+
+		ClientHeaderTimeout: DefaultClientHeaderTimeout,
+		ClientIdleTimeout:   DefaultClientIdleTimeout,
 	}
 	known := options()
 	keys := make([]string, 0, len(raw))

@@ -25,7 +25,7 @@ const (
 	wantPositive = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantZeroOK   = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantUps      = "a list of upstream URLs (https://host:port) or a list with one {originhost: URL, upstreamhosts: [URL, ...]}"
-	wantKeys     = "authttl, backoff, blobttl, cas, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams"
+	wantKeys     = "authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, upstreams"
 )
 
 // writeCA writes a self-signed CA certificate as PEM into dir and returns its
@@ -85,6 +85,9 @@ func TestParseOptionsDefaults(t *testing.T) {
 		IdleTimeout:   60 * time.Second,
 		FillTimeout:   time.Hour,
 		Backoff:       30 * time.Second,
+
+		ClientHeaderTimeout: 60 * time.Second,
+		ClientIdleTimeout:   2 * time.Minute,
 	}
 	c.Upstreams = Upstreams{}
 	if !reflect.DeepEqual(c, want) {
@@ -122,6 +125,8 @@ func TestParseOptionsDurations(t *testing.T) {
 		{"headertimeout", "45s", func(c Config) time.Duration { return c.HeaderTimeout }, 45 * time.Second},
 		{"idletimeout", "2m", func(c Config) time.Duration { return c.IdleTimeout }, 2 * time.Minute},
 		{"filltimeout", "30m", func(c Config) time.Duration { return c.FillTimeout }, 30 * time.Minute},
+		{"clientheadertimeout", "90s", func(c Config) time.Duration { return c.ClientHeaderTimeout }, 90 * time.Second},
+		{"clientidletimeout", "5m", func(c Config) time.Duration { return c.ClientIdleTimeout }, 5 * time.Minute},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%s=%s", tc.key, describe(tc.value)), func(t *testing.T) {
@@ -308,6 +313,14 @@ func TestParseOptionsErrors(t *testing.T) {
 			`downstream: option "idletimeout": found boolean true, expected ` + wantPositive},
 		{"filltimeout negative", origin(map[string]any{"filltimeout": "-1h"}),
 			`downstream: option "filltimeout": found string "-1h", expected ` + wantPositive},
+		{"clientheadertimeout zero", origin(map[string]any{"clientheadertimeout": "0s"}),
+			`downstream: option "clientheadertimeout": found string "0s", expected ` + wantPositive},
+		{"clientheadertimeout garbage", origin(map[string]any{"clientheadertimeout": "1d"}),
+			`downstream: option "clientheadertimeout": found string "1d", expected ` + wantPositive},
+		{"clientidletimeout negative", origin(map[string]any{"clientidletimeout": "-5m"}),
+			`downstream: option "clientidletimeout": found string "-5m", expected ` + wantPositive},
+		{"clientidletimeout list", origin(map[string]any{"clientidletimeout": []any{"1m"}}),
+			`downstream: option "clientidletimeout": found list [1m], expected ` + wantPositive},
 
 		// upstreams: shape
 		{"upstreams missing", map[string]any{"blobttl": "24h"},
@@ -518,9 +531,12 @@ headertimeout: 20s
 idletimeout: 40s
 filltimeout: 2h
 backoff: 1m
+clientheadertimeout: 30s
+clientidletimeout: 3m
 `, []string{"https://msr.example.com"},
 			func(t *testing.T, c Config) {
-				want := Config{AuthTTL: 0, DialTimeout: 5 * time.Second, HeaderTimeout: 20 * time.Second, IdleTimeout: 40 * time.Second, FillTimeout: 2 * time.Hour, Backoff: time.Minute}
+				want := Config{AuthTTL: 0, DialTimeout: 5 * time.Second, HeaderTimeout: 20 * time.Second, IdleTimeout: 40 * time.Second, FillTimeout: 2 * time.Hour, Backoff: time.Minute,
+					ClientHeaderTimeout: 30 * time.Second, ClientIdleTimeout: 3 * time.Minute}
 				c.Upstreams = Upstreams{}
 				if !reflect.DeepEqual(c, want) {
 					t.Errorf("got %+v, want %+v", c, want)

@@ -58,7 +58,13 @@ func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 			}
 			h[k] = vs
 		}
-		h.Set("Content-Length", strconv.Itoa(len(se.Body)))
+		n := strconv.Itoa(len(se.Body))
+		if cl := se.Header.Get("Content-Length"); r.Method == http.MethodHead && len(se.Body) == 0 && cl != "" {
+			// An answer to a HEAD has no body, but its length is the one
+			// the origin's GET would send: pass it on as it came.
+			n = cl
+		}
+		h.Set("Content-Length", n)
 		w.WriteHeader(se.Status)
 		if r.Method != http.MethodHead {
 			_, _ = w.Write(se.Body)

@@ -3,10 +3,13 @@ package downstream
 import (
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/storage"
 	"github.com/distribution/reference"
@@ -74,12 +77,20 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	if r.Method == http.MethodHead || !byDigest || storedHere {
 		resp, err := c.confirm(ctx, r, path, repo)
 		if err != nil {
+			if notModifiedUnknown(r, err, dgst) {
+				writeNotModified(w)
+				return
+			}
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
 		rl.upstream = resp.host.Host
 		if r.Method == http.MethodHead {
 			rl.result = resultForwarded
+			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
+				writeNotModified(w)
+				return
+			}
 			copyResponseHeaders(w.Header(), resp.Header, resp.host)
 			w.WriteHeader(resp.StatusCode)
 			return
@@ -103,6 +114,10 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 
 	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: path, client: r.Header})
 	if err != nil {
+		if notModifiedUnknown(r, err, dgst) {
+			writeNotModified(w)
+			return
+		}
 		c.answerUpstreamError(w, r, repo, ck, err, rl)
 		return
 	}
@@ -165,6 +180,17 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 	if err != nil {
 		return false
 	}
+	if manifestNotModified(r, dgst) {
+		writeNotModified(w)
+		return true
+	}
+	if _, oci := m.(*ocischema.DeserializedManifest); oci && !acceptsOCIManifest(r) {
+		// distribution's GetManifest refuses it with these words. An OCI
+		// index passes whatever the Accept: it is neither of the types that
+		// GetManifest checks.
+		writeError(w, errcode.ErrorCodeManifestUnknown.WithMessage("OCI manifest found, but accept header does not support OCI manifests"))
+		return true
+	}
 	mediaType, payload, err := m.Payload()
 	if err != nil {
 		return false
@@ -176,7 +202,52 @@ func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms di
 	return true
 }
 
+// acceptsOCIManifest parses Accept as distribution's GetManifest does:
+// comma-separated media types, parameters (q=) ignored.
+func acceptsOCIManifest(r *http.Request) bool {
+	for _, h := range r.Header["Accept"] {
+		for mt := range strings.SplitSeq(h, ",") {
+			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == v1.MediaTypeImageManifest {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// manifestNotModified reports whether If-None-Match names dgst the way
+// distribution compares it: one header value equal to the digest, quoted
+// or not (no lists, no weak tags, no *).
+func manifestNotModified(r *http.Request, dgst digest.Digest) bool {
+	for _, v := range r.Header["If-None-Match"] {
+		if v == dgst.String() || v == `"`+dgst.String()+`"` {
+			return true
+		}
+	}
+	return false
+}
+
+// notModifiedUnknown reports whether the origin, asked for the digest dgst
+// without If-None-Match, answered 404 where, asked with it, it answers 304:
+// distribution compares If-None-Match before it looks the digest up, and a
+// 404 means the credential passed authorization.
+func notModifiedUnknown(r *http.Request, err error, dgst digest.Digest) bool {
+	se, ok := isAnswer(err)
+	return ok && se.Status == http.StatusNotFound && dgst != "" && manifestNotModified(r, dgst)
+}
+
+// writeNotModified answers 304 with no header of the manifest, as
+// distribution does.
+func writeNotModified(w http.ResponseWriter) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.WriteHeader(http.StatusNotModified)
+}
+
 func writeManifest(w http.ResponseWriter, r *http.Request, mediaType string, body []byte, dgst digest.Digest) {
+	if manifestNotModified(r, dgst) {
+		writeNotModified(w)
+		return
+	}
 	h := w.Header()
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
 	h.Set("Content-Type", mediaType)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
@@ -161,4 +162,20 @@ func redirectsEnabled(config *configuration.Configuration) bool {
 func Instance(config *configuration.Configuration) (*Cache, bool) {
 	c, ok := middlewareOptions(config)[instanceKey].(*Cache)
 	return c, ok
+}
+
+// ClientTimeouts returns the timeouts for the HTTP server that serves
+// config: the downstream options clientheadertimeout and clientidletimeout,
+// or their defaults (also without a downstream middleware, so that the
+// binary serving a plain registry is protected the same way).
+func ClientTimeouts(config *configuration.Configuration) (header, idle time.Duration, err error) {
+	opts := middlewareOptions(config)
+	if opts == nil {
+		return DefaultClientHeaderTimeout, DefaultClientIdleTimeout, nil
+	}
+	cfg, err := ParseOptions(opts)
+	if err != nil {
+		return 0, 0, err
+	}
+	return cfg.ClientHeaderTimeout, cfg.ClientIdleTimeout, nil
 }

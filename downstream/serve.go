@@ -34,9 +34,9 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	data := blobDataPath(desc.Digest)
 	start, end, ranged := int64(0), desc.Size, false
-	if rng := r.Header.Get("Range"); rng != "" {
+	if rng := honoredRange(r, desc.Digest); rng != "" {
 		var ok bool
-		if start, end, ok = parseRange(rng, desc.Size); !ok || start >= end {
+		if start, end, ok = parseRange(rng, desc.Size); !ok {
 			return c.serveBlobStore(w, r, blobs, dgst)
 		}
 		ranged = true

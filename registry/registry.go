@@ -132,6 +132,13 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 		return err
 	}
 	afterNewRegistry()
+	header, idle, err := downstream.ClientTimeouts(config)
+	if err != nil {
+		return err
+	}
+	if err := setClientTimeouts(reg, header, idle); err != nil {
+		return err
+	}
 	if c, ok := downstream.Instance(config); ok {
 		defer c.Close()
 		// Next to distribution's own checks (NewRegistry registered them):
