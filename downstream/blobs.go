@@ -81,12 +81,11 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 
 	a := &asker{cred: ck, repo: repo, hdr: r.Header.Clone()}
 	for attempt := 1; ; attempt++ {
-		var err error
 		c.mu.Lock()
 		f, leader := c.fills[dgst], false
 		if f == nil {
 			leader = true
-			f, err = c.startFill(ctx, a, dgst)
+			f = c.startFill(ctx, a, dgst)
 		} else {
 			f.acquire()
 			// Only a request the origin allowed may take the fill over
@@ -97,11 +96,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			}
 		}
 		c.mu.Unlock()
-		if err != nil {
-			writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
-			return
-		}
-		err = c.joinFill(w, r, f, a, leader, &ra, rl)
+		err := c.joinFill(w, r, f, a, leader, &ra, rl)
 		f.release()
 		var own ownAnswer
 		if errors.As(err, &own) {

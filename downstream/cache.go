@@ -74,6 +74,9 @@ type Options struct {
 // New builds a cache over a local namespace (the storage the app built) and
 // the upstreams of cfg.
 func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}

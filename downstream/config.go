@@ -3,6 +3,7 @@ package downstream
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -66,6 +67,43 @@ type Config struct {
 	// to start its next request on a kept-alive connection.
 	ClientHeaderTimeout time.Duration
 	ClientIdleTimeout   time.Duration
+}
+
+// Validate checks a Config built in code rather than by ParseOptions (which
+// returns only valid ones): New refuses what would fail every request.
+func (c Config) Validate() error {
+	if c.Upstreams.Origin == nil {
+		return errors.New("downstream: Config.Upstreams.Origin is nil; expected the origin's URL (ParseOptions fills it from the upstreams option)")
+	}
+	for _, u := range c.Upstreams.Hosts() {
+		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("downstream: Config.Upstreams holds %q; expected http:// or https:// and a host", u)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		zero bool
+	}{
+		{"BlobTTL", c.BlobTTL, true},
+		{"AuthTTL", c.AuthTTL, true},
+		{"DialTimeout", c.DialTimeout, false},
+		{"HeaderTimeout", c.HeaderTimeout, false},
+		{"IdleTimeout", c.IdleTimeout, false},
+		{"FillTimeout", c.FillTimeout, false},
+		{"Backoff", c.Backoff, false},
+		{"ClientHeaderTimeout", c.ClientHeaderTimeout, false},
+		{"ClientIdleTimeout", c.ClientIdleTimeout, false},
+	} {
+		if d.v < 0 || d.v == 0 && !d.zero {
+			want := "a positive duration"
+			if d.zero {
+				want = "a duration >= 0"
+			}
+			return fmt.Errorf("downstream: Config.%s is %s; expected %s", d.name, d.v, want)
+		}
+	}
+	return nil
 }
 
 // Upstreams lists the registries the cache fetches from. Origin is the

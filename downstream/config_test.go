@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 )
 
 // What the error messages say is expected; spelled out here rather than
@@ -637,6 +639,33 @@ func TestShortDuration(t *testing.T) {
 	} {
 		if got := shortDuration(d); got != want {
 			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// New refuses a Config that would fail every request, instead of
+// panicking on the first one.
+func TestNewValidatesConfig(t *testing.T) {
+	valid, err := ParseOptions(map[string]any{"upstreams": []any{"https://origin.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeroFill := valid
+	zeroFill.FillTimeout = 0
+	badURL := valid
+	badURL.Upstreams.Origin = &url.URL{Scheme: "ftp", Host: "origin.example.com"}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"zero value", Config{}, "downstream: Config.Upstreams.Origin is nil; expected the origin's URL (ParseOptions fills it from the upstreams option)"},
+		{"zero fill timeout", zeroFill, "downstream: Config.FillTimeout is 0s; expected a positive duration"},
+		{"bad scheme", badURL, `downstream: Config.Upstreams holds "ftp://origin.example.com"; expected http:// or https:// and a host`},
+	} {
+		_, err := New(tc.cfg, nil, Options{Driver: inmemory.New()})
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%s: New error %v, want %q", tc.name, err, tc.want)
 		}
 	}
 }

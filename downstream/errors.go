@@ -53,7 +53,7 @@ func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if se, ok := isAnswer(err); ok {
 		h := w.Header()
 		for k, vs := range se.Header {
-			if hopHeaders[k] || k == "Content-Length" {
+			if hopHeader(k) || k == "Content-Length" {
 				continue
 			}
 			h[k] = vs
@@ -73,6 +73,12 @@ func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away; nobody to answer
+	}
+	var ue *UpstreamError
+	if !errors.As(err, &ue) {
+		// The cache's own failure (local storage), not the upstream's.
+		writeError(w, errcode.ErrorCodeUnknown.WithMessage("content-cache: "+err.Error()))
+		return
 	}
 	writeError(w, errcode.ErrorCodeUnavailable.WithMessage("content-cache could not reach its upstream: "+err.Error()))
 }

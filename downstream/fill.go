@@ -37,7 +37,7 @@ var errBlobCorrupt = errors.New("upstream blob does not match its digest or size
 // client goes away.
 type fill struct {
 	dgst  digest.Digest
-	spool *os.File
+	spool *os.File // created by the fill once the upstream answered 200
 	// repo is the repository the fill fetches through: that of the asker
 	// the origin answered 200. Set before the fill shows as started, read
 	// by others only after.
@@ -71,16 +71,11 @@ type fillState struct {
 func (s fillState) ok() bool { return s.finished && s.err == nil }
 
 // startFill registers and starts a fill that fetches with a first; the
-// caller holds c.mu. It is returned with one reference for the caller.
-func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) (*fill, error) {
-	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
-	if err != nil {
-		return nil, fmt.Errorf("creating spool file: %w", err)
-	}
-	// Unlinked at once: nothing is left behind if the process dies.
-	_ = os.Remove(spool.Name())
+// caller holds c.mu, so it does nothing slow (the spool file is created by
+// the fill itself). It is returned with one reference for the caller.
+func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fill {
 	f := &fill{
-		dgst: dgst, spool: spool,
+		dgst:    dgst,
 		changed: make(chan struct{}),
 		state:   fillState{size: -1},
 		refused: make(map[*asker]error),
@@ -109,7 +104,7 @@ func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) (*f
 		f.update(func(s *fillState) { s.finished, s.err = true, err })
 		f.release()
 	}()
-	return f, nil
+	return f
 }
 
 // runFill fetches the blob, feeding the spool and local storage, and commits
@@ -130,7 +125,14 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 		}
 	}()
 	c.decisions.allow(a.cred, a.repo.Name())
-	f.repo = a.repo
+	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
+	if err != nil {
+		return fmt.Errorf("creating spool file: %w", err)
+	}
+	// Unlinked at once: nothing is left behind if the process dies.
+	_ = os.Remove(spool.Name())
+	// Written before the fill shows as started; waiters read them after.
+	f.spool, f.repo = spool, a.repo
 	size := resp.ContentLength
 	f.update(func(s *fillState) { s.started, s.by, s.size, s.host = true, a, size, host.Host })
 
@@ -405,10 +407,15 @@ func (s *spoolStore) commit(ctx context.Context, size int64) (committed bool, er
 		return true, fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
 	}
 	data := blobDataPath(s.f.dgst)
-	if _, err := s.c.driver.Stat(ctx, data); isNotFound(err) {
+	switch _, err := s.c.driver.Stat(ctx, data); {
+	case isNotFound(err):
 		if err := s.c.driver.Move(ctx, upload, data); err != nil {
 			return true, err
 		}
+	case err != nil:
+		// Unknown whether it is stored: nothing is linked to what may
+		// not be there.
+		return true, err
 	}
 	// Stored already (another cache sharing the storage): the upload goes.
 	_ = s.c.driver.Delete(ctx, s.dir)
@@ -480,7 +487,7 @@ func (f *fill) release() {
 	f.refs--
 	last := f.refs == 0
 	f.mu.Unlock()
-	if last {
+	if last && f.spool != nil {
 		_ = f.spool.Close()
 	}
 }

@@ -26,6 +26,11 @@ func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) 
 	copyResponseHeaders(w.Header(), resp.Header, resp.host)
 	w.WriteHeader(resp.StatusCode)
 	if r.Method != http.MethodHead {
-		_, _ = io.Copy(w, resp.Body)
+		if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {
+			// The status is out: cut the response, so that the client
+			// never takes a short body for a whole one.
+			c.log.WithError(err).WithField("path", r.URL.Path).Warn("forwarding an upstream answer broke off")
+			panic(http.ErrAbortHandler)
+		}
 	}
 }

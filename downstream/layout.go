@@ -1,6 +1,7 @@
 package downstream
 
 import (
+	"github.com/distribution/reference"
 	"path"
 	"strings"
 
@@ -40,7 +41,7 @@ func uploadDir(repo, id string) string {
 // needs.
 func parseLinkPath(p string) (pullKey, bool) {
 	rest, ok := strings.CutPrefix(p, repositoriesRoot+"/")
-	if !ok || path.Base(rest) != "link" {
+	if !ok || path.Base(rest) != "link" || path.Clean(p) != p {
 		return pullKey{}, false
 	}
 	dir := path.Dir(rest) // <repo>/<kind dirs>/<alg>/<hex>
@@ -50,11 +51,18 @@ func parseLinkPath(p string) (pullKey, bool) {
 		return pullKey{}, false
 	}
 	prefix := path.Dir(path.Dir(dir))
+	k := pullKey{dgst: dgst}
 	if repo, ok := strings.CutSuffix(prefix, "/_layers"); ok {
-		return pullKey{dgst: dgst, repo: repo, kind: kindLayer}, true
+		k.repo, k.kind = repo, kindLayer
+	} else if repo, ok := strings.CutSuffix(prefix, "/_manifests/revisions"); ok {
+		k.repo, k.kind = repo, kindManifest
+	} else {
+		return pullKey{}, false
 	}
-	if repo, ok := strings.CutSuffix(prefix, "/_manifests/revisions"); ok {
-		return pullKey{dgst: dgst, repo: repo, kind: kindManifest}, true
+	// Only a repository distribution could have made (FuzzParseLinkPath
+	// found an empty one accepted).
+	if _, err := reference.WithName(k.repo); err != nil {
+		return pullKey{}, false
 	}
-	return pullKey{}, false
+	return k, true
 }

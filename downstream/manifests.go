@@ -72,7 +72,11 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	// Stored but not (recently) allowed: a HEAD at the origin is enough.
 	storedHere := false
 	if byDigest {
-		storedHere, _ = ms.Exists(ctx, dgst)
+		var err error
+		// A storage failure only costs the fetch from upstream.
+		if storedHere, err = ms.Exists(ctx, dgst); err != nil {
+			c.log.WithError(err).WithField("digest", dgst).Warn("cannot look up a stored manifest; fetching it")
+		}
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
 		resp, err := c.confirm(ctx, r, path, repo)

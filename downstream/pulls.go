@@ -3,6 +3,7 @@ package downstream
 import (
 	"context"
 	"errors"
+	"github.com/distribution/reference"
 	"path"
 	"strings"
 	"sync"
@@ -228,7 +229,10 @@ func parseRecordPath(p string) (pullKey, bool) {
 	k := pullKey{dgst: dgst, kind: kind(parts[len(parts)-1]), repo: strings.Join(parts[2:len(parts)-1], "/")}
 	switch {
 	case k.kind == kindData && k.repo == "":
-	case (k.kind == kindLayer || k.kind == kindManifest) && k.repo != "":
+	case k.kind == kindLayer || k.kind == kindManifest:
+		if _, err := reference.WithName(k.repo); err != nil {
+			return pullKey{}, false
+		}
 	default:
 		return pullKey{}, false
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/distribution/distribution/v3"
-	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -53,12 +52,13 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 	var body io.ReadCloser
 	if r.Method == http.MethodGet && !notModified {
 		body, err = c.driver.Reader(ctx, data, start)
-		if isNotFound(err) {
-			return false
-		}
 		if err != nil {
-			writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
-			return true
+			// Nothing is written yet: fetching still works, and a storage
+			// failure is neither a hit nor a pull.
+			if !isNotFound(err) {
+				c.log.WithError(err).WithField("digest", dgst).Warn("cannot read a stored blob; fetching it instead")
+			}
+			return false
 		}
 		defer body.Close()
 	}
@@ -99,14 +99,26 @@ type writerOnly struct{ io.Writer }
 // serveBlobStore serves through distribution's blob store.
 func (c *Cache) serveBlobStore(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
 	err := blobs.ServeBlob(r.Context(), w, r, dgst)
-	if errors.Is(err, distribution.ErrBlobUnknown) {
-		// distribution's stat fails before anything is written.
+	if err == nil {
+		return true
+	}
+	if !written(w) {
+		// distribution fails before writing when the blob is gone or
+		// storage fails: fetching still works.
+		if !errors.Is(err, distribution.ErrBlobUnknown) {
+			c.log.WithError(err).WithField("digest", dgst).Warn("cannot serve a stored blob; fetching it instead")
+		}
 		return false
 	}
-	if err != nil {
-		writeError(w, errcode.ErrorCodeUnknown.WithMessage(err.Error()))
-	}
-	return true
+	// Headers are out: all that is left is to cut the response short.
+	panic(http.ErrAbortHandler)
+}
+
+// written reports whether a response was started; a writer that cannot
+// tell counts as started.
+func written(w http.ResponseWriter) bool {
+	sw, ok := w.(*statusWriter)
+	return !ok || sw.status != 0
 }
 
 // etagMatch reports whether an If-None-Match header lists etag (or *).

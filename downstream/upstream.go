@@ -342,18 +342,22 @@ func (b *idleBody) Close() error {
 	return err
 }
 
-// hopHeaders are never copied from an upstream response to the client.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true, "Proxy-Authorization": true,
-	"Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+// hopHeader reports the headers never copied from an upstream response to
+// the client (canonical keys).
+func hopHeader(k string) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
 }
 
 // copyResponseHeaders copies an upstream response's end-to-end headers,
-// rewriting absolute Link and Location URLs that point at the upstream so
+// rewriting absolute Link URLs that point at the upstream so
 // that the client keeps talking to the cache.
 func copyResponseHeaders(dst, src http.Header, host *url.URL) {
 	for k, vs := range src {
-		if hopHeaders[k] {
+		if hopHeader(k) {
 			continue
 		}
 		for _, v := range vs {
