@@ -12,7 +12,8 @@ import (
 func TestCredentialKeysAreKeyed(t *testing.T) {
 	header := "Basic " + base64.StdEncoding.EncodeToString([]byte("carol:carol-pw"))
 	a, b := newCredHasher(), newCredHasher()
-	if a.key(header) != a.key(header) {
+	first, again := a.key(header), a.key(header)
+	if first != again {
 		t.Fatal("one instance keys one header two ways")
 	}
 	if a.key(header) == b.key(header) {
