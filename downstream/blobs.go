@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,7 +43,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	ra := reqAuth{decided: c.allowedByDecision(r, ck, repo.Name())}
 	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
-			rl.result = resultHit
+			rl.result = metrics.ResultHit
 			c.pulled(r, repo, dgst, kindLayer)
 			return
 		}
@@ -65,14 +66,14 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			if err := c.link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
 			} else if c.serveLocal(w, r, blobs, dgst) {
-				rl.result = resultHit
+				rl.result = metrics.ResultHit
 				return
 			}
 		}
 		if r.Method == http.MethodHead {
 			// HEAD of an uncached blob: the upstream's answer, so that caches
 			// chained behind this one see what the origin has.
-			rl.result = resultForwarded
+			rl.result = metrics.ResultForwarded
 			copyResponseHeaders(w.Header(), resp.Header, resp.host)
 			w.WriteHeader(resp.StatusCode)
 			return
@@ -170,9 +171,9 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 		}
 		ra.confirmed = true
 	}
-	rl.result = resultMiss
+	rl.result = metrics.ResultMiss
 	if !leader {
-		rl.result = resultCoalesced
+		rl.result = metrics.ResultCoalesced
 	}
 	rl.upstream = st.host
 	c.pulled(r, a.repo, f.dgst, kindLayer)
@@ -312,10 +313,10 @@ func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo
 			resp.Body.Close()
 		}
 	}
-	rl.result = resultError
+	rl.result = metrics.ResultError
 	rl.upstream = errorHost(err)
 	if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
-		rl.result = resultDenied
+		rl.result = metrics.ResultDenied
 		c.decisions.forget(ck, repo.Name())
 	}
 	if !errors.Is(err, context.Canceled) {

@@ -3,6 +3,8 @@ package downstream
 import (
 	"context"
 	"errors"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"strings"
@@ -30,7 +32,7 @@ type Cache struct {
 	log       *logrus.Entry
 	now       func() time.Time
 	spoolDir  string
-	metrics   *metrics // this instance's Prometheus collectors (metrics.go)
+	metrics   *metrics.Metrics // this instance's Prometheus collectors (metrics.go)
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -83,7 +85,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	if opts.Logger == nil {
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
-	m := newMetrics(cfg.Upstreams.Hosts())
+	m := metrics.New(cfg.Upstreams.Hosts())
 	up, err := newUpstream(cfg, opts.Now, opts.Logger.WithField("component", "downstream"))
 	if err != nil {
 		return nil, err
@@ -170,7 +172,7 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			return
 		}
 		switch route {
-		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, routeReferrers:
+		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, metrics.KindReferrers:
 			// Answered by the origin, with the client's credentials: the
 			// ping carries the origin's challenge, and the catalog must not
 			// reveal what the cache holds.
@@ -179,7 +181,7 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			named, err := reference.WithName(match.Vars["name"])
 			if err != nil {
 				writeError(w, errNameInvalid(match.Vars["name"], err))
-				rl.result = resultError
+				rl.result = metrics.ResultError
 				return
 			}
 			rl.repo = named.Name()
@@ -187,7 +189,7 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 				dgst, err := digest.Parse(match.Vars["digest"])
 				if err != nil {
 					writeError(w, errDigestInvalid(match.Vars["digest"]))
-					rl.result = resultError
+					rl.result = metrics.ResultError
 					return
 				}
 				rl.digest = dgst
@@ -220,14 +222,18 @@ func withForwardedFor(r *http.Request) *http.Request {
 	return r2
 }
 
-// routeReferrers is the OCI referrers API, which distribution's router
-// lacks: it is forwarded to the origin like a tag list.
-const routeReferrers = "referrers"
+// Gatherer returns this instance's metrics, and only them: what the
+// content_cache_* part of the debug server's /metrics shows for it. Tests and
+// programs that embed several caches read it; a registry process also finds
+// the same metrics in Prometheus' default registry.
+func (c *Cache) Gatherer() prometheus.Gatherer { return c.metrics.Gatherer() }
 
-// newRouter is distribution's v2 router plus the referrers route.
+// newRouter is distribution's v2 router plus the referrers route (the OCI
+// referrers API, which distribution's router lacks: it is forwarded to the
+// origin like a tag list).
 func newRouter() *mux.Router {
 	r := v2.RouterWithPrefix("")
-	r.Path("/v2/{name:" + reference.NameRegexp.String() + "}/referrers/{digest:" + digest.DigestRegexp.String() + "}").Name(routeReferrers)
+	r.Path("/v2/{name:" + reference.NameRegexp.String() + "}/referrers/{digest:" + digest.DigestRegexp.String() + "}").Name(metrics.KindReferrers)
 	return r
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"hash"
 	"sync"
 	"time"
@@ -55,14 +56,14 @@ type decisionKey struct {
 type decisions struct {
 	ttl     time.Duration
 	now     func() time.Time
-	metrics *metrics // nil counts nothing
+	metrics *metrics.Metrics // nil counts nothing
 
 	mu      sync.Mutex
 	allowed map[decisionKey]time.Time // expiry
 }
 
 // newDecisions builds the decision cache of one Cache, counting into m.
-func newDecisions(ttl time.Duration, now func() time.Time, m *metrics) *decisions {
+func newDecisions(ttl time.Duration, now func() time.Time, m *metrics.Metrics) *decisions {
 	return &decisions{ttl: ttl, now: now, metrics: m, allowed: make(map[decisionKey]time.Time)}
 }
 
@@ -81,13 +82,13 @@ func (d *decisions) isAllowed(cred credKey, repo string) bool {
 		delete(d.allowed, decisionKey{cred, repo})
 		return false
 	}
-	d.metrics.decision(decisionAllowed, sourceCached)
+	d.metrics.Decision(metrics.DecisionAllowed, metrics.SourceCached)
 	return true
 }
 
 // allow records that the origin just allowed cred to pull from repo.
 func (d *decisions) allow(cred credKey, repo string) {
-	d.metrics.decision(decisionAllowed, sourceAsked)
+	d.metrics.Decision(metrics.DecisionAllowed, metrics.SourceAsked)
 	if d.ttl <= 0 {
 		return
 	}
@@ -109,7 +110,7 @@ func (d *decisions) allow(cred credKey, repo string) {
 
 // forget drops what is known of cred for repo, after the origin refused it.
 func (d *decisions) forget(cred credKey, repo string) {
-	d.metrics.decision(decisionDenied, sourceAsked)
+	d.metrics.Decision(metrics.DecisionDenied, metrics.SourceAsked)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.allowed, decisionKey{cred, repo})

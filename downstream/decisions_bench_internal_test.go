@@ -1,6 +1,7 @@
 package downstream
 
 import (
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // "hash+hit" includes hashing the Authorization header as a request does.
 func BenchmarkDecisionLookup(b *testing.B) {
 	const pairs = 10_000
-	d := newDecisions(time.Hour, time.Now, newMetrics(nil))
+	d := newDecisions(time.Hour, time.Now, metrics.New(nil))
 	h := newCredHasher()
 	creds := make([]credKey, pairs)
 	headers := make([]string, pairs)

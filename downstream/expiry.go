@@ -158,7 +158,7 @@ func (c *Cache) remove(ctx context.Context, dgst digest.Digest, limit time.Durat
 		return false, 0, fmt.Errorf("removing pull records: %w", err)
 	}
 	c.pulls.forget(dgst)
-	c.metrics.evicted(bytes)
+	c.metrics.Evicted(bytes)
 	slices.Sort(repos)
 	c.log.WithFields(map[string]any{
 		"digest": dgst, "bytes": bytes, "repositories": slices.Compact(repos),

@@ -86,7 +86,7 @@ func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fi
 	// committed, however long it outlives that request.
 	releaseHold := c.inUse.holdAgain(dgst)
 	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
-	c.metrics.fillStarted()
+	c.metrics.FillStarted()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -95,7 +95,7 @@ func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fi
 		err := c.runFill(fctx, f, a)
 		// Before the fill shows as finished: a client that received the
 		// whole blob sees the fill out of content_cache_fills_in_flight.
-		c.metrics.fillDone()
+		c.metrics.FillDone()
 		c.mu.Lock()
 		if c.fills[dgst] == f {
 			delete(c.fills, dgst)
@@ -150,7 +150,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			m.upstreamBody(v2.RouteNameBlob, int64(n))
+			m.UpstreamBody(v2.RouteNameBlob, int64(n))
 			if size >= 0 && written+int64(n) > size {
 				return fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
 			}
@@ -439,7 +439,7 @@ func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int
 	case resp.StatusCode == http.StatusOK:
 		// No range support: the bytes before offset come again.
 		n, err := io.CopyN(io.Discard, resp.Body, offset)
-		c.metrics.upstreamBody(v2.RouteNameBlob, n)
+		c.metrics.UpstreamBody(v2.RouteNameBlob, n)
 		if err != nil {
 			resp.Body.Close()
 			return nil, nil, err

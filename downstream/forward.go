@@ -1,6 +1,7 @@
 package downstream
 
 import (
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"net/http"
 )
@@ -12,16 +13,16 @@ import (
 func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
 	resp, err := c.up.do(r.Context(), request{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
 	if err != nil {
-		rl.result = resultError
+		rl.result = metrics.ResultError
 		rl.upstream = errorHost(err)
 		if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
-			rl.result = resultDenied
+			rl.result = metrics.ResultDenied
 		}
 		writeUpstreamError(w, r, err)
 		return
 	}
 	defer resp.Body.Close()
-	rl.result = resultForwarded
+	rl.result = metrics.ResultForwarded
 	rl.upstream = resp.host.Host
 	copyResponseHeaders(w.Header(), resp.Header, resp.host)
 	w.WriteHeader(resp.StatusCode)

@@ -81,7 +81,7 @@ func (u *UpstreamCheck) Probe(ctx context.Context) error {
 	m := u.c.metrics
 	var down []string
 	for i, h := range hosts {
-		m.setUpstreamUp(h.Host, errs[i] == nil)
+		m.SetUpstreamUp(h.Host, errs[i] == nil)
 		if errs[i] != nil {
 			down = append(down, errs[i].Error())
 		}

@@ -1,21 +1,12 @@
 package downstream
 
 import (
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"net/http"
 	"time"
 
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/opencontainers/go-digest"
-)
-
-// Results of a request, as logged and counted (content_cache_requests_total).
-const (
-	resultHit       = "hit"       // served from local storage
-	resultMiss      = "miss"      // fetched from upstream by this request
-	resultCoalesced = "coalesced" // streamed from a fill another request started
-	resultDenied    = "denied"    // the upstream refused the credential
-	resultForwarded = "forwarded" // answered by the upstream (ping, tags, catalog, HEAD)
-	resultError     = "error"
 )
 
 // requestLog collects what one request did, for one info line at its end
@@ -34,7 +25,7 @@ type requestLog struct {
 }
 
 func (c *Cache) newRequestLog(w *statusWriter, r *http.Request, route string) *requestLog {
-	return &requestLog{c: c, w: w, start: c.now(), method: r.Method, route: route, result: resultError}
+	return &requestLog{c: c, w: w, start: c.now(), method: r.Method, route: route, result: metrics.ResultError}
 }
 
 func (rl *requestLog) done() {
@@ -58,11 +49,11 @@ func (rl *requestLog) done() {
 	rl.c.log.WithFields(fields).Info("request")
 
 	m := rl.c.metrics
-	m.request(rl.route, rl.result, rl.w.bytes)
+	m.Request(rl.route, rl.result, rl.w.bytes)
 	// Bodies that came from upstream and went to the client as they were.
 	// A blob miss is counted by its fill instead, once for all its clients.
-	if rl.result == resultForwarded || rl.result == resultMiss && rl.route == v2.RouteNameManifest {
-		m.upstreamBody(rl.route, rl.w.bytes)
+	if rl.result == metrics.ResultForwarded || rl.result == metrics.ResultMiss && rl.route == v2.RouteNameManifest {
+		m.UpstreamBody(rl.route, rl.w.bytes)
 	}
 }
 

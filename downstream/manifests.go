@@ -2,6 +2,7 @@ package downstream
 
 import (
 	"fmt"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"mime"
 	"net/http"
@@ -63,7 +64,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			return
 		}
 		if c.allowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
-			rl.result = resultHit
+			rl.result = metrics.ResultHit
 			c.pulled(r, repo, dgst, kindManifest)
 			return
 		}
@@ -90,7 +91,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		}
 		rl.upstream = resp.host.Host
 		if r.Method == http.MethodHead {
-			rl.result = resultForwarded
+			rl.result = metrics.ResultForwarded
 			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
 				writeNotModified(w)
 				return
@@ -108,7 +109,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 				return
 			}
 			if c.serveLocalManifest(w, r, ms, dgst) {
-				rl.result = resultHit
+				rl.result = metrics.ResultHit
 				c.pulled(r, repo, dgst, kindManifest)
 				return
 			}
@@ -156,7 +157,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	// every link it may have to remove.
 	c.pulled(r, repo, dgst, kindManifest)
 	c.storeManifest(r, ms, mediaType, body, dgst)
-	rl.result = resultMiss
+	rl.result = metrics.ResultMiss
 	writeManifest(w, r, mediaType, body, dgst)
 }
 

@@ -59,7 +59,7 @@ func initMiddleware(ctx context.Context, ns distribution.Namespace, driver stora
 	}
 	// In the default registry, served by the debug server, for as long as
 	// the app lives: its context ends when it shuts down (see metrics).
-	if unregister, err := c.metrics.registerDefault(prometheus.DefaultRegisterer); err != nil {
+	if unregister, err := c.metrics.RegisterDefault(prometheus.DefaultRegisterer); err != nil {
 		c.log.WithError(err).Warn("metrics not exported by the debug server")
 	} else {
 		context.AfterFunc(ctx, unregister)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"net"
 	"net/http"
@@ -41,7 +42,7 @@ type upstream struct {
 	now     func() time.Time
 	via     string // this instance's token in the Via header
 	log     *logrus.Entry
-	metrics *metrics // counts round trips (nil: none)
+	metrics *metrics.Metrics // counts round trips (nil: none)
 
 	mu        sync.Mutex
 	next      int
@@ -267,7 +268,7 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 	}
 	start := time.Now()
 	resp, err := u.client.Do(hr)
-	u.metrics.upstreamRequest(host.Host, statusClass(resp, err), time.Since(start))
+	u.metrics.UpstreamRequest(host.Host, metrics.StatusClass(resp, err), time.Since(start))
 	if err != nil {
 		cancel()
 		return nil, &UpstreamError{Host: host.Host, Err: err}

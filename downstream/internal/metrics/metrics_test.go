@@ -1,4 +1,4 @@
-package downstream
+package metrics
 
 import (
 	"errors"
@@ -27,7 +27,7 @@ func TestStatusClass(t *testing.T) {
 		{&http.Response{StatusCode: 200}, errors.New("both"), "error"},
 		{&http.Response{StatusCode: 999}, nil, "error"},
 	} {
-		if got := statusClass(tc.resp, tc.err); got != tc.want {
+		if got := StatusClass(tc.resp, tc.err); got != tc.want {
 			t.Errorf("statusClass(%v, %v) = %s, want %s", tc.resp, tc.err, got, tc.want)
 		}
 	}
@@ -67,30 +67,30 @@ func value(t *testing.T, g prometheus.Gatherer, name string, labels map[string]s
 	return -1
 }
 
-// The collectors record what their methods are given, and a nil *metrics
+// The collectors record what their methods are given, and a nil *Metrics
 // records nothing without failing.
 func TestMetricsMethods(t *testing.T) {
-	var none *metrics
-	none.request("blob", resultHit, 10)
-	none.upstreamBody("blob", 10)
-	none.upstreamRequest("h", "2xx", time.Second)
-	none.setUpstreamUp("h", true)
-	none.fillStarted()
-	none.fillDone()
-	none.evicted(10)
-	none.decision(decisionAllowed, sourceCached)
+	var none *Metrics
+	none.Request("blob", ResultHit, 10)
+	none.UpstreamBody("blob", 10)
+	none.UpstreamRequest("h", "2xx", time.Second)
+	none.SetUpstreamUp("h", true)
+	none.FillStarted()
+	none.FillDone()
+	none.Evicted(10)
+	none.Decision(DecisionAllowed, SourceCached)
 
 	u, _ := url.Parse("https://registry.example.com:5000")
-	m := newMetrics([]*url.URL{u})
+	m := New([]*url.URL{u})
 	if got := value(t, m.reg, "content_cache_upstream_requests_total", map[string]string{"upstream": "registry.example.com:5000", "class": "5xx"}); got != 0 {
 		t.Errorf("a configured upstream's series: %v, want 0 before any request", got)
 	}
-	m.upstreamRequest("registry.example.com:5000", "2xx", 30*time.Millisecond)
-	m.upstreamRequest("registry.example.com:5000", "2xx", 3*time.Second)
-	m.upstreamRequest("registry.example.com:5000", statusClassError, time.Second)
-	m.evicted(1000)
-	m.evicted(24)
-	m.setUpstreamUp("registry.example.com:5000", false)
+	m.UpstreamRequest("registry.example.com:5000", "2xx", 30*time.Millisecond)
+	m.UpstreamRequest("registry.example.com:5000", "2xx", 3*time.Second)
+	m.UpstreamRequest("registry.example.com:5000", StatusClassError, time.Second)
+	m.Evicted(1000)
+	m.Evicted(24)
+	m.SetUpstreamUp("registry.example.com:5000", false)
 	for _, tc := range []struct {
 		name   string
 		labels map[string]string
@@ -121,15 +121,15 @@ func TestMetricsMethods(t *testing.T) {
 // until it unregisters, the second one is left out, and nothing panics.
 func TestRegisterDefault(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	a, b := newMetrics(nil), newMetrics(nil)
-	unregister, err := a.registerDefault(reg)
+	a, b := New(nil), New(nil)
+	unregister, err := a.RegisterDefault(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.registerDefault(reg); !errors.Is(err, errMetricsShared) {
+	if _, err := b.RegisterDefault(reg); !errors.Is(err, ErrShared) {
 		t.Fatalf("second instance: %v, want errMetricsShared", err)
 	}
-	a.fillStarted()
+	a.FillStarted()
 	if got := value(t, reg, "content_cache_fills_in_flight", nil); got != 1 {
 		t.Fatalf("default registry: fills_in_flight %v, want the first instance's 1", got)
 	}
@@ -137,7 +137,7 @@ func TestRegisterDefault(t *testing.T) {
 	if got := value(t, reg, "content_cache_fills_in_flight", nil); got != -1 {
 		t.Fatalf("after unregistering: fills_in_flight %v, want none", got)
 	}
-	if _, err := b.registerDefault(reg); err != nil {
+	if _, err := b.RegisterDefault(reg); err != nil {
 		t.Fatalf("second instance after the first is gone: %v", err)
 	}
 	if got := value(t, reg, "content_cache_fills_in_flight", nil); got != 0 {

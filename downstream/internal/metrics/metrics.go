@@ -1,4 +1,4 @@
-package downstream
+package metrics
 
 import (
 	"errors"
@@ -12,26 +12,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// MetricsNamespace prefixes every metric of the cache: content_cache_*.
-const MetricsNamespace = "content_cache"
+// Namespace prefixes every metric of the cache: content_cache_*.
+const Namespace = "content_cache"
+
+// KindReferrers is the request kind of the OCI referrers API, which
+// distribution's router (whose route names are the other kinds) lacks.
+const KindReferrers = "referrers"
+
+// Results of a request, as logged and counted (content_cache_requests_total).
+const (
+	ResultHit       = "hit"       // served from local storage
+	ResultMiss      = "miss"      // fetched from upstream by this request
+	ResultCoalesced = "coalesced" // streamed from a fill another request started
+	ResultDenied    = "denied"    // the upstream refused the credential
+	ResultForwarded = "forwarded" // answered by the upstream (ping, tags, catalog, HEAD)
+	ResultError     = "error"
+)
 
 // Label values of the authorization decisions.
 const (
-	decisionAllowed = "allowed" // the origin allowed the credential for the repository
-	decisionDenied  = "denied"  // the origin refused it (401 or 403)
-	sourceCached    = "cached"  // answered by the decision cache (authttl)
-	sourceAsked     = "asked"   // answered by the origin just now
+	DecisionAllowed = "allowed" // the origin allowed the credential for the repository
+	DecisionDenied  = "denied"  // the origin refused it (401 or 403)
+	SourceCached    = "cached"  // answered by the decision cache (authttl)
+	SourceAsked     = "asked"   // answered by the origin just now
 )
 
-// statusClassError is the status class of an upstream round trip that got no
+// StatusClassError is the status class of an upstream round trip that got no
 // HTTP answer (refused, reset, timed out ...).
-const statusClassError = "error"
+const StatusClassError = "error"
 
-// statusClass is the class ("2xx" ... "5xx", or "error") of an upstream round
-// trip, for upstreamRequest.
-func statusClass(resp *http.Response, err error) string {
+// StatusClass is the class ("2xx" ... "5xx", or "error") of an upstream round
+// trip, for UpstreamRequest.
+func StatusClass(resp *http.Response, err error) string {
 	if err != nil || resp == nil || resp.StatusCode < 100 || resp.StatusCode > 599 {
-		return statusClassError
+		return StatusClassError
 	}
 	return fmt.Sprintf("%dxx", resp.StatusCode/100)
 }
@@ -41,20 +55,20 @@ func statusClass(resp *http.Response, err error) string {
 // the default header timeout.
 var upstreamLatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-// metrics are the Prometheus collectors of one Cache. They belong to the
+// Metrics are the Prometheus collectors of one cache instance. They belong to the
 // instance: there is no package-level metric state.
 //
 // Registration. The collectors live in a go-metrics Namespace (as
 // distribution's own do), which is registered twice:
 //
 //   - in a Prometheus registry created with the instance and owned by it:
-//     (*Cache).Gatherer reads this instance's values and nothing else,
+//     Gatherer reads this instance's values and nothing else,
 //     however many caches the process runs (tests, embedders);
 //   - in Prometheus' default registry, as distribution registers its own
 //     namespaces (metrics.Register), so that content_cache_* is served next
 //     to registry_* where http.debug.prometheus serves them. The registry
 //     middleware does this for as long as the app that built the instance
-//     lives (registerDefault, called by initMiddleware). A registry
+//     lives (RegisterDefault, called by initMiddleware). A registry
 //     process builds one instance. Should a process build two at once
 //     (tests do), their names would clash: the second one is then left out
 //     of the default registry (and says so in the log) rather than told
@@ -62,8 +76,8 @@ var upstreamLatencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5
 //     cache a registry runs, and stays readable through its own Gatherer.
 //     Nothing panics on a duplicate.
 //
-// Every method is safe on a nil *metrics, which records nothing.
-type metrics struct {
+// Every method is safe on a nil *Metrics, which records nothing.
+type Metrics struct {
 	ns  *gometrics.Namespace
 	reg *prometheus.Registry // this instance's collectors only
 
@@ -80,13 +94,13 @@ type metrics struct {
 }
 
 // Request kinds: the routes the cache serves (distribution's route names).
-var requestKinds = []string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, routeReferrers}
+var requestKinds = []string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, KindReferrers}
 
-// newMetrics builds the collectors of one instance for the given upstreams
+// New builds the collectors of one instance for the given upstreams
 // (their series start at zero, so that rates are defined from the start).
-func newMetrics(hosts []*url.URL) *metrics {
-	ns := gometrics.NewNamespace(MetricsNamespace, "", nil)
-	m := &metrics{
+func New(hosts []*url.URL) *Metrics {
+	ns := gometrics.NewNamespace(Namespace, "", nil)
+	m := &Metrics{
 		ns: ns,
 		requests: ns.NewLabeledCounter("requests",
 			"Requests answered by the cache, by kind (blob, manifest, tags, catalog, base, referrers) and result: hit (from local storage), miss (fetched from upstream for this request), coalesced (streamed from a fetch another request started), forwarded (the upstream's answer passed on), denied (the origin refused the credential) or error. Refused writes are not counted.",
@@ -118,12 +132,12 @@ func newMetrics(hosts []*url.URL) *metrics {
 			"decision", "source"),
 	}
 	for _, kind := range requestKinds {
-		results := []string{resultForwarded, resultDenied, resultError}
+		results := []string{ResultForwarded, ResultDenied, ResultError}
 		switch kind {
 		case v2.RouteNameBlob:
-			results = append(results, resultHit, resultMiss, resultCoalesced)
+			results = append(results, ResultHit, ResultMiss, ResultCoalesced)
 		case v2.RouteNameManifest:
-			results = append(results, resultHit, resultMiss)
+			results = append(results, ResultHit, ResultMiss)
 		}
 		for _, result := range results {
 			m.requests.WithValues(kind, result).Inc(0)
@@ -132,13 +146,13 @@ func newMetrics(hosts []*url.URL) *metrics {
 		m.upstreamBytes.WithValues(kind).Inc(0)
 	}
 	for _, h := range hosts {
-		for _, class := range []string{"2xx", "3xx", "4xx", "5xx", statusClassError} {
+		for _, class := range []string{"2xx", "3xx", "4xx", "5xx", StatusClassError} {
 			m.upstreamReqs.WithValues(h.Host, class).Inc(0)
 		}
 	}
-	m.decisions.WithValues(decisionAllowed, sourceCached).Inc(0)
-	m.decisions.WithValues(decisionAllowed, sourceAsked).Inc(0)
-	m.decisions.WithValues(decisionDenied, sourceAsked).Inc(0)
+	m.decisions.WithValues(DecisionAllowed, SourceCached).Inc(0)
+	m.decisions.WithValues(DecisionAllowed, SourceAsked).Inc(0)
+	m.decisions.WithValues(DecisionDenied, SourceAsked).Inc(0)
 
 	// A pedantic registry checks that what is collected matches what is
 	// described. Registering a fresh namespace in a fresh registry fails
@@ -148,28 +162,28 @@ func newMetrics(hosts []*url.URL) *metrics {
 	return m
 }
 
-// errMetricsShared reports a second instance in one process: its metrics are
+// ErrShared reports a second instance in one process: its metrics are
 // left out of the default registry.
-var errMetricsShared = errors.New("another content cache of this process already exports the " + MetricsNamespace + "_* metrics in the default Prometheus registry; this instance's are only in its own Gatherer")
+var ErrShared = errors.New("another content cache of this process already exports the " + Namespace + "_* metrics in the default Prometheus registry; this instance's are only in its own Gatherer")
 
-// registerDefault registers the instance's collectors with r (the default
+// RegisterDefault registers the instance's collectors with r (the default
 // Prometheus registry, in a registry process); unregister undoes it.
-func (m *metrics) registerDefault(r prometheus.Registerer) (unregister func(), err error) {
+func (m *Metrics) RegisterDefault(r prometheus.Registerer) (unregister func(), err error) {
 	if m == nil {
 		return func() {}, nil
 	}
 	if err := r.Register(m.ns); err != nil {
 		var already prometheus.AlreadyRegisteredError
 		if errors.As(err, &already) {
-			return nil, errMetricsShared
+			return nil, ErrShared
 		}
-		return nil, fmt.Errorf("registering the %s_* metrics: %w", MetricsNamespace, err)
+		return nil, fmt.Errorf("registering the %s_* metrics: %w", Namespace, err)
 	}
 	return func() { r.Unregister(m.ns) }, nil
 }
 
-// request counts one answered request and its body bytes.
-func (m *metrics) request(kind, result string, bytes int64) {
+// Request counts one answered request and its body bytes.
+func (m *Metrics) Request(kind, result string, bytes int64) {
 	if m == nil {
 		return
 	}
@@ -177,18 +191,18 @@ func (m *metrics) request(kind, result string, bytes int64) {
 	m.servedBytes.WithValues(kind, result).Inc(float64(bytes))
 }
 
-// upstreamBody counts bytes of a body received from an upstream.
-func (m *metrics) upstreamBody(kind string, bytes int64) {
+// UpstreamBody counts bytes of a body received from an upstream.
+func (m *Metrics) UpstreamBody(kind string, bytes int64) {
 	if m == nil || bytes <= 0 {
 		return
 	}
 	m.upstreamBytes.WithValues(kind).Inc(float64(bytes))
 }
 
-// upstreamRequest records one upstream round trip: its upstream (the URL's
-// host:port), its status class (statusClass) and the time to its response
+// UpstreamRequest records one upstream round trip: its upstream (the URL's
+// host:port), its status class (StatusClass) and the time to its response
 // headers or its failure.
-func (m *metrics) upstreamRequest(host, class string, d time.Duration) {
+func (m *Metrics) UpstreamRequest(host, class string, d time.Duration) {
 	if m == nil {
 		return
 	}
@@ -196,8 +210,8 @@ func (m *metrics) upstreamRequest(host, class string, d time.Duration) {
 	m.upstreamTime.WithValues(host).Update(d)
 }
 
-// setUpstreamUp records whether an upstream is reachable.
-func (m *metrics) setUpstreamUp(host string, up bool) {
+// SetUpstreamUp records whether an upstream is reachable.
+func (m *Metrics) SetUpstreamUp(host string, up bool) {
 	if m == nil {
 		return
 	}
@@ -208,22 +222,22 @@ func (m *metrics) setUpstreamUp(host string, up bool) {
 	m.upstreamUp.WithValues(host).Set(v)
 }
 
-// fillStarted and fillDone bracket one blob fetch.
-func (m *metrics) fillStarted() {
+// FillStarted and FillDone bracket one blob fetch.
+func (m *Metrics) FillStarted() {
 	if m != nil {
 		m.fillsInFlight.Inc()
 	}
 }
 
-func (m *metrics) fillDone() {
+func (m *Metrics) FillDone() {
 	if m != nil {
 		m.fillsInFlight.Dec()
 	}
 }
 
-// evicted counts one digest (blob or manifest) deleted by expiry and the
+// Evicted counts one digest (blob or manifest) deleted by expiry and the
 // bytes of data it freed.
-func (m *metrics) evicted(bytes int64) {
+func (m *Metrics) Evicted(bytes int64) {
 	if m == nil {
 		return
 	}
@@ -231,8 +245,8 @@ func (m *metrics) evicted(bytes int64) {
 	m.evictedBytes.Inc(float64(bytes))
 }
 
-// decision counts one authorization.
-func (m *metrics) decision(decision, source string) {
+// Decision counts one authorization.
+func (m *Metrics) Decision(decision, source string) {
 	if m == nil {
 		return
 	}
@@ -243,8 +257,7 @@ func (m *metrics) decision(decision, source string) {
 // content_cache_* part of the debug server's /metrics shows for it. Tests and
 // programs that embed several caches read it; a registry process also finds
 // the same metrics in Prometheus' default registry.
-func (c *Cache) Gatherer() prometheus.Gatherer {
-	m := c.metrics
+func (m *Metrics) Gatherer() prometheus.Gatherer {
 	if m == nil {
 		return prometheus.Gatherers{}
 	}
