@@ -312,7 +312,13 @@ func parseUsers(c *Config, _ *rawKeys, v any) error {
 		return fmt.Errorf("%s: option \"users\": found %s, expected a mapping of user name to cache name", Name, describe(v))
 	}
 	c.Users = make(map[string]string, len(m))
-	for u, val := range m {
+	users := make([]string, 0, len(m))
+	for u := range m {
+		users = append(users, u)
+	}
+	sort.Strings(users) // the first bad user, deterministically
+	for _, u := range users {
+		val := m[u]
 		s, ok := val.(string)
 		if !ok || u == "" {
 			return fmt.Errorf("%s: option \"users\": user %q is assigned %s, expected a cache name", Name, u, describe(val))

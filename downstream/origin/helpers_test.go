@@ -184,3 +184,11 @@ func fakeCache(t *testing.T) *httptest.Server {
 func digestOf(b []byte) string { return digest.FromBytes(b).String() }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func seeded(b byte) ed25519.PrivateKey {
+	seed := make([]byte, ed25519.SeedSize)
+	for i := range seed {
+		seed[i] = b
+	}
+	return ed25519.NewKeyFromSeed(seed)
+}
