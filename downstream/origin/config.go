@@ -2,6 +2,7 @@ package origin
 
 import (
 	"crypto/ed25519"
+	"crypto/x509"
 	"fmt"
 	"math"
 	"net/netip"
@@ -42,6 +43,9 @@ type Config struct {
 	Admins        []string
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
+	// RootCAs verifies the caches' TLS certificates when probing: the
+	// system roots plus the PEM files of option cas. Nil: system roots.
+	RootCAs *x509.CertPool
 	// Caches are declared in the configuration (beside those created
 	// through the API).
 	Caches []Cache
@@ -112,6 +116,7 @@ func options() map[string]option {
 		"signaturettl":  dur("signaturettl", func(c *Config) *time.Duration { return &c.SignatureTTL }),
 		"probeinterval": dur("probeinterval", func(c *Config) *time.Duration { return &c.ProbeInterval }),
 		"probetimeout":  dur("probetimeout", func(c *Config) *time.Duration { return &c.ProbeTimeout }),
+		"cas":           parseCAs,
 		"caches":        parseCaches,
 		"users":         parseUsers,
 		"networks":      parseNetworks,
@@ -248,6 +253,30 @@ func (c *Config) loadKeys(r rawKeys) error {
 		seen[kid] = path
 		c.PublishedKeys = append(c.PublishedKeys, signature.PublicKey{ID: kid, Key: k})
 	}
+	return nil
+}
+
+// parseCAs loads the CA certificates a probe trusts besides the system
+// roots: a cache with a private CA would otherwise count as dead.
+func parseCAs(c *Config, _ *rawKeys, v any) error {
+	paths, err := stringList("cas", v, "a list of paths of PEM CA certificates")
+	if err != nil {
+		return err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("%s: option \"cas\": %v; expected a readable PEM CA certificate", Name, err)
+		}
+		if !pool.AppendCertsFromPEM(data) {
+			return fmt.Errorf("%s: option \"cas\": %s holds no PEM certificate; expected a PEM CA certificate", Name, p)
+		}
+	}
+	c.RootCAs = pool
 	return nil
 }
 

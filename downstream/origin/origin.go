@@ -2,6 +2,7 @@ package origin
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/netip"
@@ -52,8 +53,11 @@ func New(cfg Config, driver storagedriver.StorageDriver, o Options) *Origin {
 		o.Now = time.Now
 	}
 	if o.ProbeClient == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 		o.ProbeClient = &http.Client{
-			Timeout: cfg.ProbeTimeout,
+			Transport: tr,
+			Timeout:   cfg.ProbeTimeout,
 			// Any answer means alive: a redirect is an answer too.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -298,5 +299,31 @@ func TestNoAuthOrigin(t *testing.T) {
 	verifyRedirect(t, og, do(t, pullClient(og.URL, "", ""), http.MethodGet, "/v2/"+img.Repo+"/blobs/"+dgst), lan.URL, "lan", img.Repo, dgst, clock.Now())
 	if r := api(t, og.URL, "", "", http.MethodPost, cachesPath, `{"name":"x","host":"http://x"}`); r.Status != http.StatusForbidden {
 		t.Fatalf("create without auth: %d %q", r.Status, r.Body)
+	}
+}
+
+// TestProbeTLS: a cache with a certificate from a private CA is alive only
+// if option cas lists that CA.
+func TestProbeTLS(t *testing.T) {
+	ca := regtest.NewCA(t)
+	cache := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	cache.TLS = ca.ServerTLS(t)
+	cache.StartTLS()
+	t.Cleanup(cache.Close)
+	caches := []any{map[any]any{"name": "tls", "host": cache.URL}}
+	for _, tc := range []struct {
+		name string
+		cas  []any
+		want bool
+	}{{"without cas", nil, false}, {"with cas", []any{ca.File}, true}} {
+		opts := map[string]any{"caches": caches}
+		if tc.cas != nil {
+			opts["cas"] = tc.cas
+		}
+		og := startOrigin(t, regtest.HtpasswdAuth(t, testUsers), "", opts, &regtest.Clock{})
+		og.Origin.Probe(t.Context())
+		if got := og.Origin.isHealthy("tls"); got != tc.want {
+			t.Errorf("%s: healthy %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
