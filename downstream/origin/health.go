@@ -77,6 +77,9 @@ func (o *Origin) probeLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		o.Probe(ctx)
+		if o.afterProbe != nil {
+			o.afterProbe()
+		}
 		select {
 		case <-ctx.Done():
 			return

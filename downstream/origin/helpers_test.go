@@ -58,6 +58,12 @@ type testOrigin struct {
 // and admins added when absent). Probes are manual; clock drives expiry.
 func startOrigin(t *testing.T, auth configuration.Auth, root string, extra map[string]any, clock *regtest.Clock) *testOrigin {
 	t.Helper()
+	return startOriginWith(t, auth, root, extra, Options{Now: clock.Now, ManualProbes: true})
+}
+
+// startOriginWith is startOrigin with the instance's Options.
+func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra map[string]any, o Options) *testOrigin {
+	t.Helper()
 	if root == "" {
 		root = t.TempDir()
 	}
@@ -66,7 +72,7 @@ func startOrigin(t *testing.T, auth configuration.Auth, root string, extra map[s
 		"admins":     []any{"admin"},
 	}
 	maps.Copy(opts, extra)
-	SetOptions(opts, Options{Now: clock.Now, ManualProbes: true})
+	SetOptions(opts, o)
 	cfg := &configuration.Configuration{
 		Storage: configuration.Storage{
 			"filesystem":  configuration.Parameters{"rootdirectory": root},
@@ -82,7 +88,7 @@ func startOrigin(t *testing.T, auth configuration.Auth, root string, extra map[s
 	ctx, cancel := context.WithCancel(context.Background())
 	app := handlers.NewApp(ctx, cfg)
 	srv := httptest.NewServer(Wrap(cfg, app))
-	o, ok := Instance(cfg)
+	og, ok := Instance(cfg)
 	if !ok {
 		t.Fatal("no instance after NewApp")
 	}
@@ -95,10 +101,10 @@ func startOrigin(t *testing.T, auth configuration.Auth, root string, extra map[s
 		srv.Close()
 		_ = app.Shutdown()
 		cancel()
-		_ = o.Close()
+		_ = og.Close()
 	}
 	t.Cleanup(stop)
-	return &testOrigin{URL: srv.URL, Root: root, Origin: o, stop: stop}
+	return &testOrigin{URL: srv.URL, Root: root, Origin: og, stop: stop}
 }
 
 // noRedirects is an HTTP client that shows a redirect instead of following

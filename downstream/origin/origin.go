@@ -25,6 +25,9 @@ type Options struct {
 	ProbeClient *http.Client
 	// Logger (default: logrus' standard logger).
 	Logger logrus.FieldLogger
+	// AfterProbe, if set, is called after each background probe round, so
+	// that a test can wait for one instead of sleeping.
+	AfterProbe func()
 }
 
 // Origin decides where a blob download goes and serves the content cache
@@ -41,9 +44,10 @@ type Origin struct {
 	stored  map[string]Cache // caches created through the API, as of the last refresh
 	healthy map[string]bool  // by cache name, from the last probe
 
-	kick   chan struct{} // asks the prober for a round now
-	cancel context.CancelFunc
-	done   chan struct{}
+	kick       chan struct{} // asks the prober for a round now
+	afterProbe func()
+	cancel     context.CancelFunc
+	done       chan struct{}
 }
 
 // New builds an Origin over driver. Unless o.ManualProbes, it probes every
@@ -67,17 +71,18 @@ func New(cfg Config, driver storagedriver.StorageDriver, o Options) *Origin {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	og := &Origin{
-		cfg:     cfg,
-		store:   &store{driver: driver},
-		now:     o.Now,
-		client:  o.ProbeClient,
-		log:     o.Logger.WithField("component", Name),
-		metrics: newMetrics(),
-		stored:  map[string]Cache{},
-		healthy: map[string]bool{},
-		kick:    make(chan struct{}, 1),
-		cancel:  cancel,
-		done:    make(chan struct{}),
+		cfg:        cfg,
+		store:      &store{driver: driver},
+		now:        o.Now,
+		client:     o.ProbeClient,
+		log:        o.Logger.WithField("component", Name),
+		metrics:    newMetrics(),
+		stored:     map[string]Cache{},
+		healthy:    map[string]bool{},
+		kick:       make(chan struct{}, 1),
+		afterProbe: o.AfterProbe,
+		cancel:     cancel,
+		done:       make(chan struct{}),
 	}
 	if o.ManualProbes {
 		close(og.done)
