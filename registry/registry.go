@@ -1,7 +1,9 @@
 // Package registry is the content-cache build of distribution's registry:
 // distribution's storage drivers, access controllers and commands, plus the
-// downstream middleware. Every distribution configuration option keeps
-// working; without a downstream block the binary is a plain registry.
+// downstream middleware (a content cache) and the contentcaches middleware
+// (an origin redirecting to transparent caches). Every distribution
+// configuration option keeps working; without either block the binary is
+// a plain registry.
 package registry
 
 import (
@@ -22,6 +24,8 @@ import (
 
 	// The downstream middleware registers itself at import.
 	"github.com/content-cache/content-cache/downstream"
+	// So does the origin side of transparent caches (contentcaches).
+	"github.com/content-cache/content-cache/downstream/origin"
 
 	// What distribution's own registry binary includes.
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
@@ -111,6 +115,9 @@ func LoadConfiguration(args []string) (*configuration.Configuration, error) {
 		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
 	}
 	if err := downstream.CheckConfiguration(config); err != nil {
+		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
+	}
+	if err := origin.CheckConfiguration(config); err != nil {
 		return nil, fmt.Errorf("configuration error in %s: %v", path, err)
 	}
 	return config, nil

@@ -1,0 +1,256 @@
+package origin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/distribution/distribution/v3/registry/auth"
+
+	"github.com/content-cache/content-cache/downstream/internal/signature"
+)
+
+// The API, after DTR's (see README "Transparent caches (origin side)"):
+//
+//	GET    /api/v0/content_caches/keys           public keys (JWKS), no auth
+//	GET    /api/v0/content_caches                 any user: list
+//	POST   /api/v0/content_caches                 admin: {"name", "host"}
+//	GET    /api/v0/content_caches/{name}          any user
+//	DELETE /api/v0/content_caches/{name}          admin
+//	GET    /api/v0/accounts/{user}/settings       the user or an admin
+//	PATCH  /api/v0/accounts/{user}/settings       the user or an admin: {"contentCache": NAME or ""}
+const (
+	apiPrefix      = "/api/v0/"
+	cachesPath     = "/api/v0/content_caches"
+	keysPath       = "/api/v0/content_caches/keys"
+	accountsPrefix = "/api/v0/accounts/"
+	maxBody        = 64 << 10
+)
+
+// Handler serves the API in front of next (the app), with ac (nil: none)
+// identifying callers.
+func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		switch {
+		case !strings.HasPrefix(p, apiPrefix):
+			next.ServeHTTP(w, r)
+		case p == keysPath:
+			o.serveKeys(w, r)
+		case p == cachesPath || strings.HasPrefix(p, cachesPath+"/"):
+			o.serveCaches(ac, w, r, strings.TrimPrefix(strings.TrimPrefix(p, cachesPath), "/"))
+		case strings.HasPrefix(p, accountsPrefix) && strings.HasSuffix(p, "/settings"):
+			user := strings.TrimSuffix(strings.TrimPrefix(p, accountsPrefix), "/settings")
+			if user == "" || strings.Contains(user, "/") {
+				writeError(w, http.StatusNotFound, "NOT_FOUND", "no such API path: "+p)
+				return
+			}
+			o.serveSettings(ac, w, r, user)
+		default:
+			writeError(w, http.StatusNotFound, "NOT_FOUND", "no such API path: "+p)
+		}
+	})
+}
+
+func (o *Origin) serveKeys(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	doc, err := signature.MarshalJWKS(o.cfg.PublishedKeys)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "max-age=60")
+	_, _ = w.Write(doc)
+}
+
+func (o *Origin) serveCaches(ac auth.AccessController, w http.ResponseWriter, r *http.Request, name string) {
+	if name == "" {
+		if !allow(w, r, http.MethodGet, http.MethodPost) {
+			return
+		}
+	} else if strings.Contains(name, "/") {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such API path: "+r.URL.Path)
+		return
+	} else if !allow(w, r, http.MethodGet, http.MethodDelete) {
+		return
+	}
+	id, ok := o.authenticate(ac, w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	switch {
+	case r.Method == http.MethodGet && name == "":
+		writeJSON(w, http.StatusOK, o.caches())
+	case r.Method == http.MethodGet:
+		for _, c := range o.caches() {
+			if c.Name == name {
+				writeJSON(w, http.StatusOK, c)
+				return
+			}
+		}
+		writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no content cache named %q", name))
+	case !id.admin:
+		writeError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("user %q is not an admin of the content caches", id.user))
+	case r.Method == http.MethodPost:
+		var body struct {
+			Name string `json:"name"`
+			Host string `json:"host"`
+		}
+		if !readJSON(w, r, &body) {
+			return
+		}
+		c, err := NewCache(body.Name, body.Host)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "INVALID_INPUT", err.Error())
+			return
+		}
+		if _, exists := o.static(c.Name); exists {
+			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q is defined in the configuration", c.Name))
+			return
+		}
+		if _, exists, err := o.store.cache(ctx, c.Name); err != nil {
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		} else if exists {
+			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q already exists", c.Name))
+			return
+		}
+		if err := o.store.putCache(ctx, c); err != nil {
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		o.mu.Lock()
+		o.stored[c.Name] = c
+		o.mu.Unlock()
+		o.probeSoon()
+		writeJSON(w, http.StatusCreated, cacheStatus{Cache: c, Source: "api"})
+	case r.Method == http.MethodDelete:
+		if _, exists := o.static(name); exists {
+			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q is defined in the configuration; remove it there", name))
+			return
+		}
+		existed, err := o.store.deleteCache(ctx, name)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+		o.mu.Lock()
+		delete(o.stored, name)
+		delete(o.healthy, name)
+		o.mu.Unlock()
+		if !existed {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no content cache named %q", name))
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// settings is the body of the account settings API. ContentCache is the
+// user's cache: their own setting, else the configuration's users option;
+// "" for none.
+type settings struct {
+	ContentCache *string `json:"contentCache"`
+}
+
+func (o *Origin) serveSettings(ac auth.AccessController, w http.ResponseWriter, r *http.Request, user string) {
+	if !allow(w, r, http.MethodGet, http.MethodPatch) {
+		return
+	}
+	id, ok := o.authenticate(ac, w, r)
+	if !ok {
+		return
+	}
+	if id.user != user && !id.admin {
+		writeError(w, http.StatusForbidden, "DENIED", fmt.Sprintf("user %q may not see or change the settings of %q", id.user, user))
+		return
+	}
+	ctx := r.Context()
+	if r.Method == http.MethodPatch {
+		var body settings
+		if !readJSON(w, r, &body) {
+			return
+		}
+		if body.ContentCache == nil {
+			writeError(w, http.StatusBadRequest, "INVALID_INPUT", `the body has no "contentCache"; expected {"contentCache": "NAME"} or {"contentCache": ""} to remove the setting`)
+			return
+		}
+		name := *body.ContentCache
+		if name != "" {
+			if _, known := o.knownCache(name); !known {
+				// Another replica may have created it since the last refresh.
+				if _, known, err := o.store.cache(ctx, name); err != nil || !known {
+					writeError(w, http.StatusBadRequest, "INVALID_INPUT", fmt.Sprintf("no content cache named %q; expected one listed by GET %s", name, cachesPath))
+					return
+				}
+			}
+		}
+		if err := o.store.setSetting(ctx, user, name); err != nil {
+			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+			return
+		}
+	}
+	name, err := o.userCache(ctx, user)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, settings{ContentCache: &name})
+}
+
+// allow answers 405 unless r's method is one of methods.
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", fmt.Sprintf("method %s is not allowed here; expected %s", r.Method, strings.Join(methods, " or ")))
+	return false
+}
+
+// readJSON decodes one JSON object with only known fields, or answers 400
+// saying what is wrong.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := "the body is not a JSON object of the expected fields: " + err.Error()
+		if errors.Is(err, io.EOF) {
+			msg = "the body is empty; expected a JSON object"
+		}
+		writeError(w, http.StatusBadRequest, "INVALID_INPUT", msg)
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "INVALID_INPUT", "the body has data after the JSON object")
+		return false
+	}
+	return true
+}
+
+// apiError is distribution's error body shape, which clients already read.
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, struct {
+		Errors []apiError `json:"errors"`
+	}{[]apiError{{Code: code, Message: msg}}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
