@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/content-cache/content-cache/internal/testkit"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
@@ -18,26 +19,6 @@ import (
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/sirupsen/logrus"
 )
-
-// testClock is moved by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock() *testClock { return &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // countingDriver counts PutContent calls and can be made to fail them.
 type countingDriver struct {
@@ -62,7 +43,7 @@ func quietLogger() *logrus.Entry {
 
 func TestPullRecordsCoalesce(t *testing.T) {
 	ctx := t.Context()
-	clock := newTestClock()
+	clock := &testkit.Clock{}
 	d := &countingDriver{StorageDriver: inmemory.New()}
 	p := newPulls(d, 10*time.Minute, clock.Now, quietLogger()) // window: 1m
 	k := pullKey{dgst: digest.FromString("a"), repo: "lib/a", kind: kindLayer}
@@ -114,7 +95,7 @@ func TestPullRecordsCoalesce(t *testing.T) {
 
 func TestPullRecordDamaged(t *testing.T) {
 	ctx := t.Context()
-	clock := newTestClock()
+	clock := &testkit.Clock{}
 	d := inmemory.New()
 	p := newPulls(d, time.Hour, clock.Now, quietLogger())
 	k := pullKey{dgst: digest.FromString("x"), repo: "r", kind: kindLayer}
@@ -276,13 +257,13 @@ type sweepFixture struct {
 	ctx    context.Context
 	driver storagedriver.StorageDriver
 	ns     distribution.Namespace
-	clock  *testClock
+	clock  *testkit.Clock
 	c      *Cache
 }
 
 func newSweepFixture(t *testing.T, ttl time.Duration) *sweepFixture {
 	ctx := t.Context()
-	f := &sweepFixture{t: t, ctx: ctx, driver: inmemory.New(), clock: newTestClock()}
+	f := &sweepFixture{t: t, ctx: ctx, driver: inmemory.New(), clock: &testkit.Clock{}}
 	var err error
 	f.ns, err = storage.NewRegistry(ctx, f.driver, storage.EnableDelete)
 	if err != nil {

@@ -1,4 +1,4 @@
-package regtest
+package testkit
 
 import (
 	"crypto/ecdsa"
@@ -36,7 +36,7 @@ func NewCA(t testing.TB) *CA {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "regtest CA"},
+		Subject:               pkix.Name{CommonName: "testkit CA"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		IsCA:                  true,

@@ -1,4 +1,4 @@
-package regtest
+package testkit
 
 import (
 	"sync"

@@ -1,0 +1,5 @@
+// Package testkit holds test helpers that import nothing of content-cache:
+// a clock tests move by hand and a certificate authority. Tests inside the
+// cache's own packages use it without an import cycle; regtest (which
+// imports downstream) re-exports it.
+package testkit
