@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"

@@ -3,13 +3,14 @@ package downstream
 import (
 	"context"
 	"errors"
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
-	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/content-cache/content-cache/internal/testkit"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -113,7 +114,7 @@ func TestParseOptionsDurations(t *testing.T) {
 		{"clientidletimeout", "5m", func(c Config) time.Duration { return c.ClientIdleTimeout }, 5 * time.Minute},
 	}
 	for _, tc := range cases {
-		t.Run(fmt.Sprintf("%s=%s", tc.key, describe(tc.value)), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s=%#v", tc.key, tc.value), func(t *testing.T) {
 			c, err := ParseOptions(origin(map[string]any{tc.key: tc.value}))
 			if err != nil {
 				t.Fatalf("ParseOptions: %v", err)
@@ -619,8 +620,8 @@ func TestShortDuration(t *testing.T) {
 		5 * time.Minute:         "5m",
 		100:                     "100ns",
 	} {
-		if got := shortDuration(d); got != want {
-			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		if got := config.ShortDuration(d); got != want {
+			t.Errorf("config.ShortDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -4,10 +4,11 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"hash"
 	"sync"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
 // maxDecisions bounds the decision cache; past it, expired entries are

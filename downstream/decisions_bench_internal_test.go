@@ -1,11 +1,12 @@
 package downstream
 
 import (
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
 // BenchmarkDecisionLookup is the authorization decision lookup of every

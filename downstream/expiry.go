@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -162,7 +163,7 @@ func (c *Cache) remove(ctx context.Context, dgst digest.Digest, limit time.Durat
 	slices.Sort(repos)
 	c.log.WithFields(map[string]any{
 		"digest": dgst, "bytes": bytes, "repositories": slices.Compact(repos),
-		"last_pull": last.UTC().Format(time.RFC3339), "blobttl": shortDuration(c.cfg.BlobTTL),
+		"last_pull": last.UTC().Format(time.RFC3339), "blobttl": config.ShortDuration(c.cfg.BlobTTL),
 	}).Info("expiry: removed content nobody pulled for blobttl")
 	return true, bytes, nil
 }

@@ -1,9 +1,10 @@
 package downstream
 
 import (
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"net/http"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
 // forward passes a request to the upstream with the client's credentials and

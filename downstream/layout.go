@@ -1,9 +1,10 @@
 package downstream
 
 import (
-	"github.com/distribution/reference"
 	"path"
 	"strings"
+
+	"github.com/distribution/reference"
 
 	"github.com/opencontainers/go-digest"
 )

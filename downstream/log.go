@@ -1,9 +1,10 @@
 package downstream
 
 import (
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"net/http"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/opencontainers/go-digest"

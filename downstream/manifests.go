@@ -2,12 +2,13 @@ package downstream
 
 import (
 	"fmt"
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"mime"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/manifest/ocischema"

@@ -3,11 +3,12 @@ package downstream
 import (
 	"context"
 	"errors"
-	"github.com/distribution/reference"
 	"path"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/distribution/reference"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/opencontainers/go-digest"

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	ccconfig "github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry"
@@ -23,11 +24,12 @@ const Name = "downstream"
 // The map is the one the configuration holds, which is how the HTTP handler
 // (built from the configuration) finds the instance the app's middleware
 // initialisation built, without any package-level state.
-const internalKeyPrefix = "\x00downstream."
+const internalKeyPrefix = ccconfig.InternalKeyPrefix
 
 const (
 	instanceKey = internalKeyPrefix + "instance"
 	optionsKey  = internalKeyPrefix + "options"
+	configKey   = internalKeyPrefix + "config"
 )
 
 // SetOptions hands Options to the instance the app will build from a
@@ -47,7 +49,7 @@ func init() {
 
 // initMiddleware is the registry middleware's InitFunc.
 func initMiddleware(ctx context.Context, ns distribution.Namespace, driver storagedriver.StorageDriver, options map[string]any) (distribution.Namespace, error) {
-	cfg, err := ParseOptions(options)
+	cfg, err := parsedOptions(options)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +68,20 @@ func initMiddleware(ctx context.Context, ns distribution.Namespace, driver stora
 	}
 	options[instanceKey] = c
 	return sealedNamespace{ns}, nil
+}
+
+// parsedOptions parses a middleware's options once: startup checks the
+// configuration, builds the app and wraps it, and the CA files are read
+// only the first time.
+func parsedOptions(opts map[string]any) (Config, error) {
+	if cfg, ok := opts[configKey].(Config); ok {
+		return cfg, nil
+	}
+	cfg, err := ParseOptions(opts)
+	if err == nil {
+		opts[configKey] = cfg
+	}
+	return cfg, err
 }
 
 // Wrap is the HTTP handler middleware distribution's registry applies around
@@ -113,12 +129,12 @@ func CheckConfiguration(config *configuration.Configuration) error {
 	if opts == nil {
 		return nil
 	}
-	cfg, err := ParseOptions(opts)
+	cfg, err := parsedOptions(opts)
 	if err != nil {
 		return err
 	}
 	if cfg.BlobTTL > 0 && !deleteEnabled(config) {
-		return fmt.Errorf("downstream: option \"blobttl\" (%s) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl", shortDuration(cfg.BlobTTL))
+		return fmt.Errorf("downstream: option \"blobttl\" (%s) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl", ccconfig.ShortDuration(cfg.BlobTTL))
 	}
 	if len(config.Middleware["registry"]) > 0 {
 		var names []string
@@ -173,7 +189,7 @@ func ClientTimeouts(config *configuration.Configuration) (header, idle time.Dura
 	if opts == nil {
 		return DefaultClientHeaderTimeout, DefaultClientIdleTimeout, nil
 	}
-	cfg, err := ParseOptions(opts)
+	cfg, err := parsedOptions(opts)
 	if err != nil {
 		return 0, 0, err
 	}

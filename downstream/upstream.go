@@ -4,19 +4,18 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
 	"github.com/sirupsen/logrus"
 )
@@ -50,18 +49,9 @@ type upstream struct {
 }
 
 func newUpstream(cfg Config, now func() time.Time, log *logrus.Entry) (*upstream, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
-	}
-	for _, p := range cfg.CAs {
-		pemData, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("downstream: option \"cas\": cannot read %q: %v", p, unwrapPathError(err))
-		}
-		if !roots.AppendCertsFromPEM(pemData) {
-			return nil, fmt.Errorf("downstream: option \"cas\": %q holds no PEM certificate", p)
-		}
+	roots, err := cfg.Roots()
+	if err != nil {
+		return nil, err
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
