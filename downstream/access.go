@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
@@ -59,8 +60,8 @@ func wantsFresh(r *http.Request) bool {
 // confirm asks the origin, with r's own credential, whether r may pull dgst
 // from repo (a HEAD), and records the decision when it may. The response's
 // body is closed.
-func (c *Cache) confirm(ctx context.Context, r *http.Request, path string, repo reference.Named) (*response, error) {
-	resp, err := c.up.do(ctx, request{method: http.MethodHead, path: path, client: r.Header})
+func (c *Cache) confirm(ctx context.Context, r *http.Request, path string, repo reference.Named) (*upstream.Response, error) {
+	resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header})
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +71,7 @@ func (c *Cache) confirm(ctx context.Context, r *http.Request, path string, repo 
 }
 
 // confirmBlob is confirm for a blob.
-func (c *Cache) confirmBlob(ctx context.Context, r *http.Request, repo reference.Named, dgst digest.Digest) (*response, error) {
+func (c *Cache) confirmBlob(ctx context.Context, r *http.Request, repo reference.Named, dgst digest.Digest) (*upstream.Response, error) {
 	return c.confirm(ctx, r, blobPath(repo, dgst), repo)
 }
 
@@ -78,6 +79,6 @@ func (c *Cache) confirmBlob(ctx context.Context, r *http.Request, repo reference
 // (a 4xx: no access, no such blob there, a rate limit of this client), as
 // opposed to a failure of the upstream that any request would meet.
 func refusal(err error) bool {
-	se, ok := isAnswer(err)
+	se, ok := upstream.IsAnswer(err)
 	return ok && se.Status >= 400 && se.Status < 500
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
@@ -59,7 +60,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
-		rl.upstream = resp.host.Host
+		rl.upstream = resp.Host.Host
 		if statErr == nil {
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
@@ -75,7 +76,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 			// HEAD of an uncached blob: the upstream's answer, so that caches
 			// chained behind this one see what the origin has.
 			rl.result = metrics.ResultForwarded
-			copyResponseHeaders(w.Header(), resp.Header, resp.host)
+			upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 			w.WriteHeader(resp.StatusCode)
 			return
 		}
@@ -302,12 +303,12 @@ func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest
 // answerUpstreamError passes an upstream's refusal to the client and
 // forgets any decision the cache held for this credential.
 func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck credKey, err error, rl *requestLog) {
-	if se, ok := isAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
+	if se, ok := upstream.IsAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
 		// The refusal came from a HEAD, which has no body: ask once more
 		// as the client did, so that it gets the origin's error body.
-		resp, gerr := c.up.do(r.Context(), request{method: http.MethodGet, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
+		resp, gerr := c.up.Do(r.Context(), upstream.Request{Method: http.MethodGet, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
 		if gerr != nil {
-			if ge, ok := isAnswer(gerr); ok && ge.Status == se.Status {
+			if ge, ok := upstream.IsAnswer(gerr); ok && ge.Status == se.Status {
 				err = gerr
 			}
 		} else {
@@ -315,8 +316,8 @@ func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo
 		}
 	}
 	rl.result = metrics.ResultError
-	rl.upstream = errorHost(err)
-	if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+	rl.upstream = upstream.ErrorHost(err)
+	if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 		rl.result = metrics.ResultDenied
 		c.decisions.forget(ck, repo.Name())
 	}

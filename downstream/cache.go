@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distribution/distribution/v3"
@@ -26,7 +27,7 @@ import (
 type Cache struct {
 	cfg       Config
 	local     distribution.Namespace
-	up        *upstream
+	up        *upstream.Pool
 	decisions *decisions
 	creds     credHasher // keys credentials for decisions and fills
 	router    *mux.Router
@@ -87,11 +88,10 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		opts.Logger = logrus.NewEntry(logrus.StandardLogger())
 	}
 	m := metrics.New(cfg.Upstreams.Hosts())
-	up, err := newUpstream(cfg, opts.Now, opts.Logger.WithField("component", "downstream"))
+	up, err := upstream.New(cfg, opts.Now, opts.Logger.WithField("component", "downstream"), m)
 	if err != nil {
 		return nil, err
 	}
-	up.metrics = m
 	c := &Cache{
 		redirects:   true,
 		cfg:         cfg,
@@ -132,7 +132,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 func (c *Cache) Close() error {
 	c.stopSweeper()
 	c.wg.Wait()
-	c.up.close()
+	c.up.Close()
 	return nil
 }
 
@@ -154,9 +154,9 @@ func (c *Cache) Handler(next http.Handler) http.Handler {
 			return
 		}
 		route := match.Route.GetName()
-		if c.up.looped(r) {
+		if c.up.Looped(r) {
 			c.log.WithFields(map[string]any{"path": r.URL.Path, "via": r.Header.Values("Via")}).Error("request loop: this request already passed this cache; check the upstreams of the chained caches")
-			writeError(w, errLoopDetected.WithMessage("request loop: the request already passed this content cache ("+c.up.via+"); the upstreams of the chained caches form a loop"))
+			writeError(w, errLoopDetected.WithMessage("request loop: the request already passed this content cache ("+c.up.Via()+"); the upstreams of the chained caches form a loop"))
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -245,12 +245,4 @@ func (c *Cache) cred(r *http.Request) credKey { return c.creds.key(r.Header.Get(
 // outlives the request that started it (a fill others wait for).
 func detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), d)
-}
-
-// isAnswer reports whether err is an upstream's answer (as opposed to no
-// answer at all).
-func isAnswer(err error) (*StatusError, bool) {
-	var se *StatusError
-	ok := errors.As(err, &se)
-	return se, ok
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
@@ -24,18 +25,6 @@ func errDigestInvalid(d string) error {
 	return errcode.ErrorCodeDigestInvalid.WithMessage(fmt.Sprintf("invalid digest %q", d))
 }
 
-// errorHost names the upstream an error came from, for the log.
-func errorHost(err error) string {
-	if se, ok := isAnswer(err); ok {
-		return se.Host
-	}
-	var ue *UpstreamError
-	if errors.As(err, &ue) {
-		return ue.Host
-	}
-	return ""
-}
-
 // errLoopDetected answers a request that already passed this cache: the
 // upstreams configured form a loop.
 var errLoopDetected = errcode.Register("content-cache", errcode.ErrorDescriptor{
@@ -50,10 +39,10 @@ var errLoopDetected = errcode.Register("content-cache", errcode.ErrorDescriptor{
 // 429 ...) is passed on as it came; no answer at all becomes an OCI
 // UNAVAILABLE error naming the upstream, never the credentials.
 func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
-	if se, ok := isAnswer(err); ok {
+	if se, ok := upstream.IsAnswer(err); ok {
 		h := w.Header()
 		for k, vs := range se.Header {
-			if hopHeader(k) || k == "Content-Length" {
+			if upstream.HopHeader(k) || k == "Content-Length" {
 				continue
 			}
 			h[k] = vs

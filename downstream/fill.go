@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -118,7 +119,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	}
 	a = resp.by
 	hdr := a.hdr
-	body, host := resp.Body, resp.host
+	body, host := resp.Body, resp.Host
 	defer func() {
 		if body != nil {
 			body.Close()
@@ -174,7 +175,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 			if ctx.Err() != nil {
 				return failure
 			}
-			c.up.markDown(host, failure)
+			c.up.MarkDown(host, failure)
 			failed[host.Host] = true
 			body.Close()
 			body, host, err = c.resume(ctx, f, hdr, written, failed)
@@ -196,7 +197,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 
 // askedResponse is an upstream's 200 and the asker it answered.
 type askedResponse struct {
-	*response
+	*upstream.Response
 	by *asker
 }
 
@@ -206,10 +207,10 @@ type askedResponse struct {
 // the first failure that is not a refusal, or when nobody is left.
 func (c *Cache) fetchFirst(ctx context.Context, f *fill, a *asker) (askedResponse, error) {
 	for {
-		resp, err := c.up.do(ctx, request{method: http.MethodGet, path: blobPath(a.repo, f.dgst), client: a.hdr})
+		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: blobPath(a.repo, f.dgst), Client: a.hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			err = &StatusError{Host: resp.host.Host, Status: resp.StatusCode, Header: resp.Header}
+			err = &StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
 		}
 		if err == nil {
 			return askedResponse{resp, a}, nil
@@ -426,16 +427,16 @@ func (s *spoolStore) commit(ctx context.Context, size int64) (committed bool, er
 // it yet, with a Range request (or, if that upstream ignores ranges, by
 // skipping the bytes already received).
 func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
-	resp, err := c.up.do(ctx, request{
-		method: http.MethodGet, path: blobPath(f.repo, f.dgst), client: hdr,
-		rng: fmt.Sprintf("bytes=%d-", offset), skip: failed,
+	resp, err := c.up.Do(ctx, upstream.Request{
+		Method: http.MethodGet, Path: blobPath(f.repo, f.dgst), Client: hdr,
+		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && strings.HasPrefix(resp.Header.Get("Content-Range"), fmt.Sprintf("bytes %d-", offset)):
-		return resp.Body, resp.host, nil
+		return resp.Body, resp.Host, nil
 	case resp.StatusCode == http.StatusOK:
 		// No range support: the bytes before offset come again.
 		n, err := io.CopyN(io.Discard, resp.Body, offset)
@@ -444,10 +445,10 @@ func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int
 			resp.Body.Close()
 			return nil, nil, err
 		}
-		return resp.Body, resp.host, nil
+		return resp.Body, resp.Host, nil
 	}
 	resp.Body.Close()
-	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.host.Host, resp.StatusCode)
+	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.Host.Host, resp.StatusCode)
 }
 
 // update changes the state under the lock and wakes every waiter.

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 )
 
 // forward passes a request to the upstream with the client's credentials and
@@ -12,11 +13,11 @@ import (
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
 func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
-	resp, err := c.up.do(r.Context(), request{method: r.Method, path: r.URL.EscapedPath(), query: r.URL.RawQuery, client: r.Header})
+	resp, err := c.up.Do(r.Context(), upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
 	if err != nil {
 		rl.result = metrics.ResultError
-		rl.upstream = errorHost(err)
-		if se, ok := isAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
+		rl.upstream = upstream.ErrorHost(err)
+		if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 			rl.result = metrics.ResultDenied
 		}
 		writeUpstreamError(w, r, err)
@@ -24,8 +25,8 @@ func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) 
 	}
 	defer resp.Body.Close()
 	rl.result = metrics.ResultForwarded
-	rl.upstream = resp.host.Host
-	copyResponseHeaders(w.Header(), resp.Header, resp.host)
+	rl.upstream = resp.Host.Host
+	upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 	w.WriteHeader(resp.StatusCode)
 	if r.Method != http.MethodHead {
 		if _, err := io.Copy(w, resp.Body); err != nil && r.Context().Err() == nil {

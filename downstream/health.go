@@ -3,10 +3,6 @@ package downstream
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -64,14 +60,14 @@ func (u *UpstreamCheck) Check(context.Context) error {
 // Probe probes every upstream now, records the result for Check and the
 // content_cache_upstream_up gauges, and returns it.
 func (u *UpstreamCheck) Probe(ctx context.Context) error {
-	hosts := u.c.up.hosts
+	hosts := u.c.up.Hosts()
 	errs := make([]error, len(hosts))
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = u.probe(ctx, h)
+			errs[i] = u.c.up.Probe(ctx, h, u.timeout)
 		}()
 	}
 	wg.Wait()
@@ -94,32 +90,6 @@ func (u *UpstreamCheck) Probe(ctx context.Context) error {
 	u.last = err
 	u.mu.Unlock()
 	return err
-}
-
-// probe sends GET /v2/ to one upstream, anonymously: any answer will do.
-func (u *UpstreamCheck) probe(ctx context.Context, h *url.URL) error {
-	ctx, cancel := context.WithTimeout(ctx, u.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.String()+"/v2/", nil)
-	if err != nil {
-		return fmt.Errorf("%s: %v", h.Host, err)
-	}
-	req.Header.Set("User-Agent", "content-cache health check")
-	// The same Via token as requests: a chain of caches that loops ends
-	// the probe where the loop closes.
-	req.Header.Set("Via", "1.1 "+u.c.up.via)
-	resp, err := u.c.up.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // the URL is h's, named already
-		}
-		return fmt.Errorf("%s: %v", h.Host, err)
-	}
-	// Drained a little, so that the connection can serve requests next.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-	resp.Body.Close()
-	return nil
 }
 
 // Poll probes on every value of ticks until ctx ends.

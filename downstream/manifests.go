@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/manifest/ocischema"
@@ -90,14 +91,14 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
 		}
-		rl.upstream = resp.host.Host
+		rl.upstream = resp.Host.Host
 		if r.Method == http.MethodHead {
 			rl.result = metrics.ResultForwarded
 			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
 				writeNotModified(w)
 				return
 			}
-			copyResponseHeaders(w.Header(), resp.Header, resp.host)
+			upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 			w.WriteHeader(resp.StatusCode)
 			return
 		}
@@ -118,7 +119,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		}
 	}
 
-	resp, err := c.up.do(ctx, request{method: http.MethodGet, path: path, client: r.Header})
+	resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: path, Client: r.Header})
 	if err != nil {
 		if notModifiedUnknown(r, err, dgst) {
 			writeNotModified(w)
@@ -127,14 +128,14 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		c.answerUpstreamError(w, r, repo, ck, err, rl)
 		return
 	}
-	rl.upstream = resp.host.Host
+	rl.upstream = resp.Host.Host
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
 	resp.Body.Close()
 	if err == nil && len(body) > maxManifestSize {
 		err = fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
 	}
 	if err != nil {
-		writeUpstreamError(w, r, &UpstreamError{Host: resp.host.Host, Err: err})
+		writeUpstreamError(w, r, &UpstreamError{Host: resp.Host.Host, Err: err})
 		return
 	}
 	c.decisions.allow(ck, repo.Name())
@@ -146,7 +147,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		rl.digest = dgst
 	}
 	if !dgst.Algorithm().Available() || dgst.Algorithm().FromBytes(body) != dgst {
-		c.log.WithField("digest", dgst).WithField("upstream", resp.host.Host).Warn("upstream manifest does not match its digest")
+		c.log.WithField("digest", dgst).WithField("upstream", resp.Host.Host).Warn("upstream manifest does not match its digest")
 		writeError(w, errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest "+dgst.String()))
 		return
 	}
@@ -238,7 +239,7 @@ func manifestNotModified(r *http.Request, dgst digest.Digest) bool {
 // distribution compares If-None-Match before it looks the digest up, and a
 // 404 means the credential passed authorization.
 func notModifiedUnknown(r *http.Request, err error, dgst digest.Digest) bool {
-	se, ok := isAnswer(err)
+	se, ok := upstream.IsAnswer(err)
 	return ok && se.Status == http.StatusNotFound && dgst != "" && manifestNotModified(r, dgst)
 }
 

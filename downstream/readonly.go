@@ -14,7 +14,7 @@ import (
 func (c *Cache) refuseWrite(w http.ResponseWriter, r *http.Request, route string) {
 	c.log.WithFields(map[string]any{"method": r.Method, "route": route, "path": r.URL.Path}).Info("refused write to read-only cache")
 	writeError(w, errcode.ErrorCodeUnsupported.WithMessage(
-		"content-cache is a read-only cache of "+c.up.origin().String()+": push to and delete from the origin registry instead"))
+		"content-cache is a read-only cache of "+c.up.Origin().String()+": push to and delete from the origin registry instead"))
 }
 
 // sealedNamespace is what the app gets from the middleware. The cache's

@@ -1,4 +1,4 @@
-package downstream
+package upstream
 
 import (
 	"context"
@@ -15,23 +15,24 @@ import (
 	"sync"
 	"time"
 
-	"github.com/content-cache/content-cache/downstream/internal/metrics"
-
 	"github.com/sirupsen/logrus"
+
+	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
 // forwardedRequestHeaders are the only client headers sent upstream: what a
 // registry needs to authorize and negotiate, nothing else.
 var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
 
-// maxErrorBody bounds how much of an upstream error body is read and kept.
-const maxErrorBody = 64 << 10
+// MaxErrorBody bounds how much of an upstream error body is read and kept.
+const MaxErrorBody = 64 << 10
 
 // upstream talks to the configured upstream registries: round-robin where
 // the configuration says so, failing over to the next one on a connection
 // error, a timeout, a 5xx or a 429, and skipping a failed one for a backoff
 // period so that a dead upstream costs one failed attempt per period.
-type upstream struct {
+type Pool struct {
 	hosts   []*url.URL // every upstream, in configuration order
 	rr      []*url.URL // the ones requests rotate across
 	last    *url.URL   // tried after the rotation (the DTR form's origin), or nil
@@ -48,7 +49,7 @@ type upstream struct {
 	downUntil map[string]time.Time
 }
 
-func newUpstream(cfg Config, now func() time.Time, log *logrus.Entry) (*upstream, error) {
+func New(cfg config.Config, now func() time.Time, log *logrus.Entry, m *metrics.Metrics) (*Pool, error) {
 	roots, err := cfg.Roots()
 	if err != nil {
 		return nil, err
@@ -71,7 +72,8 @@ func newUpstream(cfg Config, now func() time.Time, log *logrus.Entry) (*upstream
 	}
 	token := make([]byte, 8)
 	_, _ = rand.Read(token)
-	u := &upstream{
+	u := &Pool{
+		metrics:   m,
 		hosts:     cfg.Upstreams.Hosts(),
 		client:    &http.Client{Transport: tr},
 		idle:      cfg.IdleTimeout,
@@ -89,16 +91,23 @@ func newUpstream(cfg Config, now func() time.Time, log *logrus.Entry) (*upstream
 	return u, nil
 }
 
-func (u *upstream) close() { u.client.CloseIdleConnections() }
+// Close releases idle connections.
+func (u *Pool) Close() { u.client.CloseIdleConnections() }
 
-// origin is the upstream that owns the content.
-func (u *upstream) origin() *url.URL { return u.hosts[len(u.hosts)-1] }
+// Hosts returns every upstream, in configuration order.
+func (u *Pool) Hosts() []*url.URL { return u.hosts }
+
+// Via is this instance's token in the Via header.
+func (u *Pool) Via() string { return u.via }
+
+// Origin is the upstream that owns the content.
+func (u *Pool) Origin() *url.URL { return u.hosts[len(u.hosts)-1] }
 
 // plan returns the upstreams to try for one request: the next in the
 // rotation first, then the rest, then the last resort; upstreams in backoff
 // go after every healthy one, so they are tried only when nothing else is
 // left.
-func (u *upstream) plan() []*url.URL {
+func (u *Pool) plan() []*url.URL {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	start := u.next % len(u.rr)
@@ -122,23 +131,69 @@ func (u *upstream) plan() []*url.URL {
 	return append(healthy, down...)
 }
 
-func (u *upstream) markDown(h *url.URL, err error) {
+func (u *Pool) MarkDown(h *url.URL, err error) {
 	u.mu.Lock()
 	u.downUntil[h.Host] = u.now().Add(u.backoff)
 	u.mu.Unlock()
 	u.log.WithError(err).WithField("upstream", h.Host).Warn("upstream failed; skipping it for the backoff period")
 }
 
-func (u *upstream) markUp(h *url.URL) {
+func (u *Pool) markUp(h *url.URL) {
 	u.mu.Lock()
 	delete(u.downUntil, h.Host)
 	u.mu.Unlock()
 }
 
+// IsAnswer reports whether err is an upstream's answer (as opposed to no
+// answer at all).
+func IsAnswer(err error) (*StatusError, bool) {
+	var se *StatusError
+	ok := errors.As(err, &se)
+	return se, ok
+}
+
+// ErrorHost names the upstream an error came from, for the log.
+func ErrorHost(err error) string {
+	if se, ok := IsAnswer(err); ok {
+		return se.Host
+	}
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		return ue.Host
+	}
+	return ""
+}
+
+// Probe sends GET /v2/ to one upstream, anonymously, with this instance's
+// Via token (a chain of caches that loops ends the probe where the loop
+// closes): any HTTP answer means reachable.
+func (u *Pool) Probe(ctx context.Context, h *url.URL, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.String()+"/v2/", nil)
+	if err != nil {
+		return fmt.Errorf("%s: %v", h.Host, err)
+	}
+	req.Header.Set("User-Agent", "content-cache health check")
+	req.Header.Set("Via", "1.1 "+u.via)
+	resp, err := u.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is h's, named already
+		}
+		return fmt.Errorf("%s: %v", h.Host, err)
+	}
+	// Drained a little, so that the connection can serve requests next.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxErrorBody))
+	resp.Body.Close()
+	return nil
+}
+
 // retryable reports whether another upstream may answer better: no answer
 // at all, a server error or a rate limit. 401, 403 and 404 are answers.
 func retryable(err error) bool {
-	if se, ok := isAnswer(err); ok {
+	if se, ok := IsAnswer(err); ok {
 		return se.Status >= 500 || se.Status == http.StatusTooManyRequests
 	}
 	var ue *UpstreamError
@@ -151,13 +206,13 @@ func moreUseful(err, best error) bool {
 	if best == nil {
 		return true
 	}
-	_, errAnswer := isAnswer(err)
-	_, bestAnswer := isAnswer(best)
+	_, errAnswer := IsAnswer(err)
+	_, bestAnswer := IsAnswer(best)
 	return errAnswer && !bestAnswer
 }
 
 // StatusError is an upstream's non-success answer. Body holds at most
-// maxErrorBody bytes of it; Header is the upstream's, so challenges
+// MaxErrorBody bytes of it; Header is the upstream's, so challenges
 // (WWW-Authenticate) reach the client unchanged.
 type StatusError struct {
 	Host   string
@@ -179,37 +234,37 @@ type UpstreamError struct {
 func (e *UpstreamError) Error() string { return fmt.Sprintf("upstream %s: %v", e.Host, e.Err) }
 func (e *UpstreamError) Unwrap() error { return e.Err }
 
-// request describes one upstream call.
-type request struct {
-	method string
-	path   string // escaped path, e.g. /v2/library/alpine/manifests/latest
-	query  string
-	client http.Header     // the client's request headers; only forwardedRequestHeaders are sent
-	rng    string          // Range header to send, if any
-	skip   map[string]bool // upstream hosts not to ask
+// Request describes one upstream call.
+type Request struct {
+	Method string
+	Path   string // escaped path, e.g. /v2/library/alpine/manifests/latest
+	Query  string
+	Client http.Header     // the client's request headers; only forwardedRequestHeaders are sent
+	Range  string          // Range header to send, if any
+	Skip   map[string]bool // upstream hosts not to ask
 }
 
-// response is an upstream's successful answer and who gave it.
-type response struct {
+// Response is an upstream's successful answer and who gave it.
+type Response struct {
 	*http.Response
-	host *url.URL
+	Host *url.URL // the upstream that answered
 }
 
-// do sends req to the upstreams in plan order until one answers. A 2xx or
+// Do sends req to the upstreams in plan order until one answers. A 2xx or
 // 3xx answer comes back as a response whose body is guarded by the idle
 // timeout; otherwise the most useful failure: an upstream's answer as a
 // *StatusError (its body read and closed), or an *UpstreamError when no
 // upstream answered.
-func (u *upstream) do(ctx context.Context, req request) (*response, error) {
+func (u *Pool) Do(ctx context.Context, req Request) (*Response, error) {
 	var best error
 	for _, h := range u.plan() {
-		if req.skip[h.Host] {
+		if req.Skip[h.Host] {
 			continue
 		}
 		resp, err := u.try(ctx, h, req)
 		if err == nil {
 			u.markUp(h)
-			return &response{Response: resp, host: h}, nil
+			return &Response{Response: resp, Host: h}, nil
 		}
 		if ctx.Err() != nil {
 			return nil, err
@@ -218,7 +273,7 @@ func (u *upstream) do(ctx context.Context, req request) (*response, error) {
 			u.markUp(h) // it answered
 			return nil, err
 		}
-		u.markDown(h, err)
+		u.MarkDown(h, err)
 		if moreUseful(err, best) {
 			best = err
 		}
@@ -230,19 +285,19 @@ func (u *upstream) do(ctx context.Context, req request) (*response, error) {
 }
 
 // try sends req to one upstream.
-func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.Response, error) {
-	target := host.String() + req.path
-	if req.query != "" {
-		target += "?" + req.query
+func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Response, error) {
+	target := host.String() + req.Path
+	if req.Query != "" {
+		target += "?" + req.Query
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	hr, err := http.NewRequestWithContext(ctx, req.method, target, nil)
+	hr, err := http.NewRequestWithContext(ctx, req.Method, target, nil)
 	if err != nil {
 		cancel()
 		return nil, &UpstreamError{Host: host.Host, Err: err}
 	}
 	for _, h := range forwardedRequestHeaders {
-		for _, v := range req.client.Values(h) {
+		for _, v := range req.Client.Values(h) {
 			hr.Header.Add(h, v)
 		}
 	}
@@ -253,8 +308,8 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 	// from its decisions: this cache keeps the answer for authttl itself
 	// (see wantsFresh).
 	hr.Header.Set("Cache-Control", "no-cache")
-	if req.rng != "" {
-		hr.Header.Set("Range", req.rng)
+	if req.Range != "" {
+		hr.Header.Set("Range", req.Range)
 	}
 	start := time.Now()
 	resp, err := u.client.Do(hr)
@@ -264,7 +319,7 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 		return nil, &UpstreamError{Host: host.Host, Err: err}
 	}
 	if resp.StatusCode >= 400 {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
 		resp.Body.Close()
 		cancel()
 		return nil, &StatusError{Host: host.Host, Status: resp.StatusCode, Header: resp.Header, Body: body}
@@ -273,8 +328,8 @@ func (u *upstream) try(ctx context.Context, host *url.URL, req request) (*http.R
 	return resp, nil
 }
 
-// looped reports whether a client request already passed this cache.
-func (u *upstream) looped(r *http.Request) bool {
+// Looped reports whether a client request already passed this cache.
+func (u *Pool) Looped(r *http.Request) bool {
 	for _, v := range r.Header.Values("Via") {
 		if strings.Contains(v, u.via) {
 			return true
@@ -333,9 +388,9 @@ func (b *idleBody) Close() error {
 	return err
 }
 
-// hopHeader reports the headers never copied from an upstream response to
+// HopHeader reports the headers never copied from an upstream response to
 // the client (canonical keys).
-func hopHeader(k string) bool {
+func HopHeader(k string) bool {
 	switch k {
 	case "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
 		return true
@@ -343,12 +398,12 @@ func hopHeader(k string) bool {
 	return false
 }
 
-// copyResponseHeaders copies an upstream response's end-to-end headers,
+// CopyResponseHeaders copies an upstream response's end-to-end headers,
 // rewriting absolute Link URLs that point at the upstream so
 // that the client keeps talking to the cache.
-func copyResponseHeaders(dst, src http.Header, host *url.URL) {
+func CopyResponseHeaders(dst, src http.Header, host *url.URL) {
 	for k, vs := range src {
-		if hopHeader(k) {
+		if HopHeader(k) {
 			continue
 		}
 		for _, v := range vs {
