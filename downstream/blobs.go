@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -27,7 +28,7 @@ const fillAttempts = 3
 func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
 	ctx := r.Context()
 	ck := c.cred(r)
-	local, err := c.local.Repository(ctx, repo)
+	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -35,7 +36,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	blobs := local.Blobs(ctx)
 	// Expiry leaves it alone while this request lasts (or, if it is being
 	// removed right now, this waits and then fetches it again).
-	release, err := c.inUse.hold(ctx, dgst)
+	release, err := c.expiry.Hold(ctx, dgst)
 	if err != nil {
 		return // the client went away
 	}
@@ -46,14 +47,14 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
 			rl.result = metrics.ResultHit
-			c.pulled(r, repo, dgst, kindLayer)
+			c.pulled(r, repo, dgst, store.KindLayer)
 			return
 		}
 	}
 
 	// Stored for another repository (or linked here but not yet allowed):
 	// the origin must confirm this repository has it for this credential.
-	_, statErr := c.local.BlobStatter().Stat(ctx, dgst)
+	_, statErr := c.store.Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
 		resp, err := c.confirmBlob(ctx, r, repo, dgst)
 		if err != nil {
@@ -64,8 +65,8 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		if statErr == nil {
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
-			c.pulls.record(ctx, pullKey{dgst: dgst, repo: repo.Name(), kind: kindLayer})
-			if err := c.link(ctx, repo, dgst); err != nil {
+			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Name(), Kind: store.KindLayer})
+			if err := c.store.Link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
 			} else if c.serveLocal(w, r, blobs, dgst) {
 				rl.result = metrics.ResultHit
@@ -178,14 +179,14 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 		rl.result = metrics.ResultCoalesced
 	}
 	rl.upstream = st.host
-	c.pulled(r, a.repo, f.dgst, kindLayer)
+	c.pulled(r, a.repo, f.dgst, store.KindLayer)
 	st, err = c.streamFill(w, r, f, st)
 	if err != nil {
 		return err
 	}
 	if st.ok() && a.repo.Name() != st.by.repo.Name() {
 		// Confirmed above for this repository: the link may be made.
-		if err := c.link(ctx, a.repo, f.dgst); err != nil {
+		if err := c.store.Link(ctx, a.repo, f.dgst); err != nil {
 			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot link blob")
 		}
 	}
@@ -282,7 +283,7 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) 
 	if st.err != nil {
 		return st, preStartError{st.err}
 	}
-	local, err := c.local.Repository(r.Context(), st.by.repo)
+	local, err := c.store.Repository(r.Context(), st.by.repo)
 	if err != nil {
 		return st, err
 	}
@@ -294,9 +295,9 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) 
 
 // pulled records a GET served, for expiry: hits, misses and coalesced
 // waiters alike. HEAD is not a pull.
-func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k kind) {
+func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k store.Kind) {
 	if r.Method == http.MethodGet {
-		c.pulls.record(r.Context(), pullKey{dgst: dgst, repo: repo.Name(), kind: k})
+		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Name(), Kind: k})
 	}
 }
 

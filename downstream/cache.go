@@ -9,7 +9,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,19 +42,22 @@ type Cache struct {
 	fills map[digest.Digest]*fill
 
 	driver storagedriver.StorageDriver // under local
+	store  *store.Store                // local, as the cache reads and writes it
 	// redirects: distribution's storage.redirect is on, so a hit on a
 	// driver that can redirect answers 307 to the storage. Set by Wrap
 	// from the configuration; distribution's default (on) otherwise.
 	redirects bool
 
-	// Expiry (expiry.go), all nil without blobttl.
-	pulls       *pulls
-	inUse       *inUse
-	sweepMu     sync.Mutex // one sweep at a time
-	adopted     bool       // the first sweep adopted unrecorded content; under sweepMu
-	stopSweeper func()     // stops the sweeper goroutine and waits for it
+	expiry *expiry.Expiry // nil without blobttl
 
-	wg sync.WaitGroup // fills in flight, waited for by Close
+	// Lifecycle: the cache's own goroutines (sweeper, health polls) run
+	// until ctx ends; fills run until fillsCtx ends, a grace period after
+	// Close.
+	ctx, fillsCtx       context.Context
+	cancel, cancelFills context.CancelFunc
+	closeGrace          time.Duration
+	bg                  sync.WaitGroup // the cache's own goroutines
+	wg                  sync.WaitGroup // fills in flight, waited for by Close
 }
 
 // Options are the parts of a Cache that are not configuration. The zero
@@ -69,6 +74,9 @@ type Options struct {
 	// through it, and expiry keeps its pull records there and deletes
 	// expired data through it. The middleware passes the app's.
 	Driver storagedriver.StorageDriver
+	// CloseGrace is how long Close lets fills in flight finish before it
+	// cancels them. Default: DefaultCloseGrace.
+	CloseGrace time.Duration
 	// ManualSweep turns off the sweeper goroutine that blobttl starts: the
 	// program calls Sweep itself. Default: false (the cache sweeps every
 	// tenth of blobttl, within [1s, 1h]).
@@ -93,48 +101,74 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		return nil, err
 	}
 	c := &Cache{
-		redirects:   true,
-		cfg:         cfg,
-		local:       local,
-		up:          up,
-		decisions:   newDecisions(cfg.AuthTTL, opts.Now, m),
-		creds:       newCredHasher(),
-		metrics:     m,
-		router:      newRouter(),
-		log:         opts.Logger.WithField("component", "downstream"),
-		now:         opts.Now,
-		spoolDir:    opts.SpoolDir,
-		fills:       make(map[digest.Digest]*fill),
-		stopSweeper: func() {},
+		redirects:  true,
+		cfg:        cfg,
+		local:      local,
+		up:         up,
+		decisions:  newDecisions(cfg.AuthTTL, opts.Now, m),
+		creds:      newCredHasher(),
+		metrics:    m,
+		router:     newRouter(),
+		log:        opts.Logger.WithField("component", "downstream"),
+		now:        opts.Now,
+		spoolDir:   opts.SpoolDir,
+		fills:      make(map[digest.Digest]*fill),
+		closeGrace: opts.CloseGrace,
 	}
+	if c.closeGrace <= 0 {
+		c.closeGrace = DefaultCloseGrace
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.fillsCtx, c.cancelFills = context.WithCancel(context.Background())
 	if opts.Driver == nil {
 		return nil, errors.New("downstream: Options.Driver is nil; expected the storage driver under the local namespace")
 	}
 	c.driver = opts.Driver
-	if cfg.BlobTTL > 0 {
-		c.pulls = newPulls(opts.Driver, cfg.BlobTTL, opts.Now, c.log)
-		c.inUse = newInUse()
-		if !opts.ManualSweep {
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				c.runSweeper(ctx, sweepInterval(cfg.BlobTTL))
-			}()
-			c.stopSweeper = func() { cancel(); <-done }
-		}
+	c.store = store.New(local, opts.Driver)
+	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, c.log, m)
+	if c.expiry != nil && !opts.ManualSweep {
+		c.bg.Go(func() { c.expiry.Run(c.ctx) })
 	}
 	return c, nil
 }
 
-// Close stops the sweeper, waits for the fills in flight and releases idle
-// upstream connections.
+// DefaultCloseGrace is how long Close lets fills in flight finish before
+// it cancels them.
+const DefaultCloseGrace = 10 * time.Second
+
+// Close stops the cache's own goroutines (the sweeper, health polls),
+// lets fills in flight finish for the close grace period, then cancels
+// them and waits for them, and releases idle upstream connections.
 func (c *Cache) Close() error {
-	c.stopSweeper()
-	c.wg.Wait()
+	c.cancel()
+	c.bg.Wait()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	grace := time.NewTimer(c.closeGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		c.cancelFills()
+		<-done
+	}
+	c.cancelFills()
 	c.up.Close()
 	return nil
 }
+
+// Sweep removes the content nobody pulled for blobttl (see the README's
+// Expiry). The first sweep of an instance first adopts what it finds in
+// storage without a record, as if pulled now. Without blobttl it does
+// nothing. Sweeps run one at a time; the cache runs them itself unless
+// Options.ManualSweep is set.
+func (c *Cache) Sweep(ctx context.Context) (SweepStats, error) { return c.expiry.Sweep(ctx) }
+
+// SweepStats are what one sweep did.
+type SweepStats = expiry.SweepStats
 
 // Driver is the storage driver the cache writes through: what tests and
 // tools see of the storage of an instance (the inmemory driver's content
@@ -241,8 +275,11 @@ func newRouter() *mux.Router {
 // cred returns the client's credential key.
 func (c *Cache) cred(r *http.Request) credKey { return c.creds.key(r.Header.Get("Authorization")) }
 
-// detach keeps ctx's values but not its cancellation, bounded by d: work that
-// outlives the request that started it (a fill others wait for).
-func detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), d)
+// detach keeps ctx's values but not its cancellation, bounded by d and by
+// the cache's fills' lifetime: work that outlives the request that started
+// it (a fill others wait for).
+func (c *Cache) detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	stop := context.AfterFunc(c.fillsCtx, cancel)
+	return ctx, func() { stop(); cancel() }
 }

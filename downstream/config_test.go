@@ -651,4 +651,8 @@ func TestNewValidatesConfig(t *testing.T) {
 			t.Errorf("%s: New error %v, want %q", tc.name, err, tc.want)
 		}
 	}
+	want := "downstream: Options.Driver is nil; expected the storage driver under the local namespace"
+	if _, err := New(valid, nil, Options{}); err == nil || err.Error() != want {
+		t.Fatalf("New without a driver: %v, want %q", err, want)
+	}
 }

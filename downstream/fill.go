@@ -8,21 +8,21 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
-	"github.com/distribution/distribution/v3"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
-	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/reference"
-	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
-	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+// storeTimeout bounds committing a verified fill to storage (a server-side
+// copy on object stores), or removing a failed one's upload.
+const storeTimeout = 5 * time.Minute
 
 // fillChunk is the read size of a fill and of the waiters streaming from it.
 const fillChunk = 256 << 10
@@ -85,8 +85,8 @@ func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fi
 	c.fills[dgst] = f
 	// The caller holds dgst; the fill keeps it from expiry until it is
 	// committed, however long it outlives that request.
-	releaseHold := c.inUse.holdAgain(dgst)
-	fctx, cancel := detach(ctx, c.cfg.FillTimeout)
+	releaseHold := c.expiry.HoldAgain(dgst)
+	fctx, cancel := c.detach(ctx, c.cfg.FillTimeout)
 	c.metrics.FillStarted()
 	c.wg.Add(1)
 	go func() {
@@ -142,7 +142,13 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	store := c.storeSpool(ctx, f)
 	verified := false
 	var written int64
-	defer func() { store.finish(ctx, verified, written) }()
+	defer func() {
+		// Committing or cleaning up has a lifetime of its own: a fill
+		// that ran out of time or was cancelled still removes its upload.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer cancel()
+		store.finish(sctx, verified, written)
+	}()
 
 	verifier := f.dgst.Verifier()
 	buf := make([]byte, fillChunk)
@@ -302,16 +308,11 @@ func (f *fill) refusedKey(k decisionKey) error {
 
 // spoolStore copies a fill's spool into storage as it grows, on a goroutine
 // of its own: the storage write overlaps with the download instead of
-// slowing it. It writes through the storage driver, into an upload
-// directory of the repository, and moves the data into distribution's blob
-// store once verified: distribution's BlobWriter would hash every byte a
-// second time. A crash leaves the upload directory to distribution's
-// upload purger, which reads its startedat file.
+// slowing it.
 type spoolStore struct {
 	c     *Cache
 	f     *fill
-	dir   string // <repository>/_uploads/<uuid>
-	fw    storagedriver.FileWriter
+	up    *store.Upload
 	ended atomic.Bool // the download is over: copy what is left, then stop
 	done  chan error
 }
@@ -320,17 +321,14 @@ type spoolStore struct {
 // copy's goroutine: its directories and files (and their fsyncs) are not
 // on the way to the client's first byte.
 func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
-	s := &spoolStore{c: c, f: f, dir: uploadDir(f.repo.Name(), uuid.NewString()), done: make(chan error, 1)}
+	s := &spoolStore{c: c, f: f, done: make(chan error, 1)}
 	go func() { s.done <- s.copy(ctx) }()
 	return s
 }
 
 func (s *spoolStore) copy(ctx context.Context) error {
-	err := s.c.driver.PutContent(ctx, path.Join(s.dir, "startedat"), []byte(s.c.now().UTC().Format(time.RFC3339)))
-	if err != nil {
-		return err
-	}
-	if s.fw, err = s.c.driver.Writer(ctx, path.Join(s.dir, "data"), false); err != nil {
+	var err error
+	if s.up, err = s.c.store.NewUpload(ctx, s.f.repo.Name(), s.c.now()); err != nil {
 		return err
 	}
 	buf := make([]byte, fillChunk)
@@ -344,7 +342,7 @@ func (s *spoolStore) copy(ctx context.Context) error {
 		for off < written {
 			n, err := s.f.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
 			if n > 0 {
-				if _, werr := s.fw.Write(buf[:n]); werr != nil {
+				if _, werr := s.up.Write(buf[:n]); werr != nil {
 					return werr
 				}
 				off += int64(n)
@@ -369,58 +367,17 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	s.ended.Store(true)
 	s.f.update(func(*fillState) {}) // wake the copy
 	err := <-s.done
-	committed := false
 	if verified && err == nil {
-		if committed, err = s.commit(ctx, size); err == nil {
+		if err = s.up.Commit(ctx, s.f.repo, s.f.dgst, size); err == nil {
 			return
 		}
 	}
 	if err != nil {
 		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
 	}
-	if s.fw != nil && !committed {
-		_ = s.fw.Cancel(ctx)
-		_ = s.fw.Close()
+	if s.up != nil {
+		s.up.Cancel(ctx)
 	}
-	_ = s.c.driver.Delete(ctx, s.dir)
-}
-
-// commit moves the verified upload into the blob store and links it into
-// the repository it was asked through. It reports whether the writer was
-// committed (and closed), so that a failure after that does not cancel it.
-//
-// The size is checked only after Commit, and against what the storage
-// reports: object stores' writers (s3, azure, gcs) buffer and upload in
-// parts, so before Commit neither Size nor Stat counts the last part.
-func (s *spoolStore) commit(ctx context.Context, size int64) (committed bool, err error) {
-	if err := s.fw.Commit(ctx); err != nil {
-		return false, err
-	}
-	if err := s.fw.Close(); err != nil {
-		return true, err
-	}
-	upload := path.Join(s.dir, "data")
-	fi, err := s.c.driver.Stat(ctx, upload)
-	if err != nil {
-		return true, err
-	}
-	if fi.Size() != size {
-		return true, fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
-	}
-	data := blobDataPath(s.f.dgst)
-	switch _, err := s.c.driver.Stat(ctx, data); {
-	case isNotFound(err):
-		if err := s.c.driver.Move(ctx, upload, data); err != nil {
-			return true, err
-		}
-	case err != nil:
-		// Unknown whether it is stored: nothing is linked to what may
-		// not be there.
-		return true, err
-	}
-	// Stored already (another cache sharing the storage): the upload goes.
-	_ = s.c.driver.Delete(ctx, s.dir)
-	return true, s.c.link(ctx, s.f.repo, s.f.dgst)
 }
 
 // resume continues a fill from offset at an upstream that has not failed
@@ -491,50 +448,6 @@ func (f *fill) release() {
 	if last && f.spool != nil {
 		_ = f.spool.Close()
 	}
-}
-
-// mountStat links an existing blob into a repository without copying it:
-// the caller has checked that the origin has the blob in that repository.
-type mountStat struct {
-	from reference.Canonical
-	desc v1.Descriptor
-}
-
-func (m mountStat) Apply(v any) error {
-	opts, ok := v.(*distribution.CreateOptions)
-	if !ok {
-		return fmt.Errorf("unexpected options type %T", v)
-	}
-	opts.Mount.ShouldMount = true
-	opts.Mount.From = m.from
-	opts.Mount.Stat = &m.desc
-	return nil
-}
-
-// link makes a blob whose data is stored locally part of repo.
-func (c *Cache) link(ctx context.Context, repo reference.Named, dgst digest.Digest) error {
-	desc, err := c.local.BlobStatter().Stat(ctx, dgst)
-	if err != nil {
-		return err
-	}
-	from, err := reference.WithDigest(repo, dgst)
-	if err != nil {
-		return err
-	}
-	r, err := c.local.Repository(ctx, repo)
-	if err != nil {
-		return err
-	}
-	bw, err := r.Blobs(ctx).Create(ctx, mountStat{from: from, desc: desc})
-	var mounted distribution.ErrBlobMounted
-	if errors.As(err, &mounted) {
-		return nil
-	}
-	if err == nil {
-		_ = bw.Cancel(ctx)
-		return fmt.Errorf("linking %s into %s: mount was not done", dgst, repo.Name())
-	}
-	return err
 }
 
 func blobPath(repo reference.Named, dgst digest.Digest) string {

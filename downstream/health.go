@@ -108,7 +108,8 @@ func (u *UpstreamCheck) Poll(ctx context.Context, ticks <-chan time.Time) {
 // distribution's health registry r (health.DefaultRegistry when nil, which
 // /debug/health serves and which makes distribution answer 503 on the
 // paths it serves, / included, while a check fails), then probes at once and
-// every interval (DefaultHealthInterval when 0) until ctx ends.
+// every interval (DefaultHealthInterval when 0) until ctx ends or the cache
+// closes.
 //
 // Like distribution's App.RegisterHealthChecks, call it once per process for
 // the default registry: the health package panics on a second check of the
@@ -122,11 +123,16 @@ func (c *Cache) RegisterHealthChecks(ctx context.Context, r *health.Registry, in
 	}
 	u := c.NewUpstreamCheck(0)
 	r.Register(HealthCheckName, u)
-	go func() {
+	// Polls until ctx ends or the cache closes, whichever comes first.
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, cancel)
+	c.bg.Go(func() {
+		defer stop()
+		defer cancel()
 		_ = u.Probe(ctx)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		u.Poll(ctx, t.C)
-	}()
+	})
 	return u
 }

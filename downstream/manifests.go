@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3"
@@ -30,7 +31,7 @@ const maxManifestSize = 4 << 20
 func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
 	ctx := r.Context()
 	ck := c.cred(r)
-	local, err := c.local.Repository(ctx, repo)
+	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -52,7 +53,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	hold := func(d digest.Digest) bool {
 		if release == nil {
 			var err error
-			if release, err = c.inUse.hold(ctx, d); err != nil {
+			if release, err = c.expiry.Hold(ctx, d); err != nil {
 				return false // the client went away
 			}
 		}
@@ -67,7 +68,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		}
 		if c.allowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
 			rl.result = metrics.ResultHit
-			c.pulled(r, repo, dgst, kindManifest)
+			c.pulled(r, repo, dgst, store.KindManifest)
 			return
 		}
 	}
@@ -112,7 +113,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 			}
 			if c.serveLocalManifest(w, r, ms, dgst) {
 				rl.result = metrics.ResultHit
-				c.pulled(r, repo, dgst, kindManifest)
+				c.pulled(r, repo, dgst, store.KindManifest)
 				return
 			}
 			path = "/v2/" + repo.Name() + "/manifests/" + dgst.String()
@@ -157,7 +158,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 	mediaType := resp.Header.Get("Content-Type")
 	// Recorded before the manifest is stored, so that expiry knows of
 	// every link it may have to remove.
-	c.pulled(r, repo, dgst, kindManifest)
+	c.pulled(r, repo, dgst, store.KindManifest)
 	c.storeManifest(r, ms, mediaType, body, dgst)
 	rl.result = metrics.ResultMiss
 	writeManifest(w, r, mediaType, body, dgst)

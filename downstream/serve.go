@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
 )
@@ -31,7 +32,6 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 		return false // not here, or storage failing: fetching still works
 	}
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	data := blobDataPath(desc.Digest)
 	start, end, ranged := int64(0), desc.Size, false
 	if rng := honoredRange(r, desc.Digest); rng != "" {
 		var ok bool
@@ -43,7 +43,7 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 	// With storage.redirect off, distribution would serve the bytes itself
 	// whatever the driver offers: so does this, faster.
 	if c.redirects {
-		if u, err := c.driver.RedirectURL(r, data); err != nil || u != "" {
+		if u, err := c.store.RedirectURL(r, desc.Digest); err != nil || u != "" {
 			return c.serveBlobStore(w, r, blobs, dgst)
 		}
 	}
@@ -51,11 +51,11 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 	notModified := etagMatch(r.Header.Get("If-None-Match"), etag)
 	var body io.ReadCloser
 	if r.Method == http.MethodGet && !notModified {
-		body, err = c.driver.Reader(ctx, data, start)
+		body, err = c.store.Reader(ctx, desc.Digest, start)
 		if err != nil {
 			// Nothing is written yet: fetching still works, and a storage
 			// failure is neither a hit nor a pull.
-			if !isNotFound(err) {
+			if !store.IsNotFound(err) {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot read a stored blob; fetching it instead")
 			}
 			return false

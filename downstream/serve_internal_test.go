@@ -9,7 +9,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/distribution/reference"
+	"github.com/sirupsen/logrus"
 )
 
 // failingReads is a storage whose blob data cannot be read.
@@ -22,9 +26,29 @@ func (failingReads) Reader(context.Context, string, int64) (io.ReadCloser, error
 // A stored blob that storage cannot read is not served (no 500, no hit, no
 // pull recorded): the caller fetches it instead.
 func TestServeLocalStorageFailureIsNotAHit(t *testing.T) {
-	f := newSweepFixture(t, 0)
-	dgst := f.put("a", []byte("stored, but unreadable"))
-	c, err := New(testConfig(t, 0), f.ns, Options{Driver: failingReads{f.driver}, Logger: quietLogger()})
+	ctx := t.Context()
+	driver := inmemory.New()
+	ns, err := storage.NewRegistry(ctx, driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, _ := reference.WithName("a")
+	repo, err := ns.Repository(ctx, named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := repo.Blobs(ctx).Put(ctx, "application/octet-stream", []byte("stored, but unreadable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dgst := desc.Digest
+	cfg, err := ParseOptions(map[string]any{"upstreams": []any{"http://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quiet := logrus.New()
+	quiet.SetOutput(io.Discard)
+	c, err := New(cfg, ns, Options{Driver: failingReads{driver}, Logger: logrus.NewEntry(quiet)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +56,7 @@ func TestServeLocalStorageFailureIsNotAHit(t *testing.T) {
 	rec := httptest.NewRecorder()
 	sw := &statusWriter{ResponseWriter: rec}
 	req := httptest.NewRequest(http.MethodGet, "/v2/a/blobs/"+dgst.String(), nil)
-	if c.serveLocal(sw, req, f.repo("a").Blobs(f.ctx), dgst) {
+	if c.serveLocal(sw, req, repo.Blobs(ctx), dgst) {
 		t.Fatalf("serveLocal reported a hit after a storage failure (wrote %d %q)", rec.Code, rec.Body)
 	}
 	if sw.status != 0 || rec.Body.Len() != 0 || strings.Contains(rec.Header().Get("Content-Type"), "json") {

@@ -1,4 +1,4 @@
-package downstream
+package expiry
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/internal/testkit"
 
 	"github.com/distribution/distribution/v3"
@@ -46,7 +48,7 @@ func TestPullRecordsCoalesce(t *testing.T) {
 	clock := &testkit.Clock{}
 	d := &countingDriver{StorageDriver: inmemory.New()}
 	p := newPulls(d, 10*time.Minute, clock.Now, quietLogger()) // window: 1m
-	k := pullKey{dgst: digest.FromString("a"), repo: "lib/a", kind: kindLayer}
+	k := store.Ref{Digest: digest.FromString("a"), Repo: "lib/a", Kind: store.KindLayer}
 
 	p.record(ctx, k)
 	if got := d.puts.Load(); got != 1 {
@@ -64,23 +66,23 @@ func TestPullRecordsCoalesce(t *testing.T) {
 	if got := d.puts.Load(); got != 2 {
 		t.Fatalf("pull one window later: %d writes, want 2", got)
 	}
-	recs, err := p.of(ctx, k.dgst)
+	recs, err := p.of(ctx, k.Digest)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("records: %v, %v", recs, err)
 	}
-	if !recs[0].at.Equal(clock.Now()) || recs[0].pullKey != k {
+	if !recs[0].at.Equal(clock.Now()) || recs[0].Ref != k {
 		t.Fatalf("record %+v, want %v at %v", recs[0], k, clock.Now())
 	}
 
 	// Another repository is another record.
-	k2 := pullKey{dgst: k.dgst, repo: "lib/b", kind: kindLayer}
+	k2 := store.Ref{Digest: k.Digest, Repo: "lib/b", Kind: store.KindLayer}
 	p.record(ctx, k2)
 	if got := d.puts.Load(); got != 3 {
 		t.Fatalf("other repository: %d writes, want 3", got)
 	}
 
 	// A failed write is tried again on the next pull.
-	k3 := pullKey{dgst: digest.FromString("c"), repo: "lib/c", kind: kindManifest}
+	k3 := store.Ref{Digest: digest.FromString("c"), Repo: "lib/c", Kind: store.KindManifest}
 	d.fail.Store(true)
 	p.record(ctx, k3)
 	d.fail.Store(false)
@@ -88,7 +90,7 @@ func TestPullRecordsCoalesce(t *testing.T) {
 	if got := d.puts.Load(); got != 5 {
 		t.Fatalf("after a failed write: %d writes, want 5", got)
 	}
-	if recs, _ := p.of(ctx, k3.dgst); len(recs) != 1 {
+	if recs, _ := p.of(ctx, k3.Digest); len(recs) != 1 {
 		t.Fatalf("record after a retried write: %v", recs)
 	}
 }
@@ -98,15 +100,15 @@ func TestPullRecordDamaged(t *testing.T) {
 	clock := &testkit.Clock{}
 	d := inmemory.New()
 	p := newPulls(d, time.Hour, clock.Now, quietLogger())
-	k := pullKey{dgst: digest.FromString("x"), repo: "r", kind: kindLayer}
-	if err := d.PutContent(ctx, k.path(), []byte("yesterday")); err != nil {
+	k := store.Ref{Digest: digest.FromString("x"), Repo: "r", Kind: store.KindLayer}
+	if err := d.PutContent(ctx, recordPath(k), []byte("yesterday")); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := p.of(ctx, k.dgst)
+	recs, err := p.of(ctx, k.Digest)
 	if err != nil || len(recs) != 1 || !recs[0].at.Equal(clock.Now()) {
 		t.Fatalf("damaged record read as %v, %v; want one record at now", recs, err)
 	}
-	b, _ := d.GetContent(ctx, k.path())
+	b, _ := d.GetContent(ctx, recordPath(k))
 	if at, err := time.Parse(time.RFC3339Nano, string(bytes.TrimSpace(b))); err != nil || !at.Equal(clock.Now()) {
 		t.Fatalf("damaged record rewritten as %q", b)
 	}
@@ -114,14 +116,14 @@ func TestPullRecordDamaged(t *testing.T) {
 
 func TestParseRecordPath(t *testing.T) {
 	dgst := digest.FromString("p")
-	for _, k := range []pullKey{
-		{dgst: dgst, repo: "a", kind: kindLayer},
-		{dgst: dgst, repo: "org/team/app", kind: kindManifest},
-		{dgst: dgst, kind: kindData},
+	for _, k := range []store.Ref{
+		{Digest: dgst, Repo: "a", Kind: store.KindLayer},
+		{Digest: dgst, Repo: "org/team/app", Kind: store.KindManifest},
+		{Digest: dgst, Kind: store.KindData},
 	} {
-		got, ok := parseRecordPath(k.path())
+		got, ok := parseRecordPath(recordPath(k))
 		if !ok || got != k {
-			t.Errorf("parseRecordPath(%s) = %v, %v; want %v", k.path(), got, ok, k)
+			t.Errorf("parseRecordPath(%s) = %v, %v; want %v", recordPath(k), got, ok, k)
 		}
 	}
 	for _, p := range []string{
@@ -142,19 +144,19 @@ func TestParseRecordPath(t *testing.T) {
 
 func TestParseLinkPath(t *testing.T) {
 	dgst := digest.FromString("l")
-	for p, want := range map[string]pullKey{
-		repositoriesRoot + "/a/_layers/sha256/" + dgst.Encoded() + "/link":                        {dgst: dgst, repo: "a", kind: kindLayer},
-		repositoriesRoot + "/org/tags/_layers/sha256/" + dgst.Encoded() + "/link":                 {dgst: dgst, repo: "org/tags", kind: kindLayer},
-		repositoriesRoot + "/org/app/_manifests/revisions/sha256/" + dgst.Encoded() + "/link":     {dgst: dgst, repo: "org/app", kind: kindManifest},
-		repositoriesRoot + "/app/_manifests/tags/latest/index/sha256/" + dgst.Encoded() + "/link": {},
-		repositoriesRoot + "/app/_manifests/tags/latest/current/link":                             {},
-		repositoriesRoot + "/app/_uploads/some-uuid/startedat":                                    {},
-		repositoriesRoot + "/app/_layers/sha256/nothex/link":                                      {},
-		"/docker/registry/v2/blobs/sha256/aa/" + dgst.Encoded() + "/data":                         {},
+	for p, want := range map[string]store.Ref{
+		store.RepositoriesRoot + "/a/_layers/sha256/" + dgst.Encoded() + "/link":                        {Digest: dgst, Repo: "a", Kind: store.KindLayer},
+		store.RepositoriesRoot + "/org/tags/_layers/sha256/" + dgst.Encoded() + "/link":                 {Digest: dgst, Repo: "org/tags", Kind: store.KindLayer},
+		store.RepositoriesRoot + "/org/app/_manifests/revisions/sha256/" + dgst.Encoded() + "/link":     {Digest: dgst, Repo: "org/app", Kind: store.KindManifest},
+		store.RepositoriesRoot + "/app/_manifests/tags/latest/index/sha256/" + dgst.Encoded() + "/link": {},
+		store.RepositoriesRoot + "/app/_manifests/tags/latest/current/link":                             {},
+		store.RepositoriesRoot + "/app/_uploads/some-uuid/startedat":                                    {},
+		store.RepositoriesRoot + "/app/_layers/sha256/nothex/link":                                      {},
+		"/docker/registry/v2/blobs/sha256/aa/" + dgst.Encoded() + "/data":                               {},
 	} {
-		got, ok := parseLinkPath(p)
-		if ok != (want != pullKey{}) || got != want {
-			t.Errorf("parseLinkPath(%s) = %v, %v; want %v", p, got, ok, want)
+		got, ok := store.ParseLinkPath(p)
+		if ok != (want != store.Ref{}) || got != want {
+			t.Errorf("store.ParseLinkPath(%s) = %v, %v; want %v", p, got, ok, want)
 		}
 	}
 }
@@ -186,8 +188,8 @@ func TestSweepInterval(t *testing.T) {
 		5 * time.Minute: 30 * time.Second,
 		24 * time.Hour:  time.Hour,
 	} {
-		if got := sweepInterval(ttl); got != want {
-			t.Errorf("sweepInterval(%s) = %s, want %s", ttl, got, want)
+		if got := Interval(ttl); got != want {
+			t.Errorf("Interval(%s) = %s, want %s", ttl, got, want)
 		}
 	}
 }
@@ -239,26 +241,15 @@ func TestInUse(t *testing.T) {
 	none.holdAgain(d)()
 }
 
-func testConfig(t *testing.T, ttl time.Duration) Config {
-	opts := map[string]any{"upstreams": []any{"http://127.0.0.1:1"}}
-	if ttl > 0 {
-		opts["blobttl"] = ttl.String()
-	}
-	cfg, err := ParseOptions(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-// sweepFixture is a cache over an in-memory storage with a manual sweep.
+// sweepFixture is expiry over an in-memory storage, swept by hand.
 type sweepFixture struct {
 	t      *testing.T
 	ctx    context.Context
 	driver storagedriver.StorageDriver
 	ns     distribution.Namespace
 	clock  *testkit.Clock
-	c      *Cache
+	st     *store.Store
+	c      *Expiry
 }
 
 func newSweepFixture(t *testing.T, ttl time.Duration) *sweepFixture {
@@ -269,17 +260,14 @@ func newSweepFixture(t *testing.T, ttl time.Duration) *sweepFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.st = store.New(f.ns, f.driver)
 	f.c = f.newCache(ttl)
 	return f
 }
 
-func (f *sweepFixture) newCache(ttl time.Duration) *Cache {
-	c, err := New(testConfig(f.t, ttl), f.ns, Options{Now: f.clock.Now, Driver: f.driver, ManualSweep: true, Logger: quietLogger()})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() { _ = c.Close() })
-	return c
+// newCache is the expiry of another instance over the same storage.
+func (f *sweepFixture) newCache(ttl time.Duration) *Expiry {
+	return New(f.st, ttl, f.clock.Now, quietLogger(), metrics.New(nil))
 }
 
 // put stores data as a blob linked into repo.
@@ -328,7 +316,7 @@ func (f *sweepFixture) sweep(want SweepStats) {
 func (f *sweepFixture) stored(repo string, dgst digest.Digest) (data, linked bool) {
 	_, err := f.ns.BlobStatter().Stat(f.ctx, dgst)
 	data = err == nil
-	_, err = f.driver.Stat(f.ctx, repositoriesRoot+"/"+repo+"/_layers/sha256/"+dgst.Encoded()+"/link")
+	_, err = f.driver.Stat(f.ctx, store.RepositoriesRoot+"/"+repo+"/_layers/sha256/"+dgst.Encoded()+"/link")
 	return data, err == nil
 }
 
@@ -340,7 +328,7 @@ func TestSweep(t *testing.T) {
 	f.put("b", shared)
 	y := f.put("a", only)
 	z := f.put("c", orphan)
-	if err := f.driver.Delete(f.ctx, repositoriesRoot+"/c"); err != nil {
+	if err := f.driver.Delete(f.ctx, store.RepositoriesRoot+"/c"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -350,7 +338,7 @@ func TestSweep(t *testing.T) {
 
 	// Only a keeps pulling x.
 	f.clock.Advance(5 * time.Minute)
-	f.c.pulls.record(f.ctx, pullKey{dgst: x, repo: "a", kind: kindLayer})
+	f.c.pulls.record(f.ctx, store.Ref{Digest: x, Repo: "a", Kind: store.KindLayer})
 	f.clock.Advance(6*time.Minute + time.Second)
 	f.sweep(SweepStats{Kept: 1, Removed: 2, Bytes: int64(len(only) + len(orphan))})
 	for _, c := range []struct {
@@ -380,7 +368,7 @@ func TestSweep(t *testing.T) {
 			t.Errorf("%s@%s after expiry: data %v link %v", repo, x, data, link)
 		}
 	}
-	if _, err := f.driver.Stat(f.ctx, digestRecordsDir(x)); !isNotFound(err) {
+	if _, err := f.driver.Stat(f.ctx, digestRecordsDir(x)); !store.IsNotFound(err) {
 		t.Errorf("records of %s after expiry: %v", x, err)
 	}
 	f.sweep(SweepStats{})
@@ -395,7 +383,7 @@ func TestSweepRereadsRecords(t *testing.T) {
 	// Another cache on the same storage pulls it after this one's sweep
 	// read the records, before it removes anything.
 	other := newPulls(f.driver, ttl, f.clock.Now, quietLogger())
-	other.record(f.ctx, pullKey{dgst: x, repo: "b", kind: kindLayer})
+	other.record(f.ctx, store.Ref{Digest: x, Repo: "b", Kind: store.KindLayer})
 	removed, _, err := f.c.remove(f.ctx, x, ttl+ttl/10)
 	if err != nil || removed {
 		t.Fatalf("remove after another pull: removed %v, %v", removed, err)
@@ -448,14 +436,14 @@ func TestSweepManifest(t *testing.T) {
 
 func TestNoBlobTTLRecordsNothing(t *testing.T) {
 	f := newSweepFixture(t, 0)
-	if f.c.pulls != nil || f.c.inUse != nil {
+	if f.c != nil {
 		t.Fatal("expiry state without blobttl")
 	}
 	if st, err := f.c.Sweep(f.ctx); err != nil || st != (SweepStats{}) {
 		t.Fatalf("sweep without blobttl: %+v, %v", st, err)
 	}
-	want := "downstream: Options.Driver is nil; expected the storage driver under the local namespace"
-	if _, err := New(testConfig(t, time.Hour), f.ns, Options{}); err == nil || err.Error() != want {
-		t.Fatalf("New without a driver: %v, want %q", err, want)
+	f.c.Record(f.ctx, store.Ref{Digest: digest.FromString("x"), Repo: "a", Kind: store.KindLayer})
+	if _, err := f.driver.Stat(f.ctx, pullsRoot); !store.IsNotFound(err) {
+		t.Fatalf("a pull without blobttl wrote records: %v", err)
 	}
 }

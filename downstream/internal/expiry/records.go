@@ -1,13 +1,13 @@
-package downstream
+package expiry
 
 import (
 	"context"
-	"errors"
 	"path"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/distribution/reference"
 
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -29,25 +29,9 @@ import (
 // replicas.
 const pullsRoot = "/content-cache/v1/pulls"
 
-// kind is what a record keeps alive: a layer link, a manifest revision link,
-// or bare data.
-type kind string
-
-const (
-	kindLayer    kind = "_layer"
-	kindManifest kind = "_manifest"
-	kindData     kind = "_data"
-)
-
-// pullKey names one record.
-type pullKey struct {
-	dgst digest.Digest
-	repo string // "" for kindData
-	kind kind
-}
-
-func (k pullKey) path() string {
-	return path.Join(digestRecordsDir(k.dgst), k.repo, string(k.kind))
+// recordPath is where the record of ref lives.
+func recordPath(k store.Ref) string {
+	return path.Join(digestRecordsDir(k.Digest), k.Repo, string(k.Kind))
 }
 
 func digestRecordsDir(dgst digest.Digest) string {
@@ -56,7 +40,7 @@ func digestRecordsDir(dgst digest.Digest) string {
 
 // pullRecord is one record as read from storage.
 type pullRecord struct {
-	pullKey
+	store.Ref
 	at time.Time
 }
 
@@ -70,16 +54,16 @@ type pulls struct {
 	log    *logrus.Entry
 
 	mu      sync.Mutex
-	written map[pullKey]time.Time // what this instance last wrote, per record
+	written map[store.Ref]time.Time // what this instance last wrote, per record
 }
 
 func newPulls(driver storagedriver.StorageDriver, ttl time.Duration, now func() time.Time, log *logrus.Entry) *pulls {
-	return &pulls{driver: driver, window: ttl / 10, now: now, log: log, written: make(map[pullKey]time.Time)}
+	return &pulls{driver: driver, window: ttl / 10, now: now, log: log, written: make(map[store.Ref]time.Time)}
 }
 
 // record notes a pull of k now. Failing to write only risks an early
 // expiry, which costs a refetch: it is logged, not returned.
-func (p *pulls) record(ctx context.Context, k pullKey) {
+func (p *pulls) record(ctx context.Context, k store.Ref) {
 	if p == nil {
 		return
 	}
@@ -103,22 +87,22 @@ func (p *pulls) record(ctx context.Context, k pullKey) {
 			}
 		}
 		p.mu.Unlock()
-		p.log.WithError(err).WithField("digest", k.dgst).Warn("cannot record a pull; the content may expire early")
+		p.log.WithError(err).WithField("digest", k.Digest).Warn("cannot record a pull; the content may expire early")
 	}
 }
 
-func (p *pulls) write(ctx context.Context, k pullKey, at time.Time) error {
-	return p.driver.PutContent(ctx, k.path(), []byte(at.UTC().Format(time.RFC3339Nano)+"\n"))
+func (p *pulls) write(ctx context.Context, k store.Ref, at time.Time) error {
+	return p.driver.PutContent(ctx, recordPath(k), []byte(at.UTC().Format(time.RFC3339Nano)+"\n"))
 }
 
 // adopt writes a record for k at time at unless one exists, and reports
 // whether it wrote one.
-func (p *pulls) adopt(ctx context.Context, k pullKey, at time.Time) (bool, error) {
-	_, err := p.driver.Stat(ctx, k.path())
+func (p *pulls) adopt(ctx context.Context, k store.Ref, at time.Time) (bool, error) {
+	_, err := p.driver.Stat(ctx, recordPath(k))
 	if err == nil {
 		return false, nil
 	}
-	if !isNotFound(err) {
+	if !store.IsNotFound(err) {
 		return false, err
 	}
 	return true, p.write(ctx, k, at)
@@ -127,7 +111,7 @@ func (p *pulls) adopt(ctx context.Context, k pullKey, at time.Time) (bool, error
 // hasAny reports whether dgst has any record.
 func (p *pulls) hasAny(ctx context.Context, dgst digest.Digest) (bool, error) {
 	_, err := p.driver.Stat(ctx, digestRecordsDir(dgst))
-	if isNotFound(err) {
+	if store.IsNotFound(err) {
 		return false, nil
 	}
 	return err == nil, err
@@ -156,15 +140,15 @@ func (p *pulls) walk(ctx context.Context, root string) (map[digest.Digest][]pull
 		}
 		at, err := p.read(ctx, k)
 		if err != nil {
-			if isNotFound(err) {
+			if store.IsNotFound(err) {
 				return nil // removed meanwhile
 			}
 			return err
 		}
-		out[k.dgst] = append(out[k.dgst], pullRecord{pullKey: k, at: at})
+		out[k.Digest] = append(out[k.Digest], pullRecord{Ref: k, at: at})
 		return nil
 	})
-	if isNotFound(err) {
+	if store.IsNotFound(err) {
 		err = nil
 	}
 	return out, err
@@ -172,15 +156,15 @@ func (p *pulls) walk(ctx context.Context, root string) (map[digest.Digest][]pull
 
 // read returns a record's time. An unreadable time counts as now (and is
 // rewritten): a damaged record must not delete anything early.
-func (p *pulls) read(ctx context.Context, k pullKey) (time.Time, error) {
-	b, err := p.driver.GetContent(ctx, k.path())
+func (p *pulls) read(ctx context.Context, k store.Ref) (time.Time, error) {
+	b, err := p.driver.GetContent(ctx, recordPath(k))
 	if err != nil {
 		return time.Time{}, err
 	}
 	at, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
 	if err != nil {
 		at = p.now()
-		p.log.WithField("record", k.path()).Warn("unreadable pull record; counting it as a pull now")
+		p.log.WithField("record", recordPath(k)).Warn("unreadable pull record; counting it as a pull now")
 		if err := p.write(ctx, k, at); err != nil {
 			return time.Time{}, err
 		}
@@ -194,7 +178,7 @@ func (p *pulls) forget(dgst digest.Digest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k := range p.written {
-		if k.dgst == dgst {
+		if k.Digest == dgst {
 			delete(p.written, k)
 		}
 	}
@@ -213,34 +197,29 @@ func (p *pulls) prune(age time.Duration) {
 	}
 }
 
-// parseRecordPath is pullKey.path reversed.
-func parseRecordPath(p string) (pullKey, bool) {
+// parseRecordPath is recordPath reversed.
+func parseRecordPath(p string) (store.Ref, bool) {
 	rest, ok := strings.CutPrefix(p, pullsRoot+"/")
 	if !ok {
-		return pullKey{}, false
+		return store.Ref{}, false
 	}
 	parts := strings.Split(rest, "/")
 	if len(parts) < 3 {
-		return pullKey{}, false
+		return store.Ref{}, false
 	}
 	dgst := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
 	if dgst.Validate() != nil {
-		return pullKey{}, false
+		return store.Ref{}, false
 	}
-	k := pullKey{dgst: dgst, kind: kind(parts[len(parts)-1]), repo: strings.Join(parts[2:len(parts)-1], "/")}
+	k := store.Ref{Digest: dgst, Kind: store.Kind(parts[len(parts)-1]), Repo: strings.Join(parts[2:len(parts)-1], "/")}
 	switch {
-	case k.kind == kindData && k.repo == "":
-	case k.kind == kindLayer || k.kind == kindManifest:
-		if _, err := reference.WithName(k.repo); err != nil {
-			return pullKey{}, false
+	case k.Kind == store.KindData && k.Repo == "":
+	case k.Kind == store.KindLayer || k.Kind == store.KindManifest:
+		if _, err := reference.WithName(k.Repo); err != nil {
+			return store.Ref{}, false
 		}
 	default:
-		return pullKey{}, false
+		return store.Ref{}, false
 	}
 	return k, true
-}
-
-func isNotFound(err error) bool {
-	var nf storagedriver.PathNotFoundError
-	return errors.As(err, &nf)
 }

@@ -1,0 +1,251 @@
+// Package expiry removes what nobody pulled for blobttl: last-pull records
+// in the storage (records.go), the sweeper (this file), and the in-use
+// guard that keeps it away from content being filled or served (inuse.go).
+//
+// Content nobody pulled through any cache sharing the storage for blobttl
+// is removed, data included. A digest goes only when every record of it
+// (one per repository it was pulled through) is older than blobttl plus the
+// recording window: records are rewritten at most once per window, so a
+// record may lag the last pull by up to that much, and nothing is removed
+// before blobttl has passed.
+package expiry
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+
+	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
+)
+
+// SweepStats are what one sweep did.
+type SweepStats struct {
+	Adopted int   // records written for content found without one (first sweep only)
+	Kept    int   // digests pulled within blobttl
+	Busy    int   // expired digests skipped because they are being filled or served
+	Removed int   // digests removed
+	Bytes   int64 // bytes of blob data removed
+}
+
+// Expiry is one instance's expiry. A nil *Expiry (no blobttl) records
+// nothing, holds nothing and sweeps nothing.
+type Expiry struct {
+	store   *store.Store
+	ttl     time.Duration
+	now     func() time.Time
+	log     *logrus.Entry
+	metrics *metrics.Metrics
+	pulls   *pulls
+	inUse   *inUse
+
+	sweepMu sync.Mutex // one sweep at a time
+	adopted bool       // the first sweep adopted unrecorded content; under sweepMu
+}
+
+// New is the expiry of content in st after ttl; nil when ttl is 0.
+func New(st *store.Store, ttl time.Duration, now func() time.Time, log *logrus.Entry, m *metrics.Metrics) *Expiry {
+	if ttl <= 0 {
+		return nil
+	}
+	return &Expiry{
+		store: st, ttl: ttl, now: now, log: log, metrics: m,
+		pulls: newPulls(st.Driver(), ttl, now, log),
+		inUse: newInUse(),
+	}
+}
+
+// Interval is how often the sweeper runs: a tenth of blobttl, within
+// [1s, 1h]. It bounds how long expired content outlives blobttl.
+func Interval(ttl time.Duration) time.Duration {
+	return min(max(ttl/10, time.Second), time.Hour)
+}
+
+// Record notes a pull of ref now (see pulls.record).
+func (e *Expiry) Record(ctx context.Context, ref store.Ref) {
+	if e != nil {
+		e.pulls.record(ctx, ref)
+	}
+}
+
+// Hold keeps dgst from removal until release is called, once; while it is
+// being removed, Hold waits for the removal to end.
+func (e *Expiry) Hold(ctx context.Context, dgst digest.Digest) (release func(), err error) {
+	if e == nil {
+		return func() {}, nil
+	}
+	return e.inUse.hold(ctx, dgst)
+}
+
+// HoldAgain adds a hold on a digest the caller already holds: it never
+// waits.
+func (e *Expiry) HoldAgain(dgst digest.Digest) (release func()) {
+	if e == nil {
+		return func() {}
+	}
+	return e.inUse.holdAgain(dgst)
+}
+
+// Run sweeps at once (adopting what it finds), then every Interval until
+// ctx ends.
+func (e *Expiry) Run(ctx context.Context) {
+	if e == nil {
+		return
+	}
+	t := time.NewTicker(Interval(e.ttl))
+	defer t.Stop()
+	for {
+		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+			e.log.WithError(err).Warn("expiry sweep failed; retrying at the next one")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep removes the content nobody pulled for blobttl. The first sweep of
+// an instance first adopts what it finds in storage without a record, as
+// if pulled now. Sweeps run one at a time.
+func (e *Expiry) Sweep(ctx context.Context) (SweepStats, error) {
+	var st SweepStats
+	if e == nil {
+		return st, nil
+	}
+	e.sweepMu.Lock()
+	defer e.sweepMu.Unlock()
+	if !e.adopted {
+		n, err := e.adopt(ctx)
+		st.Adopted = n
+		if err != nil {
+			return st, fmt.Errorf("adopting stored content: %w", err)
+		}
+		e.adopted = true
+		if n > 0 {
+			e.log.WithField("records", n).Info("expiry: adopted stored content without pull records, as pulled now")
+		}
+	}
+	records, err := e.pulls.all(ctx)
+	if err != nil {
+		return st, fmt.Errorf("reading pull records: %w", err)
+	}
+	limit := e.ttl + e.pulls.window
+	for dgst, recs := range records {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		if !expired(recs, e.now(), limit) {
+			st.Kept++
+			continue
+		}
+		if !e.inUse.beginRemoval(dgst) {
+			st.Busy++
+			continue
+		}
+		removed, bytes, err := e.remove(ctx, dgst, limit)
+		e.inUse.endRemoval(dgst)
+		switch {
+		case err != nil:
+			e.log.WithError(err).WithField("digest", dgst).Warn("expiry: cannot remove; retrying at the next sweep")
+		case removed:
+			st.Removed++
+			st.Bytes += bytes
+		default:
+			st.Kept++
+		}
+	}
+	e.pulls.prune(limit)
+	return st, nil
+}
+
+// expired reports whether every record is older than limit.
+func expired(recs []pullRecord, now time.Time, limit time.Duration) bool {
+	for _, r := range recs {
+		if now.Sub(r.at) <= limit {
+			return false
+		}
+	}
+	return len(recs) > 0
+}
+
+// remove deletes an expired digest: every repository link its records name,
+// then the data, then the records. The records are read again first:
+// another cache sharing the storage may just have pulled it. A link that
+// cannot be removed keeps the data, so no repository is left pointing at
+// deleted data.
+func (e *Expiry) remove(ctx context.Context, dgst digest.Digest, limit time.Duration) (removed bool, bytes int64, err error) {
+	recs, err := e.pulls.of(ctx, dgst)
+	if err != nil {
+		return false, 0, err
+	}
+	last := time.Time{}
+	for _, r := range recs {
+		if r.at.After(last) {
+			last = r.at
+		}
+	}
+	if !expired(recs, e.now(), limit) {
+		return false, 0, nil
+	}
+	if desc, err := e.store.Stat(ctx, dgst); err == nil {
+		bytes = desc.Size
+	}
+	var repos []string
+	for _, r := range recs {
+		if r.Kind == store.KindData {
+			continue
+		}
+		if err := e.store.Unlink(ctx, r.Ref); err != nil {
+			return false, 0, fmt.Errorf("unlinking from %s: %w", r.Repo, err)
+		}
+		repos = append(repos, r.Repo)
+	}
+	if err := e.store.RemoveData(ctx, dgst); err != nil {
+		return false, 0, fmt.Errorf("removing data: %w", err)
+	}
+	if err := e.store.Driver().Delete(ctx, digestRecordsDir(dgst)); err != nil && !store.IsNotFound(err) {
+		return false, 0, fmt.Errorf("removing pull records: %w", err)
+	}
+	e.pulls.forget(dgst)
+	e.metrics.Evicted(bytes)
+	slices.Sort(repos)
+	e.log.WithFields(map[string]any{
+		"digest": dgst, "bytes": bytes, "repositories": slices.Compact(repos),
+		"last_pull": last.UTC().Format(time.RFC3339), "blobttl": config.ShortDuration(e.ttl),
+	}).Info("expiry: removed content nobody pulled for blobttl")
+	return true, bytes, nil
+}
+
+// adopt writes a record, as pulled now, for every link and every blob
+// found in storage without one: content stored before expiry was enabled,
+// or by a cache that died before recording it.
+func (e *Expiry) adopt(ctx context.Context) (int, error) {
+	now := e.now()
+	n := 0
+	add := func(k store.Ref) error {
+		wrote, err := e.pulls.adopt(ctx, k, now)
+		if wrote {
+			n++
+		}
+		return err
+	}
+	if err := e.store.WalkLinks(ctx, add); err != nil {
+		return n, err
+	}
+	err := e.store.EnumerateData(ctx, func(d digest.Digest) error {
+		has, err := e.pulls.hasAny(ctx, d)
+		if err != nil || has {
+			return err
+		}
+		return add(store.Ref{Digest: d, Kind: store.KindData})
+	})
+	return n, err
+}

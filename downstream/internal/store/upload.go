@@ -1,0 +1,89 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/reference"
+	"github.com/google/uuid"
+	"github.com/opencontainers/go-digest"
+)
+
+// Upload writes a blob through the storage driver into an upload directory
+// of a repository, and moves it into distribution's blob store once the
+// caller verified it: distribution's BlobWriter would hash every byte a
+// second time. A crash leaves the directory to distribution's upload
+// purger, which reads its startedat file.
+type Upload struct {
+	s         *Store
+	dir       string // <repository>/_uploads/<uuid>
+	fw        storagedriver.FileWriter
+	committed bool
+}
+
+// NewUpload starts an upload into repo, started at now.
+func (s *Store) NewUpload(ctx context.Context, repo string, now time.Time) (*Upload, error) {
+	u := &Upload{s: s, dir: UploadDir(repo, uuid.NewString())}
+	if err := s.driver.PutContent(ctx, path.Join(u.dir, "startedat"), []byte(now.UTC().Format(time.RFC3339))); err != nil {
+		return u, err
+	}
+	fw, err := s.driver.Writer(ctx, path.Join(u.dir, "data"), false)
+	if err != nil {
+		return u, err
+	}
+	u.fw = fw
+	return u, nil
+}
+
+// Write appends to the upload.
+func (u *Upload) Write(p []byte) (int, error) { return u.fw.Write(p) }
+
+// Commit keeps the upload as dgst, which the caller verified was size
+// bytes, and links it into repo (the repository the origin confirmed). The
+// size is checked only after the writer's Commit, against what the storage
+// reports: object stores' writers (s3, azure, gcs) buffer and upload in
+// parts, so before Commit neither Size nor Stat counts the last part.
+func (u *Upload) Commit(ctx context.Context, repo reference.Named, dgst digest.Digest, size int64) error {
+	if err := u.fw.Commit(ctx); err != nil {
+		return err
+	}
+	u.committed = true
+	if err := u.fw.Close(); err != nil {
+		return err
+	}
+	upload := path.Join(u.dir, "data")
+	fi, err := u.s.driver.Stat(ctx, upload)
+	if err != nil {
+		return err
+	}
+	if fi.Size() != size {
+		return fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
+	}
+	data := BlobDataPath(dgst)
+	switch _, err := u.s.driver.Stat(ctx, data); {
+	case IsNotFound(err):
+		if err := u.s.driver.Move(ctx, upload, data); err != nil {
+			return err
+		}
+	case err != nil:
+		// Unknown whether it is stored: nothing is linked to what may
+		// not be there.
+		return err
+	}
+	// Stored already (another cache sharing the storage): the upload goes.
+	_ = u.s.driver.Delete(ctx, u.dir)
+	return u.s.Link(ctx, repo, dgst)
+}
+
+// Cancel drops what is left of the upload: its writer unless committed,
+// and its directory.
+func (u *Upload) Cancel(ctx context.Context) {
+	if u.fw != nil && !u.committed {
+		_ = u.fw.Cancel(ctx)
+		_ = u.fw.Close()
+	}
+	_ = u.s.driver.Delete(ctx, u.dir)
+}
