@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +32,7 @@ type dockerEngine struct {
 }
 
 // startDockerd runs a private dockerd until the test ends: its own data
-// root, exec root, API socket, pidfile and (empty) daemon.json under one
+// root, exec root, API socket, pidfile, daemon.json and trust key under one
 // temp dir, vfs storage, no bridge and no iptables, and the loopback range
 // as insecure registries, so it pulls over plain HTTP from 127.0.0.1:PORT.
 // It returns once `docker version` answers on its socket. On cleanup it
@@ -47,8 +48,17 @@ func startDockerd(t *testing.T) *dockerEngine {
 		}
 		t.Skipf("dockerd needs root, running as uid %d", os.Geteuid())
 	}
-	bin := newTool(t, "dockerd").path
-	newTool(t, "containerd") // dockerd starts its own from PATH
+	// dockerd starts its own containerd from PATH.
+	for _, name := range []string{"dockerd", "containerd", "docker"} {
+		if _, err := exec.LookPath(name); err != nil {
+			const hint = "install the Debian package docker.io (.ci/run does); dockerd is in /usr/sbin"
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s not found on PATH (CI is set, so not skipping); %s: %v", name, hint, err)
+			}
+			t.Skipf("%s not found on PATH; %s: %v", name, hint, err)
+		}
+	}
+	bin, _ := exec.LookPath("dockerd")
 	cli := newTool(t, "docker")
 
 	// Unix socket paths are limited to 108 bytes and t.TempDir() can be
@@ -63,8 +73,11 @@ func startDockerd(t *testing.T) *dockerEngine {
 			t.Errorf("remove dockerd dir: %v", err)
 		}
 	})
+	// The trust key goes to /etc/docker/key.json unless the daemon.json says
+	// otherwise (dockerd 20.10 has no flag for it).
 	cfg := filepath.Join(dir, "daemon.json")
-	if err := os.WriteFile(cfg, []byte("{}\n"), 0o600); err != nil {
+	daemonJSON := fmt.Sprintf("{%q: %q}\n", "deprecated-key-path", filepath.Join(dir, "key.json"))
+	if err := os.WriteFile(cfg, []byte(daemonJSON), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "docker.sock")
