@@ -1,0 +1,13 @@
+//go:build !linux
+
+package conformance
+
+import "testing"
+
+// dockerEngine: dockerd is tested on Linux only.
+type dockerEngine struct{ host string }
+
+func startDockerd(t *testing.T) *dockerEngine {
+	t.Skip("the dockerd client test needs Linux")
+	return nil
+}
