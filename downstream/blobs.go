@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -27,7 +28,7 @@ const fillAttempts = 3
 // after the origin confirmed both.
 func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
 	ctx := r.Context()
-	ck := c.cred(r)
+	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)
@@ -43,7 +44,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	defer release()
 	// What the cache knows of this request's right to pull from repo,
 	// looked up once: a recent decision, or the origin's confirmation.
-	ra := reqAuth{decided: c.allowedByDecision(r, ck, repo.Name())}
+	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo.Name())}
 	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
 			rl.result = metrics.ResultHit
@@ -56,7 +57,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	// the origin must confirm this repository has it for this credential.
 	_, statErr := c.store.Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
-		resp, err := c.confirmBlob(ctx, r, repo, dgst)
+		resp, err := c.access.Confirm(ctx, r, blobPath(repo, dgst), repo.Name())
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
@@ -151,7 +152,7 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
 		// a refusal comes at once and the request may take the fill over.
-		if _, err := c.confirmBlob(ctx, r, a.repo, f.dgst); err != nil {
+		if _, err := c.access.Confirm(ctx, r, blobPath(a.repo, f.dgst), a.repo.Name()); err != nil {
 			return ownAnswer{err}
 		}
 		ra.confirmed = true
@@ -169,7 +170,7 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 	}
 	mine := st.by == a
 	if !mine && !ra.confirmed && (!ra.decided || st.by.repo.Name() != a.repo.Name()) {
-		if _, err := c.confirmBlob(ctx, r, a.repo, f.dgst); err != nil {
+		if _, err := c.access.Confirm(ctx, r, blobPath(a.repo, f.dgst), a.repo.Name()); err != nil {
 			return ownAnswer{err}
 		}
 		ra.confirmed = true
@@ -303,7 +304,7 @@ func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest
 
 // answerUpstreamError passes an upstream's refusal to the client and
 // forgets any decision the cache held for this credential.
-func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck credKey, err error, rl *requestLog) {
+func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck access.Key, err error, rl *requestLog) {
 	if se, ok := upstream.IsAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
 		// The refusal came from a HEAD, which has no body: ask once more
 		// as the client did, so that it gets the origin's error body.
@@ -320,7 +321,7 @@ func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo
 	rl.upstream = upstream.ErrorHost(err)
 	if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 		rl.result = metrics.ResultDenied
-		c.decisions.forget(ck, repo.Name())
+		c.access.Forget(ck, repo.Name())
 	}
 	if !errors.Is(err, context.Canceled) {
 		c.log.WithError(err).WithField("repository", repo.Name()).Debug("upstream refused or failed")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
@@ -27,16 +28,15 @@ import (
 // Cache is one downstream middleware instance: the local storage, the
 // upstreams and the state shared by the requests it serves.
 type Cache struct {
-	cfg       Config
-	local     distribution.Namespace
-	up        *upstream.Pool
-	decisions *decisions
-	creds     credHasher // keys credentials for decisions and fills
-	router    *mux.Router
-	log       *logrus.Entry
-	now       func() time.Time
-	spoolDir  string
-	metrics   *metrics.Metrics // this instance's Prometheus collectors (metrics.go)
+	cfg      Config
+	local    distribution.Namespace
+	up       *upstream.Pool
+	access   *access.Access
+	router   *mux.Router
+	log      *logrus.Entry
+	now      func() time.Time
+	spoolDir string
+	metrics  *metrics.Metrics // this instance's Prometheus collectors (metrics.go)
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*fill
@@ -105,8 +105,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		cfg:        cfg,
 		local:      local,
 		up:         up,
-		decisions:  newDecisions(cfg.AuthTTL, opts.Now, m),
-		creds:      newCredHasher(),
+		access:     access.New(up, cfg.AuthTTL, opts.Now, m),
 		metrics:    m,
 		router:     newRouter(),
 		log:        opts.Logger.WithField("component", "downstream"),
@@ -271,9 +270,6 @@ func newRouter() *mux.Router {
 	r.Path("/v2/{name:" + reference.NameRegexp.String() + "}/referrers/{digest:" + digest.DigestRegexp.String() + "}").Name(metrics.KindReferrers)
 	return r
 }
-
-// cred returns the client's credential key.
-func (c *Cache) cred(r *http.Request) credKey { return c.creds.key(r.Header.Get("Authorization")) }
 
 // detach keeps ctx's values but not its cancellation, bounded by d and by
 // the cache's fills' lifetime: work that outlives the request that started

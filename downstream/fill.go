@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -125,7 +126,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 			body.Close()
 		}
 	}()
-	c.decisions.allow(a.cred, a.repo.Name())
+	c.access.Allow(a.cred, a.repo.Name())
 	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
 	if err != nil {
 		return fmt.Errorf("creating spool file: %w", err)
@@ -221,7 +222,7 @@ func (c *Cache) fetchFirst(ctx context.Context, f *fill, a *asker) (askedRespons
 		if err == nil {
 			return askedResponse{resp, a}, nil
 		}
-		if !refusal(err) {
+		if !access.Refusal(err) {
 			return askedResponse{}, err
 		}
 		f.refuse(a, err)
@@ -295,7 +296,7 @@ func (f *fill) refusedFor(a *asker) error {
 
 // refusedKey returns a refusal of an asker with k's credential and
 // repository.
-func (f *fill) refusedKey(k decisionKey) error {
+func (f *fill) refusedKey(k access.DecisionKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for a, err := range f.refused {
@@ -452,4 +453,16 @@ func (f *fill) release() {
 
 func blobPath(repo reference.Named, dgst digest.Digest) string {
 	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
+}
+
+// asker is a request a fill may fetch with: its credential, its
+// repository, and the headers that carry them upstream.
+type asker struct {
+	cred access.Key
+	repo reference.Named
+	hdr  http.Header
+}
+
+func (a *asker) key() access.DecisionKey {
+	return access.DecisionKey{Cred: a.cred, Repo: a.repo.Name()}
 }

@@ -30,7 +30,7 @@ const maxManifestSize = 4 << 20
 // of a digest are served from local storage once stored and allowed.
 func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
 	ctx := r.Context()
-	ck := c.cred(r)
+	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		writeError(w, err)
@@ -66,7 +66,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		if !hold(d) {
 			return
 		}
-		if c.allowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
+		if c.access.AllowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
 			rl.result = metrics.ResultHit
 			c.pulled(r, repo, dgst, store.KindManifest)
 			return
@@ -83,7 +83,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		}
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
-		resp, err := c.confirm(ctx, r, path, repo)
+		resp, err := c.access.Confirm(ctx, r, path, repo.Name())
 		if err != nil {
 			if notModifiedUnknown(r, err, dgst) {
 				writeNotModified(w)
@@ -139,7 +139,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		writeUpstreamError(w, r, &UpstreamError{Host: resp.Host.Host, Err: err})
 		return
 	}
-	c.decisions.allow(ck, repo.Name())
+	c.access.Allow(ck, repo.Name())
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {

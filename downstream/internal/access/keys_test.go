@@ -1,4 +1,4 @@
-package downstream
+package access
 
 import (
 	"crypto/sha256"
@@ -11,18 +11,18 @@ import (
 // the bare SHA-256 of the header (crackable for Basic credentials).
 func TestCredentialKeysAreKeyed(t *testing.T) {
 	header := "Basic " + base64.StdEncoding.EncodeToString([]byte("carol:carol-pw"))
-	a, b := newCredHasher(), newCredHasher()
-	first, again := a.key(header), a.key(header)
+	a, b := NewHasher(), NewHasher()
+	first, again := a.Key(header), a.Key(header)
 	if first != again {
 		t.Fatal("one instance keys one header two ways")
 	}
-	if a.key(header) == b.key(header) {
+	if a.Key(header) == b.Key(header) {
 		t.Fatal("two instances key a header the same way: the key is not secret")
 	}
-	if a.key(header) == credKey(sha256.Sum256([]byte(header))) {
+	if a.Key(header) == Key(sha256.Sum256([]byte(header))) {
 		t.Fatal("the key is the bare SHA-256 of the header")
 	}
-	if a.key(header) == a.key("") {
+	if a.Key(header) == a.Key("") {
 		t.Fatal("a credential keys like an anonymous request")
 	}
 }

@@ -1,4 +1,4 @@
-package downstream
+package access
 
 import (
 	"strconv"
@@ -16,17 +16,17 @@ import (
 // "hash+hit" includes hashing the Authorization header as a request does.
 func BenchmarkDecisionLookup(b *testing.B) {
 	const pairs = 10_000
-	d := newDecisions(time.Hour, time.Now, metrics.New(nil))
-	h := newCredHasher()
-	creds := make([]credKey, pairs)
+	d := NewDecisions(time.Hour, time.Now, metrics.New(nil))
+	h := NewHasher()
+	creds := make([]Key, pairs)
 	headers := make([]string, pairs)
 	repos, others := make([]string, pairs), make([]string, pairs)
 	for i := range pairs {
 		headers[i] = "Bearer token-of-user-" + strconv.Itoa(i)
-		creds[i] = h.key(headers[i])
+		creds[i] = h.Key(headers[i])
 		repos[i] = "team-" + strconv.Itoa(i%100) + "/app"
 		others[i] = "team-" + strconv.Itoa(i%100) + "/other"
-		d.allow(creds[i], repos[i])
+		d.Allow(creds[i], repos[i])
 	}
 	var next atomic.Uint64
 	b.Run("hit", func(b *testing.B) {
@@ -34,7 +34,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if !d.isAllowed(creds[i], repos[i]) {
+				if !d.IsAllowed(creds[i], repos[i]) {
 					b.Error("allowed pair not found")
 					return
 				}
@@ -47,7 +47,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if d.isAllowed(creds[i], others[i]) {
+				if d.IsAllowed(creds[i], others[i]) {
 					b.Error("a pair never allowed was found")
 					return
 				}
@@ -60,7 +60,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if !d.isAllowed(h.key(headers[i]), repos[i]) {
+				if !d.IsAllowed(h.Key(headers[i]), repos[i]) {
 					b.Error("allowed pair not found")
 					return
 				}

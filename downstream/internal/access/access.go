@@ -1,0 +1,91 @@
+// Package access holds the cache's one authorization flow: the rules, the
+// decisions the origin gave (decisions.go), and asking the origin.
+//
+// The rules. Bytes of a blob or manifest reach a client only when
+//   - the origin allows the client's credential on the repository: it just
+//     said so, or said so less than authttl ago (a decision); and
+//   - the repository has the digest at the origin: the cache holds a link
+//     in that repository, made only after the origin confirmed it, or the
+//     origin just answered 2xx for that repository and digest.
+//
+// A fill confirms both for the request whose credential it fetches with,
+// and for nobody else: every other request is checked on its own, and only
+// its own answer from the origin ever reaches it.
+package access
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
+)
+
+// Access authorizes the requests of one cache instance.
+type Access struct {
+	pool      *upstream.Pool
+	decisions *Decisions
+	creds     Hasher
+}
+
+// New authorizes at pool's upstreams, keeping "allowed" answers for ttl.
+func New(pool *upstream.Pool, ttl time.Duration, now func() time.Time, m *metrics.Metrics) *Access {
+	return &Access{pool: pool, decisions: NewDecisions(ttl, now, m), creds: NewHasher()}
+}
+
+// Cred is the key of r's credential.
+func (a *Access) Cred(r *http.Request) Key { return a.creds.Key(r.Header.Get("Authorization")) }
+
+// AllowedByDecision reports whether a recent "allowed" answer of the origin
+// authorizes ck on repo for r. A request that asks for a fresh answer never
+// is: chained caches ask so (see WantsFresh), which keeps the revocation
+// bound at authttl however deep the chain.
+func (a *Access) AllowedByDecision(r *http.Request, ck Key, repo string) bool {
+	return !WantsFresh(r) && a.decisions.IsAllowed(ck, repo)
+}
+
+// Allow records that the origin just allowed ck on repo.
+func (a *Access) Allow(ck Key, repo string) { a.decisions.Allow(ck, repo) }
+
+// Forget drops ck's decision on repo, after the origin refused it.
+func (a *Access) Forget(ck Key, repo string) { a.decisions.Forget(ck, repo) }
+
+// Confirm asks the origin, with r's own credential, whether r may have
+// path of repo (a HEAD), and records the decision when it may. The
+// response's body is closed.
+func (a *Access) Confirm(ctx context.Context, r *http.Request, path, repo string) (*upstream.Response, error) {
+	resp, err := a.pool.Do(ctx, upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header})
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	a.decisions.Allow(a.Cred(r), repo)
+	return resp, nil
+}
+
+// WantsFresh reports whether a request forbids answers from stored
+// decisions: "Cache-Control: no-cache" or "max-age=0" (RFC 9111), or
+// "Pragma: no-cache". Every request a cache sends upstream says no-cache,
+// so an upstream content cache asks the origin again instead of reusing a
+// decision that this cache would then keep for another authttl.
+func WantsFresh(r *http.Request) bool {
+	for _, v := range r.Header.Values("Cache-Control") {
+		for d := range strings.SplitSeq(v, ",") {
+			switch strings.ToLower(strings.TrimSpace(d)) {
+			case "no-cache", "max-age=0":
+				return true
+			}
+		}
+	}
+	return strings.EqualFold(strings.TrimSpace(r.Header.Get("Pragma")), "no-cache")
+}
+
+// Refusal reports whether err is the origin's answer to this request alone
+// (a 4xx: no access, no such blob there, a rate limit of this client), as
+// opposed to a failure of the upstream that any request would meet.
+func Refusal(err error) bool {
+	se, ok := upstream.IsAnswer(err)
+	return ok && se.Status >= 400 && se.Status < 500
+}
