@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/access"
+	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -57,7 +58,7 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 	// the origin must confirm this repository has it for this credential.
 	_, statErr := c.store.Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
-		resp, err := c.access.Confirm(ctx, r, blobPath(repo, dgst), repo.Name())
+		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo, dgst), repo.Name())
 		if err != nil {
 			c.answerUpstreamError(w, r, repo, ck, err, rl)
 			return
@@ -84,25 +85,14 @@ func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference
 		}
 	}
 
-	a := &asker{cred: ck, repo: repo, hdr: r.Header.Clone()}
+	a := &fill.Asker{Cred: ck, Repo: repo, Hdr: r.Header.Clone()}
 	for attempt := 1; ; attempt++ {
-		c.mu.Lock()
-		f, leader := c.fills[dgst], false
-		if f == nil {
-			leader = true
-			f = c.startFill(ctx, a, dgst)
-		} else {
-			f.acquire()
-			// Only a request the origin allowed may take the fill over
-			// if the credential it fetches with is refused: a flood of
-			// unauthorized requests cannot stand in the way.
-			if ra.confirmed || ra.decided {
-				c.enlistLocked(f, a)
-			}
-		}
-		c.mu.Unlock()
+		// Only a request the origin allowed may take the fill over if the
+		// credential it fetches with is refused: a flood of unauthorized
+		// requests cannot stand in the way.
+		f, leader := c.fills.Join(ctx, a, dgst, ra.confirmed || ra.decided)
 		err := c.joinFill(w, r, f, a, leader, &ra, rl)
-		f.release()
+		f.Release()
 		var own ownAnswer
 		if errors.As(err, &own) {
 			c.answerUpstreamError(w, r, repo, ck, own.err, rl)
@@ -147,30 +137,30 @@ func (e ownAnswer) Error() string { return e.err.Error() }
 // credential it fetched with; anybody else needs a decision for the same
 // repository (the fill's 200 says the repository has the digest) or the
 // origin's confirmation of its own repository and digest.
-func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *asker, leader bool, ra *reqAuth, rl *requestLog) error {
+func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) error {
 	ctx := r.Context()
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
 		// a refusal comes at once and the request may take the fill over.
-		if _, err := c.access.Confirm(ctx, r, blobPath(a.repo, f.dgst), a.repo.Name()); err != nil {
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
 			return ownAnswer{err}
 		}
 		ra.confirmed = true
-		c.enlist(f, a)
+		c.fills.Enlist(f, a)
 	}
-	st, err := f.wait(ctx, func(s fillState) bool { return s.started || s.finished || f.refusedFor(a) != nil })
+	st, err := f.Wait(ctx, func(s fill.State) bool { return s.Started || s.Finished || f.RefusedFor(a) != nil })
 	if err != nil {
 		return err // the client went away
 	}
-	if err := f.refusedFor(a); err != nil {
+	if err := f.RefusedFor(a); err != nil {
 		return ownAnswer{err}
 	}
-	if !st.started {
-		return preStartError{st.err}
+	if !st.Started {
+		return preStartError{st.Err}
 	}
-	mine := st.by == a
-	if !mine && !ra.confirmed && (!ra.decided || st.by.repo.Name() != a.repo.Name()) {
-		if _, err := c.access.Confirm(ctx, r, blobPath(a.repo, f.dgst), a.repo.Name()); err != nil {
+	mine := st.By == a
+	if !mine && !ra.confirmed && (!ra.decided || st.By.Repo.Name() != a.Repo.Name()) {
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
 			return ownAnswer{err}
 		}
 		ra.confirmed = true
@@ -179,16 +169,16 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 	if !leader {
 		rl.result = metrics.ResultCoalesced
 	}
-	rl.upstream = st.host
-	c.pulled(r, a.repo, f.dgst, store.KindLayer)
+	rl.upstream = st.Host
+	c.pulled(r, a.Repo, f.Digest(), store.KindLayer)
 	st, err = c.streamFill(w, r, f, st)
 	if err != nil {
 		return err
 	}
-	if st.ok() && a.repo.Name() != st.by.repo.Name() {
+	if st.OK() && a.Repo.Name() != st.By.Repo.Name() {
 		// Confirmed above for this repository: the link may be made.
-		if err := c.store.Link(ctx, a.repo, f.dgst); err != nil {
-			c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot link blob")
+		if err := c.store.Link(ctx, a.Repo, f.Digest()); err != nil {
+			c.log.WithError(err).WithField("digest", f.Digest()).Warn("cannot link blob")
 		}
 	}
 	return nil
@@ -198,12 +188,12 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill, a *ask
 // byte of the response is held back until the whole blob is verified, and a
 // failed fill aborts the response: a client never sees a complete-looking
 // wrong body.
-func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st fillState) (fillState, error) {
+func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, st fill.State) (fill.State, error) {
 	ctx := r.Context()
 	var err error
-	size := st.size
+	size := st.Size
 	start, end, status := int64(0), size, http.StatusOK
-	if rng := honoredRange(r, f.dgst); rng != "" {
+	if rng := honoredRange(r, f.Digest()); rng != "" {
 		var ok bool
 		if size >= 0 {
 			start, end, ok = parseRange(rng, size)
@@ -219,9 +209,9 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st f
 	}
 	h := w.Header()
 	h.Set("Docker-Distribution-API-Version", "registry/2.0")
-	h.Set("Docker-Content-Digest", f.dgst.String())
+	h.Set("Docker-Content-Digest", f.Digest().String())
 	h.Set("Content-Type", "application/octet-stream")
-	h.Set("ETag", `"`+f.dgst.String()+`"`)
+	h.Set("ETag", `"`+f.Digest().String()+`"`)
 	h.Set("Accept-Ranges", "bytes")
 	if end >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(end-start, 10))
@@ -231,23 +221,23 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st f
 	// the upstream's plus a round trip.
 	_ = http.NewResponseController(w).Flush()
 
-	buf := make([]byte, fillChunk)
+	buf := make([]byte, fill.Chunk)
 	off := start
 	for end < 0 || off < end {
-		st, err = f.wait(ctx, func(s fillState) bool { return s.finished || available(s, end) > off })
+		st, err = f.Wait(ctx, func(s fill.State) bool { return s.Finished || available(s, end) > off })
 		if err != nil {
 			return st, err // the client went away
 		}
-		if st.finished && st.err != nil {
-			c.log.WithError(st.err).WithField("digest", f.dgst).Warn("fill failed; aborting the client's response")
+		if st.Finished && st.Err != nil {
+			c.log.WithError(st.Err).WithField("digest", f.Digest()).Warn("fill failed; aborting the client's response")
 			panic(http.ErrAbortHandler)
 		}
 		limit := available(st, end)
-		if end < 0 && st.finished && off >= limit {
+		if end < 0 && st.Finished && off >= limit {
 			break
 		}
 		for off < limit {
-			n, err := f.spool.ReadAt(buf[:min(int64(len(buf)), limit-off)], off)
+			n, err := f.ReadAt(buf[:min(int64(len(buf)), limit-off)], off)
 			if n > 0 {
 				if _, werr := w.Write(buf[:n]); werr != nil {
 					return st, werr
@@ -264,11 +254,11 @@ func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill, st f
 
 // available returns how many bytes of the fill may be sent: all written
 // bytes, but never the last byte of the response before verification.
-func available(s fillState, end int64) int64 {
-	n := s.written
+func available(s fill.State, end int64) int64 {
+	n := s.Written
 	if end >= 0 {
 		n = min(n, end)
-		if !s.ok() && n == end {
+		if !s.OK() && n == end {
 			n--
 		}
 	}
@@ -276,20 +266,20 @@ func available(s fillState, end int64) int64 {
 }
 
 // serveAfterFill waits for the fill and serves the stored blob.
-func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill) (fillState, error) {
-	st, err := f.wait(r.Context(), func(s fillState) bool { return s.finished })
+func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.Fill) (fill.State, error) {
+	st, err := f.Wait(r.Context(), func(s fill.State) bool { return s.Finished })
 	if err != nil {
 		return st, err
 	}
-	if st.err != nil {
-		return st, preStartError{st.err}
+	if st.Err != nil {
+		return st, preStartError{st.Err}
 	}
-	local, err := c.store.Repository(r.Context(), st.by.repo)
+	local, err := c.store.Repository(r.Context(), st.By.Repo)
 	if err != nil {
 		return st, err
 	}
-	if !c.serveLocal(w, r, local.Blobs(r.Context()), f.dgst) {
-		writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(f.dgst))
+	if !c.serveLocal(w, r, local.Blobs(r.Context()), f.Digest()) {
+		writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(f.Digest()))
 	}
 	return st, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
+	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -38,8 +39,7 @@ type Cache struct {
 	spoolDir string
 	metrics  *metrics.Metrics // this instance's Prometheus collectors (metrics.go)
 
-	mu    sync.Mutex
-	fills map[digest.Digest]*fill
+	fills *fill.Fills
 
 	driver storagedriver.StorageDriver // under local
 	store  *store.Store                // local, as the cache reads and writes it
@@ -51,13 +51,11 @@ type Cache struct {
 	expiry *expiry.Expiry // nil without blobttl
 
 	// Lifecycle: the cache's own goroutines (sweeper, health polls) run
-	// until ctx ends; fills run until fillsCtx ends, a grace period after
-	// Close.
-	ctx, fillsCtx       context.Context
-	cancel, cancelFills context.CancelFunc
-	closeGrace          time.Duration
-	bg                  sync.WaitGroup // the cache's own goroutines
-	wg                  sync.WaitGroup // fills in flight, waited for by Close
+	// until ctx ends; fills run until a grace period after Close.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	closeGrace time.Duration
+	bg         sync.WaitGroup // the cache's own goroutines
 }
 
 // Options are the parts of a Cache that are not configuration. The zero
@@ -111,20 +109,23 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		log:        opts.Logger.WithField("component", "downstream"),
 		now:        opts.Now,
 		spoolDir:   opts.SpoolDir,
-		fills:      make(map[digest.Digest]*fill),
 		closeGrace: opts.CloseGrace,
 	}
 	if c.closeGrace <= 0 {
 		c.closeGrace = DefaultCloseGrace
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.fillsCtx, c.cancelFills = context.WithCancel(context.Background())
+
 	if opts.Driver == nil {
 		return nil, errors.New("downstream: Options.Driver is nil; expected the storage driver under the local namespace")
 	}
 	c.driver = opts.Driver
 	c.store = store.New(local, opts.Driver)
 	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, c.log, m)
+	c.fills = fill.New(fill.Deps{
+		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
+		Log: c.log, Now: opts.Now, SpoolDir: opts.SpoolDir, Timeout: cfg.FillTimeout,
+	})
 	if c.expiry != nil && !opts.ManualSweep {
 		c.bg.Go(func() { c.expiry.Run(c.ctx) })
 	}
@@ -141,20 +142,7 @@ const DefaultCloseGrace = 10 * time.Second
 func (c *Cache) Close() error {
 	c.cancel()
 	c.bg.Wait()
-	done := make(chan struct{})
-	go func() {
-		c.wg.Wait()
-		close(done)
-	}()
-	grace := time.NewTimer(c.closeGrace)
-	defer grace.Stop()
-	select {
-	case <-done:
-	case <-grace.C:
-		c.cancelFills()
-		<-done
-	}
-	c.cancelFills()
+	c.fills.Close(c.closeGrace)
 	c.up.Close()
 	return nil
 }
@@ -269,13 +257,4 @@ func newRouter() *mux.Router {
 	r := v2.RouterWithPrefix("")
 	r.Path("/v2/{name:" + reference.NameRegexp.String() + "}/referrers/{digest:" + digest.DigestRegexp.String() + "}").Name(metrics.KindReferrers)
 	return r
-}
-
-// detach keeps ctx's values but not its cancellation, bounded by d and by
-// the cache's fills' lifetime: work that outlives the request that started
-// it (a fill others wait for).
-func (c *Cache) detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
-	stop := context.AfterFunc(c.fillsCtx, cancel)
-	return ctx, func() { stop(); cancel() }
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	"github.com/content-cache/content-cache/downstream/internal/config"
@@ -413,4 +415,9 @@ func CopyResponseHeaders(dst, src http.Header, host *url.URL) {
 			dst.Add(k, v)
 		}
 	}
+}
+
+// BlobPath is the API path of a blob of repo.
+func BlobPath(repo reference.Named, dgst digest.Digest) string {
+	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
 }

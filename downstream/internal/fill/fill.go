@@ -1,4 +1,4 @@
-package downstream
+package fill
 
 import (
 	"context"
@@ -25,8 +25,8 @@ import (
 // copy on object stores), or removing a failed one's upload.
 const storeTimeout = 5 * time.Minute
 
-// fillChunk is the read size of a fill and of the waiters streaming from it.
-const fillChunk = 256 << 10
+// Chunk is the read size of a fill and of the waiters streaming from it.
+const Chunk = 256 << 10
 
 // errBlobCorrupt reports upstream bytes that do not match the digest, or a
 // body shorter or longer than announced.
@@ -37,57 +37,57 @@ var errBlobCorrupt = errors.New("upstream blob does not match its digest or size
 // storage only once its size and digest are verified. It runs detached from
 // the request that started it, so that waiters keep streaming when that
 // client goes away.
-type fill struct {
+type Fill struct {
 	dgst  digest.Digest
 	spool *os.File // created by the fill once the upstream answered 200
-	// repo is the repository the fill fetches through: that of the asker
+	// repo is the repository the fill fetches through: that of the Asker
 	// the origin answered 200. Set before the fill shows as started, read
 	// by others only after.
 	repo reference.Named
 
 	// next lists the askers to fetch with if the origin refuses the
-	// current one before streaming. Under Cache.mu, which also guards the
-	// fill's removal from Cache.fills: nobody is enlisted in a fill that
+	// current one before streaming. Under Fills.mu, which also guards the
+	// fill's removal from Fills.fills: nobody is enlisted in a fill that
 	// gave up.
-	next []*asker
+	next []*Asker
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change of state
-	state   fillState
-	refused map[*asker]error // the origin's refusal of each asker it refused
+	state   State
+	refused map[*Asker]error // the origin's refusal of each Asker it refused
 	refs    int              // the fill itself and its waiters: the spool lives until 0
 }
 
-// fillState is a snapshot of a fill's progress.
-type fillState struct {
-	started  bool   // the upstream answered 200: size and streaming are on
-	by       *asker // the asker it answered 200, once started
-	host     string // the upstream it streams from
-	size     int64  // announced size, -1 when unknown
-	written  int64  // bytes in the spool
-	finished bool
-	err      error // why the fill failed, when finished
+// State is a snapshot of a fill's progress.
+type State struct {
+	Started  bool   // the upstream answered 200: size and streaming are on
+	By       *Asker // the asker it answered 200, once started
+	Host     string // the upstream it streams from
+	Size     int64  // announced size, -1 when unknown
+	Written  int64  // bytes in the spool
+	Finished bool
+	Err      error // why the fill failed, when finished
 }
 
-// ok reports a finished, verified fill.
-func (s fillState) ok() bool { return s.finished && s.err == nil }
+// OK reports a finished, verified fill.
+func (s State) OK() bool { return s.Finished && s.Err == nil }
 
 // startFill registers and starts a fill that fetches with a first; the
 // caller holds c.mu, so it does nothing slow (the spool file is created by
 // the fill itself). It is returned with one reference for the caller.
-func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fill {
-	f := &fill{
+func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fill {
+	f := &Fill{
 		dgst:    dgst,
 		changed: make(chan struct{}),
-		state:   fillState{size: -1},
-		refused: make(map[*asker]error),
+		state:   State{Size: -1},
+		refused: make(map[*Asker]error),
 		refs:    2,
 	}
 	c.fills[dgst] = f
 	// The caller holds dgst; the fill keeps it from expiry until it is
 	// committed, however long it outlives that request.
 	releaseHold := c.expiry.HoldAgain(dgst)
-	fctx, cancel := c.detach(ctx, c.cfg.FillTimeout)
+	fctx, cancel := c.detach(ctx, c.timeout)
 	c.metrics.FillStarted()
 	c.wg.Add(1)
 	go func() {
@@ -103,30 +103,30 @@ func (c *Cache) startFill(ctx context.Context, a *asker, dgst digest.Digest) *fi
 			delete(c.fills, dgst)
 		}
 		c.mu.Unlock()
-		f.update(func(s *fillState) { s.finished, s.err = true, err })
-		f.release()
+		f.update(func(s *State) { s.Finished, s.Err = true, err })
+		f.Release()
 	}()
 	return f
 }
 
 // runFill fetches the blob, feeding the spool and local storage, and commits
 // it when verified. It fetches with a's credential; if the origin refuses
-// it, with the next asker enlisted, so that one client's refusal never
+// it, with the next Asker enlisted, so that one client's refusal never
 // fails another's pull.
-func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
+func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	resp, err := c.fetchFirst(ctx, f, a)
 	if err != nil {
 		return err
 	}
 	a = resp.by
-	hdr := a.hdr
+	hdr := a.Hdr
 	body, host := resp.Body, resp.Host
 	defer func() {
 		if body != nil {
 			body.Close()
 		}
 	}()
-	c.access.Allow(a.cred, a.repo.Name())
+	c.access.Allow(a.Cred, a.Repo.Name())
 	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
 	if err != nil {
 		return fmt.Errorf("creating spool file: %w", err)
@@ -134,9 +134,9 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	// Unlinked at once: nothing is left behind if the process dies.
 	_ = os.Remove(spool.Name())
 	// Written before the fill shows as started; waiters read them after.
-	f.spool, f.repo = spool, a.repo
+	f.spool, f.repo = spool, a.Repo
 	size := resp.ContentLength
-	f.update(func(s *fillState) { s.started, s.by, s.size, s.host = true, a, size, host.Host })
+	f.update(func(s *State) { s.Started, s.By, s.Size, s.Host = true, a, size, host.Host })
 
 	// Local storage is best effort: if it fails, waiters still get their
 	// verified bytes from the spool, and nothing is committed.
@@ -152,7 +152,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	}()
 
 	verifier := f.dgst.Verifier()
-	buf := make([]byte, fillChunk)
+	buf := make([]byte, Chunk)
 	failed := map[string]bool{}
 	m := c.metrics
 	for {
@@ -167,7 +167,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 			}
 			_, _ = verifier.Write(buf[:n])
 			written += int64(n)
-			f.update(func(s *fillState) { s.written = written })
+			f.update(func(s *State) { s.Written = written })
 		}
 		if rerr == io.EOF && (size < 0 || written == size) {
 			break
@@ -178,7 +178,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 			}
 			// The upstream failed mid-stream: go on from another one,
 			// from the byte reached.
-			failure := &UpstreamError{Host: host.Host, Err: fmt.Errorf("reading blob %s at byte %d: %w", f.dgst, written, rerr)}
+			failure := &upstream.UpstreamError{Host: host.Host, Err: fmt.Errorf("reading blob %s at byte %d: %w", f.dgst, written, rerr)}
 			if ctx.Err() != nil {
 				return failure
 			}
@@ -202,22 +202,22 @@ func (c *Cache) runFill(ctx context.Context, f *fill, a *asker) error {
 	return nil
 }
 
-// askedResponse is an upstream's 200 and the asker it answered.
+// askedResponse is an upstream's 200 and the Asker it answered.
 type askedResponse struct {
 	*upstream.Response
-	by *asker
+	by *Asker
 }
 
-// fetchFirst GETs the blob with a's credential, then with each asker
+// fetchFirst GETs the blob with a's credential, then with each Asker
 // enlisted while the origin refuses the one before (each refusal is kept as
-// that asker's own answer). It gives up, removing the fill from c.fills, at
+// that Asker's own answer). It gives up, removing the fill from c.fills, at
 // the first failure that is not a refusal, or when nobody is left.
-func (c *Cache) fetchFirst(ctx context.Context, f *fill, a *asker) (askedResponse, error) {
+func (c *Fills) fetchFirst(ctx context.Context, f *Fill, a *Asker) (askedResponse, error) {
 	for {
-		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: blobPath(a.repo, f.dgst), Client: a.hdr})
+		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo, f.dgst), Client: a.Hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
-			err = &StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
+			err = &upstream.StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
 		}
 		if err == nil {
 			return askedResponse{resp, a}, nil
@@ -234,19 +234,19 @@ func (c *Cache) fetchFirst(ctx context.Context, f *fill, a *asker) (askedRespons
 
 // enlist adds a to the askers f may fetch with, unless f is over or
 // started; false if f is no longer the fill of its digest.
-func (c *Cache) enlist(f *fill, a *asker) bool {
+func (c *Fills) enlist(f *Fill, a *Asker) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.enlistLocked(f, a)
 }
 
 // enlistLocked is enlist with c.mu held.
-func (c *Cache) enlistLocked(f *fill, a *asker) bool {
+func (c *Fills) enlistLocked(f *Fill, a *Asker) bool {
 	if c.fills[f.dgst] != f {
 		return false
 	}
 	f.mu.Lock()
-	started := f.state.started
+	started := f.state.Started
 	f.mu.Unlock()
 	if !started {
 		f.next = append(f.next, a)
@@ -254,10 +254,10 @@ func (c *Cache) enlistLocked(f *fill, a *asker) bool {
 	return true
 }
 
-// nextAsker returns the next enlisted asker the origin has not refused yet,
-// or nil after removing f from c.fills, so that no one joins a fill that
+// nextAsker returns the next enlisted Asker the origin has not refused yet,
+// or nil after removing f from c.fills (its digest's entry), so that no one joins a fill that
 // gave up.
-func (c *Cache) nextAsker(f *fill) *asker {
+func (c *Fills) nextAsker(f *Fill) *Asker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(f.next) > 0 {
@@ -265,7 +265,7 @@ func (c *Cache) nextAsker(f *fill) *asker {
 		f.next = f.next[1:]
 		// The same credential and repository, refused a moment ago: the
 		// same answer, without asking again.
-		if err := f.refusedKey(a.key()); err != nil {
+		if err := f.refusedKey(a.Key()); err != nil {
 			f.refuse(a, err)
 			continue
 		}
@@ -277,9 +277,9 @@ func (c *Cache) nextAsker(f *fill) *asker {
 	return nil
 }
 
-// refuse keeps the origin's refusal of an asker, as its answer, and wakes
+// refuse keeps the origin's refusal of an Asker, as its answer, and wakes
 // the waiters.
-func (f *fill) refuse(a *asker, err error) {
+func (f *Fill) refuse(a *Asker, err error) {
 	f.mu.Lock()
 	f.refused[a] = err
 	close(f.changed)
@@ -287,20 +287,20 @@ func (f *fill) refuse(a *asker, err error) {
 	f.mu.Unlock()
 }
 
-// refusedFor returns the origin's refusal of a, if the fill asked with it.
-func (f *fill) refusedFor(a *asker) error {
+// RefusedFor returns the origin's refusal of a, if the fill asked with it.
+func (f *Fill) RefusedFor(a *Asker) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.refused[a]
 }
 
-// refusedKey returns a refusal of an asker with k's credential and
+// refusedKey returns a refusal of an Asker with k's credential and
 // repository.
-func (f *fill) refusedKey(k access.DecisionKey) error {
+func (f *Fill) refusedKey(k access.DecisionKey) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for a, err := range f.refused {
-		if a.key() == k {
+		if a.Key() == k {
 			return err
 		}
 	}
@@ -311,8 +311,8 @@ func (f *fill) refusedKey(k access.DecisionKey) error {
 // of its own: the storage write overlaps with the download instead of
 // slowing it.
 type spoolStore struct {
-	c     *Cache
-	f     *fill
+	c     *Fills
+	f     *Fill
 	up    *store.Upload
 	ended atomic.Bool // the download is over: copy what is left, then stop
 	done  chan error
@@ -321,7 +321,7 @@ type spoolStore struct {
 // storeSpool starts copying f into storage. The upload is created on the
 // copy's goroutine: its directories and files (and their fsyncs) are not
 // on the way to the client's first byte.
-func (c *Cache) storeSpool(ctx context.Context, f *fill) *spoolStore {
+func (c *Fills) storeSpool(ctx context.Context, f *Fill) *spoolStore {
 	s := &spoolStore{c: c, f: f, done: make(chan error, 1)}
 	go func() { s.done <- s.copy(ctx) }()
 	return s
@@ -332,13 +332,13 @@ func (s *spoolStore) copy(ctx context.Context) error {
 	if s.up, err = s.c.store.NewUpload(ctx, s.f.repo.Name(), s.c.now()); err != nil {
 		return err
 	}
-	buf := make([]byte, fillChunk)
+	buf := make([]byte, Chunk)
 	var off int64
 	for {
 		// Read ended before the length: once ended, the length is final.
 		ended := s.ended.Load()
 		s.f.mu.Lock()
-		written := s.f.state.written
+		written := s.f.state.Written
 		s.f.mu.Unlock()
 		for off < written {
 			n, err := s.f.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
@@ -355,7 +355,7 @@ func (s *spoolStore) copy(ctx context.Context) error {
 		if ended {
 			return nil
 		}
-		if _, err := s.f.wait(ctx, func(st fillState) bool { return st.written > off || s.ended.Load() }); err != nil {
+		if _, err := s.f.Wait(ctx, func(st State) bool { return st.Written > off || s.ended.Load() }); err != nil {
 			return err
 		}
 	}
@@ -366,7 +366,7 @@ func (s *spoolStore) copy(ctx context.Context) error {
 // kept.
 func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	s.ended.Store(true)
-	s.f.update(func(*fillState) {}) // wake the copy
+	s.f.update(func(*State) {}) // wake the copy
 	err := <-s.done
 	if verified && err == nil {
 		if err = s.up.Commit(ctx, s.f.repo, s.f.dgst, size); err == nil {
@@ -384,9 +384,9 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 // resume continues a fill from offset at an upstream that has not failed
 // it yet, with a Range request (or, if that upstream ignores ranges, by
 // skipping the bytes already received).
-func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
 	resp, err := c.up.Do(ctx, upstream.Request{
-		Method: http.MethodGet, Path: blobPath(f.repo, f.dgst), Client: hdr,
+		Method: http.MethodGet, Path: upstream.BlobPath(f.repo, f.dgst), Client: hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {
@@ -409,8 +409,14 @@ func (c *Cache) resume(ctx context.Context, f *fill, hdr http.Header, offset int
 	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.Host.Host, resp.StatusCode)
 }
 
+// ReadAt reads the spool: bytes the state says were written.
+func (f *Fill) ReadAt(p []byte, off int64) (int, error) { return f.spool.ReadAt(p, off) }
+
+// Digest is what the fill fetches.
+func (f *Fill) Digest() digest.Digest { return f.dgst }
+
 // update changes the state under the lock and wakes every waiter.
-func (f *fill) update(change func(*fillState)) {
+func (f *Fill) update(change func(*State)) {
 	f.mu.Lock()
 	change(&f.state)
 	close(f.changed)
@@ -418,8 +424,8 @@ func (f *fill) update(change func(*fillState)) {
 	f.mu.Unlock()
 }
 
-// wait blocks until ready holds for the state, or ctx ends.
-func (f *fill) wait(ctx context.Context, ready func(fillState) bool) (fillState, error) {
+// Wait blocks until ready holds for the state, or ctx ends.
+func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) {
 	for {
 		f.mu.Lock()
 		s, ch := f.state, f.changed
@@ -435,13 +441,13 @@ func (f *fill) wait(ctx context.Context, ready func(fillState) bool) (fillState,
 	}
 }
 
-func (f *fill) acquire() {
+func (f *Fill) Acquire() {
 	f.mu.Lock()
 	f.refs++
 	f.mu.Unlock()
 }
 
-func (f *fill) release() {
+func (f *Fill) Release() {
 	f.mu.Lock()
 	f.refs--
 	last := f.refs == 0
@@ -451,18 +457,14 @@ func (f *fill) release() {
 	}
 }
 
-func blobPath(repo reference.Named, dgst digest.Digest) string {
-	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
-}
-
-// asker is a request a fill may fetch with: its credential, its
+// Asker is a request a fill may fetch with: its credential, its
 // repository, and the headers that carry them upstream.
-type asker struct {
-	cred access.Key
-	repo reference.Named
-	hdr  http.Header
+type Asker struct {
+	Cred access.Key
+	Repo reference.Named
+	Hdr  http.Header
 }
 
-func (a *asker) key() access.DecisionKey {
-	return access.DecisionKey{Cred: a.cred, Repo: a.repo.Name()}
+func (a *Asker) Key() access.DecisionKey {
+	return access.DecisionKey{Cred: a.Cred, Repo: a.Repo.Name()}
 }

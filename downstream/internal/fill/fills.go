@@ -1,0 +1,113 @@
+// Package fill runs the cache's coalesced fills: one upstream fetch per
+// missing blob, streamed to every waiting request as it arrives through a
+// spool file, verified against its digest, and committed to storage only
+// then (fill.go).
+package fill
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/sirupsen/logrus"
+
+	"github.com/content-cache/content-cache/downstream/internal/access"
+	"github.com/content-cache/content-cache/downstream/internal/expiry"
+	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/store"
+	"github.com/content-cache/content-cache/downstream/internal/upstream"
+)
+
+// Fills are the fills in flight of one cache instance.
+type Fills struct {
+	up       *upstream.Pool
+	store    *store.Store
+	access   *access.Access
+	expiry   *expiry.Expiry
+	metrics  *metrics.Metrics
+	log      *logrus.Entry
+	now      func() time.Time
+	spoolDir string
+	timeout  time.Duration // filltimeout
+
+	// Fills run until ctx ends (Close), each for at most timeout.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // fills in flight
+
+	mu    sync.Mutex
+	fills map[digest.Digest]*Fill
+}
+
+// Deps are what fills use.
+type Deps struct {
+	Upstream *upstream.Pool
+	Store    *store.Store
+	Access   *access.Access
+	Expiry   *expiry.Expiry // nil without blobttl
+	Metrics  *metrics.Metrics
+	Log      *logrus.Entry
+	Now      func() time.Time
+	SpoolDir string        // "" is os.TempDir()
+	Timeout  time.Duration // the whole of one fill
+}
+
+// New is an instance's fills.
+func New(d Deps) *Fills {
+	c := &Fills{
+		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
+		log: d.Log, now: d.Now, spoolDir: d.SpoolDir, timeout: d.Timeout,
+		fills: make(map[digest.Digest]*Fill),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c
+}
+
+// Join returns the fill of dgst, with a reference for the caller, starting
+// one that fetches with a when there is none (leader). A request that
+// joins is enlisted, to take the fill over should the origin refuse the
+// credential it fetches with, only if allowed: the origin allowed it.
+func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed bool) (f *Fill, leader bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f = c.fills[dgst]; f == nil {
+		return c.startFill(ctx, a, dgst), true
+	}
+	f.Acquire()
+	if allowed {
+		c.enlistLocked(f, a)
+	}
+	return f, false
+}
+
+// Enlist adds a, which the origin just allowed, to the askers f may fetch
+// with (see Join).
+func (c *Fills) Enlist(f *Fill, a *Asker) { c.enlist(f, a) }
+
+// Close lets the fills in flight finish for grace, then cancels them and
+// waits for them.
+func (c *Fills) Close(grace time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		c.cancel()
+		<-done
+	}
+	c.cancel()
+}
+
+// detach keeps ctx's values but not its cancellation, bounded by d and by
+// the fills' lifetime: a fill outlives the request that started it.
+func (c *Fills) detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	stop := context.AfterFunc(c.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
