@@ -13,13 +13,10 @@
 // "allowed" answer for the same credential and repository (Config.AuthTTL).
 // Challenges from the origin reach the client unchanged.
 //
-// The package is split by concern, one file each: config.go (options),
-// register.go (wiring into distribution), cache.go (the instance and its
-// routing), ns.go (the ns parameter), access.go and decisions.go (the
-// authorization rules and the decision cache), upstream.go (the upstream
-// pool), blobs.go and fill.go (blob serving and coalesced, verified fills),
-// serve.go (hits from storage), manifests.go, forward.go (requests passed
-// through), readonly.go, layout.go (distribution's storage layout),
-// pulls.go, expiry.go and inuse.go (expiry), health.go, metrics.go, log.go
-// and errors.go.
+// This package is the thin public entry (registration, Wrap, New, Options,
+// Config, health checks). Each concern lives in a package of its own under
+// internal/: config (options), upstream (the upstream pool), access (the
+// authorization flow and decisions), store (distribution's storage layout),
+// fill (coalesced, verified fills), expiry (pull records, sweeper, in-use
+// guard), httpapi (router, handlers, errors, request log) and metrics.
 package downstream

@@ -2,20 +2,11 @@ package downstream
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/reference"
 )
-
-// refuseWrite answers every push, mount and delete: the cache is read-only
-// and only its own expiry removes content.
-func (c *Cache) refuseWrite(w http.ResponseWriter, r *http.Request, route string) {
-	c.log.WithFields(map[string]any{"method": r.Method, "route": route, "path": r.URL.Path}).Info("refused write to read-only cache")
-	writeError(w, errcode.ErrorCodeUnsupported.WithMessage(
-		"content-cache is a read-only cache of "+c.up.Origin().String()+": push to and delete from the origin registry instead"))
-}
 
 // sealedNamespace is what the app gets from the middleware. The cache's
 // handler serves every repository route itself, so a request that reaches

@@ -100,7 +100,7 @@ func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
 		panic(fmt.Errorf("downstream: the registry middleware was not initialised; build the app with handlers.NewApp before wrapping it"))
 	}
 	// Before the handler serves anything: read-only from then on.
-	c.redirects = redirectsEnabled(config)
+	c.api.SetRedirects(redirectsEnabled(config))
 	return c.Handler(next)
 }
 

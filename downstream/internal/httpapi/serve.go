@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"cmp"
@@ -25,7 +25,7 @@ import (
 // still serves what this does not handle: redirects to the storage (when
 // storage.redirect is on and the driver offers a URL), several ranges and
 // unsatisfiable ones, so that those answers stay exactly distribution's.
-func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
+func (c *API) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
 	ctx := r.Context()
 	desc, err := blobs.Stat(ctx, dgst) // the repository's link and the data
 	if err != nil {
@@ -97,7 +97,7 @@ func (c *Cache) serveLocal(w http.ResponseWriter, r *http.Request, blobs distrib
 type writerOnly struct{ io.Writer }
 
 // serveBlobStore serves through distribution's blob store.
-func (c *Cache) serveBlobStore(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
+func (c *API) serveBlobStore(w http.ResponseWriter, r *http.Request, blobs distribution.BlobStore, dgst digest.Digest) bool {
 	err := blobs.ServeBlob(r.Context(), w, r, dgst)
 	if err == nil {
 		return true

@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"fmt"
@@ -28,7 +28,7 @@ const maxManifestSize = 4 << 20
 // serveManifest answers GET and HEAD of a manifest. A tag is resolved at the
 // origin on every request, so users always get the current image; the bytes
 // of a digest are served from local storage once stored and allowed.
-func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
+func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
@@ -136,7 +136,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 		err = fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
 	}
 	if err != nil {
-		writeUpstreamError(w, r, &UpstreamError{Host: resp.Host.Host, Err: err})
+		writeUpstreamError(w, r, &upstream.UpstreamError{Host: resp.Host.Host, Err: err})
 		return
 	}
 	c.access.Allow(ck, repo.Name())
@@ -166,7 +166,7 @@ func (c *Cache) serveManifest(w http.ResponseWriter, r *http.Request, repo refer
 
 // storeManifest keeps a verified manifest. Its blobs need not be stored:
 // they are fetched when asked for. Failing to store only costs a refetch.
-func (c *Cache) storeManifest(r *http.Request, ms distribution.ManifestService, mediaType string, body []byte, dgst digest.Digest) {
+func (c *API) storeManifest(r *http.Request, ms distribution.ManifestService, mediaType string, body []byte, dgst digest.Digest) {
 	ctx := r.Context()
 	m, _, err := distribution.UnmarshalManifest(mediaType, body)
 	if err == nil {
@@ -183,7 +183,7 @@ func (c *Cache) storeManifest(r *http.Request, ms distribution.ManifestService, 
 
 // serveLocalManifest serves a manifest stored in this repository; false if
 // there is none.
-func (c *Cache) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms distribution.ManifestService, dgst digest.Digest) bool {
+func (c *API) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms distribution.ManifestService, dgst digest.Digest) bool {
 	m, err := ms.Get(r.Context(), dgst)
 	if err != nil {
 		return false

@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"net/http"
@@ -14,7 +14,7 @@ import (
 // and the request metrics. It never holds credentials: no header, no query,
 // only the route, the repository and the digest.
 type requestLog struct {
-	c        *Cache
+	c        *API
 	start    time.Time
 	method   string
 	route    string
@@ -25,7 +25,7 @@ type requestLog struct {
 	w        *statusWriter
 }
 
-func (c *Cache) newRequestLog(w *statusWriter, r *http.Request, route string) *requestLog {
+func (c *API) newRequestLog(w *statusWriter, r *http.Request, route string) *requestLog {
 	return &requestLog{c: c, w: w, start: c.now(), method: r.Method, route: route, result: metrics.ResultError}
 }
 

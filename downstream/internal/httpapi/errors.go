@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"context"
@@ -63,7 +63,7 @@ func writeUpstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	var ue *UpstreamError
+	var ue *upstream.UpstreamError
 	if !errors.As(err, &ue) {
 		// The cache's own failure (local storage), not the upstream's.
 		writeError(w, errcode.ErrorCodeUnknown.WithMessage("content-cache: "+err.Error()))

@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
@@ -42,17 +44,9 @@ func TestServeLocalStorageFailureIsNotAHit(t *testing.T) {
 		t.Fatal(err)
 	}
 	dgst := desc.Digest
-	cfg, err := ParseOptions(map[string]any{"upstreams": []any{"http://127.0.0.1:1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	quiet := logrus.New()
 	quiet.SetOutput(io.Discard)
-	c, err := New(cfg, ns, Options{Driver: failingReads{driver}, Logger: logrus.NewEntry(quiet)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := New(Deps{Store: store.New(ns, failingReads{driver}), Log: logrus.NewEntry(quiet), Now: time.Now})
 	rec := httptest.NewRecorder()
 	sw := &statusWriter{ResponseWriter: rec}
 	req := httptest.NewRequest(http.MethodGet, "/v2/a/blobs/"+dgst.String(), nil)

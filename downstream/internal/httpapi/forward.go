@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"io"
@@ -12,7 +12,7 @@ import (
 // streams the answer back as it came: the ping (so that the origin's
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
-func (c *Cache) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
+func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
 	resp, err := c.up.Do(r.Context(), upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
 	if err != nil {
 		rl.result = metrics.ResultError

@@ -1,4 +1,4 @@
-package downstream
+package httpapi
 
 import (
 	"context"
@@ -27,7 +27,7 @@ const fillAttempts = 3
 // serveBlob answers GET and HEAD of a blob: from local storage when this
 // credential may pull this repository and the blob is linked in it, else
 // after the origin confirmed both.
-func (c *Cache) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
+func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
@@ -137,7 +137,7 @@ func (e ownAnswer) Error() string { return e.err.Error() }
 // credential it fetched with; anybody else needs a decision for the same
 // repository (the fill's 200 says the repository has the digest) or the
 // origin's confirmation of its own repository and digest.
-func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) error {
+func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) error {
 	ctx := r.Context()
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
@@ -188,7 +188,7 @@ func (c *Cache) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a
 // byte of the response is held back until the whole blob is verified, and a
 // failed fill aborts the response: a client never sees a complete-looking
 // wrong body.
-func (c *Cache) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, st fill.State) (fill.State, error) {
+func (c *API) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, st fill.State) (fill.State, error) {
 	ctx := r.Context()
 	var err error
 	size := st.Size
@@ -266,7 +266,7 @@ func available(s fill.State, end int64) int64 {
 }
 
 // serveAfterFill waits for the fill and serves the stored blob.
-func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.Fill) (fill.State, error) {
+func (c *API) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.Fill) (fill.State, error) {
 	st, err := f.Wait(r.Context(), func(s fill.State) bool { return s.Finished })
 	if err != nil {
 		return st, err
@@ -286,7 +286,7 @@ func (c *Cache) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.F
 
 // pulled records a GET served, for expiry: hits, misses and coalesced
 // waiters alike. HEAD is not a pull.
-func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k store.Kind) {
+func (c *API) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k store.Kind) {
 	if r.Method == http.MethodGet {
 		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Name(), Kind: k})
 	}
@@ -294,7 +294,7 @@ func (c *Cache) pulled(r *http.Request, repo reference.Named, dgst digest.Digest
 
 // answerUpstreamError passes an upstream's refusal to the client and
 // forgets any decision the cache held for this credential.
-func (c *Cache) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck access.Key, err error, rl *requestLog) {
+func (c *API) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck access.Key, err error, rl *requestLog) {
 	if se, ok := upstream.IsAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
 		// The refusal came from a HEAD, which has no body: ask once more
 		// as the client did, so that it gets the origin's error body.
