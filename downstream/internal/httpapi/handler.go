@@ -17,12 +17,12 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
+	"github.com/distribution/distribution/v3/registry/api/errcode"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	"github.com/distribution/reference"
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
-	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
 // API serves the /v2/ routes of one cache instance.
