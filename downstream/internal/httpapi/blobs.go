@@ -8,12 +8,12 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/fill"
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -25,7 +25,7 @@ const fillAttempts = 3
 // serveBlob answers GET and HEAD of a blob: from local storage when this
 // credential may pull this repository and the blob is linked in it, else
 // after the origin confirmed both.
-func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) (string, error) {
+func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, rl *requestLog) (string, error) {
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
@@ -42,7 +42,7 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.N
 	defer release()
 	// What the cache knows of this request's right to pull from repo,
 	// looked up once: a recent decision, or the origin's confirmation.
-	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo.Name())}
+	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo)}
 	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
 			c.pulled(r, repo, dgst, store.KindLayer)
@@ -54,7 +54,7 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.N
 	// the origin must confirm this repository has it for this credential.
 	_, statErr := c.store.Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
-		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo, dgst), repo.Name())
+		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo.Name(), dgst), repo)
 		if err != nil {
 			return "", err
 		}
@@ -62,7 +62,7 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.N
 		if statErr == nil {
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
-			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Name(), Kind: store.KindLayer})
+			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
 			if err := c.store.Link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
 			} else if c.serveLocal(w, r, blobs, dgst) {
@@ -133,7 +133,7 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
 		// a refusal comes at once and the request may take the fill over.
-		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo.Name(), f.Digest()), a.Repo); err != nil {
 			return "", ownAnswer{err}
 		}
 		ra.confirmed = true
@@ -150,8 +150,8 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 		return "", preStartError{st.Err}
 	}
 	mine := st.By == a
-	if !mine && !ra.confirmed && (!ra.decided || st.By.Repo.Name() != a.Repo.Name()) {
-		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
+	if !mine && !ra.confirmed && (!ra.decided || st.By.Repo.Key() != a.Repo.Key()) {
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo.Name(), f.Digest()), a.Repo); err != nil {
 			return "", ownAnswer{err}
 		}
 		ra.confirmed = true
@@ -166,7 +166,7 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 	if err != nil {
 		return result, err
 	}
-	if st.OK() && a.Repo.Name() != st.By.Repo.Name() {
+	if st.OK() && a.Repo.Key() != st.By.Repo.Key() {
 		// Confirmed above for this repository: the link may be made.
 		if err := c.store.Link(ctx, a.Repo, f.Digest()); err != nil {
 			c.log.WithError(err).WithField("digest", f.Digest()).Warn("cannot link blob")
@@ -277,9 +277,9 @@ func (c *API) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.Fil
 
 // pulled records a GET served, for expiry: hits, misses and coalesced
 // waiters alike. HEAD is not a pull.
-func (c *API) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k store.Kind) {
+func (c *API) pulled(r *http.Request, repo ident.Repo, dgst digest.Digest, k store.Kind) {
 	if r.Method == http.MethodGet {
-		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Name(), Kind: k})
+		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: k})
 	}
 }
 

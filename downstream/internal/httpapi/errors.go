@@ -111,7 +111,7 @@ func (c *API) finish(w http.ResponseWriter, r *http.Request, rl *requestLog, res
 	if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
 		rl.result = metrics.ResultDenied
 		if item {
-			c.access.Forget(c.access.Cred(r), rl.repo)
+			c.access.Forget(c.access.Cred(r), rl.id)
 		}
 	}
 	var ue *upstream.UpstreamError

@@ -14,6 +14,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -111,7 +112,8 @@ func (c *API) Handler(next http.Handler) http.Handler {
 				c.finish(w, r, rl, "", errNameInvalid(match.Vars["name"], err))
 				return
 			}
-			rl.repo = named.Name()
+			repo := ident.Of(named)
+			rl.repo, rl.id = repo.String(), repo
 			var result string
 			if route == v2.RouteNameBlob {
 				var dgst digest.Digest
@@ -120,9 +122,9 @@ func (c *API) Handler(next http.Handler) http.Handler {
 					return
 				}
 				rl.digest = dgst
-				result, err = c.serveBlob(w, r, named, dgst, rl)
+				result, err = c.serveBlob(w, r, repo, dgst, rl)
 			} else {
-				result, err = c.serveManifest(w, r, named, match.Vars["reference"], rl)
+				result, err = c.serveManifest(w, r, repo, match.Vars["reference"], rl)
 			}
 			c.finish(w, r, rl, result, err)
 		default:

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -16,7 +17,6 @@ import (
 	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/storage"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -28,7 +28,7 @@ const maxManifestSize = 4 << 20
 // serveManifest answers GET and HEAD of a manifest. A tag is resolved at the
 // origin on every request, so users always get the current image; the bytes
 // of a digest are served from local storage once stored and allowed.
-func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) (string, error) {
+func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.Repo, ref string, rl *requestLog) (string, error) {
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
@@ -64,7 +64,7 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 		if err := hold(d); err != nil {
 			return "", err
 		}
-		if c.access.AllowedByDecision(r, ck, repo.Name()) {
+		if c.access.AllowedByDecision(r, ck, repo) {
 			if served, err := c.serveLocalManifest(w, r, ms, dgst); err != nil {
 				return "", err
 			} else if served {
@@ -84,7 +84,7 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 		}
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
-		resp, err := c.access.Confirm(ctx, r, path, repo.Name())
+		resp, err := c.access.Confirm(ctx, r, path, repo)
 		if err != nil {
 			if notModifiedUnknown(r, err, dgst) {
 				writeNotModified(w)
@@ -137,7 +137,7 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 	if err != nil {
 		return "", &upstream.UpstreamError{Host: resp.Host.Host, Err: err}
 	}
-	c.access.Allow(ck, repo.Name())
+	c.access.Allow(ck, repo)
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {

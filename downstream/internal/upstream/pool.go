@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
@@ -417,7 +416,8 @@ func CopyResponseHeaders(dst, src http.Header, host *url.URL) {
 	}
 }
 
-// BlobPath is the API path of a blob of repo.
-func BlobPath(repo reference.Named, dgst digest.Digest) string {
-	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
+// BlobPath is the API path of a blob of the repository named repo at its
+// origin.
+func BlobPath(repo string, dgst digest.Digest) string {
+	return "/v2/" + repo + "/blobs/" + dgst.String()
 }
