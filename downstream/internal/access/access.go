@@ -58,7 +58,13 @@ func (a *Access) Forget(ck Key, repo ident.Repo) { a.decisions.Forget(ck, repo.K
 // path of repo (a HEAD), and records the decision when it may. The
 // response's body is closed.
 func (a *Access) Confirm(ctx context.Context, r *http.Request, path string, repo ident.Repo) (*upstream.Response, error) {
-	resp, err := a.pool.Do(ctx, upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header})
+	req := upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header}
+	if r.Method == http.MethodHead {
+		// A client's HEAD gets the origin's answer to its own HEAD,
+		// ranges included (206 and Content-Range).
+		req.Range = r.Header.Get("Range")
+	}
+	resp, err := a.pool.Do(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ import (
 
 // forwardedRequestHeaders are the only client headers sent upstream: what a
 // registry needs to authorize and negotiate, nothing else.
-var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
+var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "If-Range", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
 
 // MaxErrorBody bounds how much of an upstream error body is read and kept.
 const MaxErrorBody = 64 << 10
