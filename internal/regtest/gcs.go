@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,6 +42,8 @@ func StartGCS(t testing.TB) Storage {
 		// Downloads are routed by Host: the proxy's.
 		"-public-host", "{proxy}", "-external-url", "http://{proxy}",
 		"-backend", "filesystem", "-filesystem-root", dir, "-log-level", "error")
+	// The filesystem back end keeps a bucket's objects under dir/bucket.
+	srv.Dir = filepath.Join(dir, "cache")
 	t.Setenv("STORAGE_EMULATOR_HOST", srv.URL)
 	resp, err := http.Post(srv.URL+"/storage/v1/b?project=regtest", "application/json", strings.NewReader(`{"name":"cache"}`))
 	if err != nil {
