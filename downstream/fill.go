@@ -285,8 +285,14 @@ func (s *spoolStore) commit(ctx context.Context, size int64) (committed bool, er
 	if fi.Size() != size {
 		return true, fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
 	}
+	// Stored already? A read at the blob's end costs one request and no
+	// listing on every driver; a Stat of a missing object lists on object
+	// stores (s3: HEAD then LIST).
 	data := blobDataPath(s.f.dgst)
-	if _, err := s.c.driver.Stat(ctx, data); isNotFound(err) {
+	r, err := s.c.driver.Reader(ctx, data, size)
+	if err == nil {
+		_ = r.Close()
+	} else if isNotFound(err) {
 		if err := s.c.driver.Move(ctx, upload, data); err != nil {
 			return true, err
 		}
