@@ -63,13 +63,18 @@ func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest
 	if fi.Size() != size {
 		return fmt.Errorf("storage holds %d of %d bytes", fi.Size(), size)
 	}
+	// Stored already? A read at the blob's end costs one request and no
+	// listing on every driver; a Stat of a missing object lists on object
+	// stores (s3: HEAD then LIST).
 	data := BlobDataPath(dgst)
-	switch _, err := u.s.driver.Stat(ctx, data); {
+	switch rd, err := u.s.driver.Reader(ctx, data, size); {
+	case err == nil:
+		_ = rd.Close()
 	case IsNotFound(err):
 		if err := u.s.driver.Move(ctx, upload, data); err != nil {
 			return err
 		}
-	case err != nil:
+	default:
 		// Unknown whether it is stored: nothing is linked to what may
 		// not be there.
 		return err
