@@ -60,6 +60,13 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 		}
 		rl.upstream = resp.Host.Host
 		if statErr == nil {
+			// Linked here already (the decision had expired): the origin
+			// just confirmed it, so serve it without writing the link again
+			// (on an object store, four requests saved).
+			if !ra.decided && c.serveLocal(w, r, blobs, dgst) {
+				c.pulled(r, repo, dgst, store.KindLayer)
+				return metrics.ResultHit, nil
+			}
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
 			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
