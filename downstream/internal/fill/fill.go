@@ -33,7 +33,7 @@ const Chunk = 256 << 10
 // body shorter or longer than announced.
 var errBlobCorrupt = errors.New("upstream blob does not match its digest or size")
 
-// fill is one upstream fetch of a missing blob. It streams through a spool
+// Fill is one upstream fetch of a missing blob. It streams through a spool
 // file that every waiter reads as bytes arrive, and is committed to local
 // storage only once its size and digest are verified. It runs detached from
 // the request that started it, so that waiters keep streaming when that
@@ -57,6 +57,7 @@ type Fill struct {
 	state   State
 	refused map[*Asker]error // the origin's refusal of each Asker it refused
 	refs    int              // the fill itself and its waiters: the spool lives until 0
+	stored  atomic.Bool      // committed to storage
 }
 
 // State is a snapshot of a fill's progress.
@@ -102,6 +103,9 @@ func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fi
 		c.mu.Lock()
 		if c.fills[dgst] == f {
 			delete(c.fills, dgst)
+		}
+		if f.stored.Load() {
+			c.committed(dgst)
 		}
 		c.mu.Unlock()
 		f.update(func(s *State) { s.Finished, s.Err = true, err })
@@ -371,6 +375,7 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 	err := <-s.done
 	if verified && err == nil {
 		if err = s.up.Commit(ctx, s.f.repo, s.f.dgst, size); err == nil {
+			s.f.stored.Store(true)
 			return
 		}
 	}

@@ -38,7 +38,16 @@ type Fills struct {
 
 	mu    sync.Mutex
 	fills map[digest.Digest]*Fill
+	// stored are the digests fills committed lately: a request that
+	// looked at storage before a fill committed and reaches Join after it
+	// ended finds the blob stored, instead of fetching it a second time.
+	stored map[digest.Digest]time.Time
 }
+
+// storedFor is how long a committed fill answers Join: far longer than a
+// request takes from its look at storage to Join, short enough to keep the
+// map small.
+const storedFor = time.Minute
 
 // Deps are what fills use.
 type Deps struct {
@@ -58,7 +67,8 @@ func New(d Deps) *Fills {
 	c := &Fills{
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
 		log: d.Log, now: d.Now, spoolDir: d.SpoolDir, timeout: d.Timeout,
-		fills: make(map[digest.Digest]*Fill),
+		fills:  make(map[digest.Digest]*Fill),
+		stored: make(map[digest.Digest]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
@@ -68,10 +78,18 @@ func New(d Deps) *Fills {
 // one that fetches with a when there is none (leader). A request that
 // joins is enlisted, to take the fill over should the origin refuse the
 // credential it fetches with, only if allowed: the origin allowed it.
-func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed bool) (f *Fill, leader bool) {
+//
+// It returns no fill when a fill committed dgst lately (unless fetch is
+// set): the caller serves the blob from storage instead. One fetch per
+// blob, even for a request that looked at storage before the blob was
+// there and comes here after its fill ended.
+func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed, fetch bool) (f *Fill, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f = c.fills[dgst]; f == nil {
+		if at, ok := c.stored[dgst]; ok && !fetch && c.now().Sub(at) < storedFor {
+			return nil, false
+		}
 		return c.startFill(ctx, a, dgst), true
 	}
 	f.Acquire()
@@ -79,6 +97,18 @@ func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed 
 		c.enlistLocked(f, a)
 	}
 	return f, false
+}
+
+// committed notes, with c.mu held, that a fill stored dgst, and forgets
+// what is older than storedFor.
+func (c *Fills) committed(dgst digest.Digest) {
+	now := c.now()
+	for d, at := range c.stored {
+		if now.Sub(at) >= storedFor {
+			delete(c.stored, d)
+		}
+	}
+	c.stored[dgst] = now
 }
 
 // Enlist adds a, which the origin just allowed, to the askers f may fetch

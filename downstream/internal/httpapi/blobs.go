@@ -13,6 +13,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
+	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/opencontainers/go-digest"
 )
@@ -43,54 +44,46 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 	// What the cache knows of this request's right to pull from repo,
 	// looked up once: a recent decision, or the origin's confirmation.
 	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo)}
-	if ra.decided {
-		if c.serveLocal(w, r, blobs, dgst) {
-			c.pulled(r, repo, dgst, store.KindLayer)
-			return metrics.ResultHit, nil
-		}
+	if ra.decided && c.serveLocal(w, r, blobs, dgst) {
+		c.pulled(r, repo, dgst, store.KindLayer)
+		return metrics.ResultHit, nil
 	}
 
-	// Stored for another repository (or linked here but not yet allowed):
-	// the origin must confirm this repository has it for this credential.
-	_, statErr := c.store.Stat(ctx, dgst)
-	if statErr == nil || r.Method == http.MethodHead {
+	// Stored for another repository (or linked here but not yet allowed).
+	if _, err := c.store.Stat(ctx, dgst); err == nil {
+		if served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, ra.decided, rl); served || err != nil {
+			return metrics.ResultHit, err
+		}
+	}
+	if r.Method == http.MethodHead {
+		// HEAD of an uncached blob: the upstream's answer, so that caches
+		// chained behind this one see what the origin has.
 		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo.Name(), dgst), repo)
 		if err != nil {
 			return "", err
 		}
 		rl.upstream = resp.Host.Host
-		if statErr == nil {
-			// Linked here already (the decision had expired): the origin
-			// just confirmed it, so serve it without writing the link again
-			// (on an object store, four requests saved).
-			if !ra.decided && c.serveLocal(w, r, blobs, dgst) {
-				c.pulled(r, repo, dgst, store.KindLayer)
-				return metrics.ResultHit, nil
-			}
-			// Recorded before the link exists, so that expiry knows of
-			// every link it may have to remove.
-			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
-			if err := c.store.Link(ctx, repo, dgst); err != nil {
-				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
-			} else if c.serveLocal(w, r, blobs, dgst) {
-				return metrics.ResultHit, nil
-			}
-		}
-		if r.Method == http.MethodHead {
-			// HEAD of an uncached blob: the upstream's answer, so that caches
-			// chained behind this one see what the origin has.
-			upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
-			w.WriteHeader(resp.StatusCode)
-			return metrics.ResultForwarded, nil
-		}
+		upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
+		w.WriteHeader(resp.StatusCode)
+		return metrics.ResultForwarded, nil
 	}
 
 	a := &fill.Asker{Cred: ck, Repo: repo, Hdr: r.Header.Clone()}
+	fetch := false // a fill stored the blob since this request looked, but it is gone again
 	for attempt := 1; ; attempt++ {
 		// Only a request the origin allowed may take the fill over if the
 		// credential it fetches with is refused: a flood of unauthorized
 		// requests cannot stand in the way.
-		f, leader := c.fills.Join(ctx, a, dgst, ra.confirmed || ra.decided)
+		f, leader := c.fills.Join(ctx, a, dgst, ra.confirmed || ra.decided, fetch)
+		if f == nil {
+			// A fill stored the blob since this request looked at storage:
+			// it is served from there, not fetched a second time.
+			if served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, false, rl); served || err != nil {
+				return metrics.ResultHit, err
+			}
+			fetch = true
+			continue
+		}
 		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
 		f.Release()
 		var own ownAnswer
@@ -108,6 +101,43 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 			return "", pre.err
 		}
 	}
+}
+
+// serveStored serves a blob whose data is stored: through this
+// repository's link when the request is allowed, else once the origin
+// confirmed that this repository has it for this credential, which makes
+// the link. false, having written nothing, when it cannot (the data went,
+// the link failed): the caller fetches it. tried says the caller found no
+// link here already.
+func (c *API) serveStored(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, blobs distribution.BlobStore, ra *reqAuth, tried bool, rl *requestLog) (bool, error) {
+	ctx := r.Context()
+	if !tried && (ra.confirmed || ra.decided) && c.serveLocal(w, r, blobs, dgst) {
+		c.pulled(r, repo, dgst, store.KindLayer)
+		return true, nil
+	}
+	tried = tried || ra.confirmed || ra.decided
+	if !ra.confirmed {
+		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo.Name(), dgst), repo)
+		if err != nil {
+			return false, err
+		}
+		ra.confirmed = true
+		rl.upstream = resp.Host.Host
+		// Linked here already (the decision had expired): served without
+		// writing the link again (on an object store, four requests saved).
+		if !tried && c.serveLocal(w, r, blobs, dgst) {
+			c.pulled(r, repo, dgst, store.KindLayer)
+			return true, nil
+		}
+	}
+	// Recorded before the link exists, so that expiry knows of every link
+	// it may have to remove.
+	c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
+	if err := c.store.Link(ctx, repo, dgst); err != nil {
+		c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
+		return false, nil
+	}
+	return c.serveLocal(w, r, blobs, dgst), nil
 }
 
 // reqAuth is what a request's authorization rests on.
