@@ -37,6 +37,9 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 		p := r.URL.Path
 		switch {
 		case !strings.HasPrefix(p, apiPrefix):
+			if o.serveSigned(w, r) { // a cache fetching with a signature (signed.go)
+				return
+			}
 			next.ServeHTTP(w, r)
 		case p == keysPath:
 			o.serveKeys(w, r)

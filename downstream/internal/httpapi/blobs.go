@@ -28,6 +28,12 @@ const fillAttempts = 3
 // credential may pull this repository and the blob is linked in it, else
 // after the origin confirmed both.
 func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
+	// --- transparent caches: a signed URL is judged by its signature (signed.go)
+	if isSigned(r) {
+		c.serveSigned(w, r, repo, dgst, rl)
+		return
+	}
+	// ---
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
