@@ -15,62 +15,77 @@ import (
 // GETs it answered with bytes, with or without a signature, and whether
 // they carried an Authorization header.
 type originCounts struct {
-	mu             sync.Mutex
-	requests       int
+	mu sync.Mutex
+	t  originTotals
+}
+
+// originTotals are the counts at one moment.
+type originTotals struct {
+	requests       int // but the key endpoint's
 	blobGETs       int // answered 200
 	blobBytes      int64
 	signedGETs     int // answered 200, signed
 	signedWithCred int // signed requests that carried Authorization
 }
 
+// countingWriter counts as the response is written, not after the handler
+// returned: a client may read the whole answer before that.
 type countingWriter struct {
 	http.ResponseWriter
+	c      *originCounts
+	blob   bool // a blob GET
+	signed bool
 	status int
-	bytes  int64
 }
 
 func (w *countingWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		if w.blob && code == http.StatusOK {
+			w.c.mu.Lock()
+			w.c.t.blobGETs++
+			if w.signed {
+				w.c.t.signedGETs++
+			}
+			w.c.mu.Unlock()
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *countingWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
+	if w.blob && w.status == http.StatusOK {
+		w.c.mu.Lock()
+		w.c.t.blobBytes += int64(len(p))
+		w.c.mu.Unlock()
+	}
+	return w.ResponseWriter.Write(p)
 }
 
 func (c *originCounts) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &countingWriter{ResponseWriter: w}
-		h.ServeHTTP(cw, r)
 		signed := r.URL.Query().Get("cc-sig") != ""
 		c.mu.Lock()
-		defer c.mu.Unlock()
-		c.requests++
+		if r.URL.Path != keysPath {
+			c.t.requests++
+		}
 		if signed && r.Header.Get("Authorization") != "" {
-			c.signedWithCred++
+			c.t.signedWithCred++
 		}
-		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/") && cw.status == http.StatusOK {
-			c.blobGETs++
-			c.blobBytes += cw.bytes
-			if signed {
-				c.signedGETs++
-			}
-		}
+		c.mu.Unlock()
+		blob := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
+		h.ServeHTTP(&countingWriter{ResponseWriter: w, c: c, blob: blob, signed: signed}, r)
 	})
 }
 
-// snapshot returns a copy of the counts.
-func (c *originCounts) snapshot() originCounts {
+// snapshot returns the counts now.
+func (c *originCounts) snapshot() originTotals {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return originCounts{requests: c.requests, blobGETs: c.blobGETs, blobBytes: c.blobBytes, signedGETs: c.signedGETs, signedWithCred: c.signedWithCred}
+	return c.t
 }
 
 // signingCache starts a content cache of upstream named name at the

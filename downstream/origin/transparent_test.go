@@ -149,7 +149,7 @@ func TestTransparentPull(t *testing.T) {
 				t.Fatalf("bob: %d", r.Status)
 			}
 			if got := s.og.Counts.snapshot(); got.blobGETs-b0.blobGETs != 1 || got.signedGETs != b0.signedGETs {
-				t.Errorf("bob's pull: %d blob GETs at the origin (%d signed), want 1 unsigned", got.blobGETs-b0.blobGETs, got.signedGETs-b0.signedGETs)
+				t.Errorf("bob's pull: %d blob GETs at the origin (%d signed), want 1 unsigned; %+v %+v", got.blobGETs-b0.blobGETs, got.signedGETs-b0.signedGETs, b0, got)
 			}
 			if strings.Contains(s.logs.String(), "cc-sig") {
 				t.Errorf("the cache's log holds a signature parameter")
