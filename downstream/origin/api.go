@@ -13,7 +13,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/signature"
 )
 
-// The API, after DTR's (see README "Transparent caches (origin side)"):
+// The API, after DTR's (see README "Transparent caches", "The origin side"):
 //
 //	GET    /api/v0/content_caches/keys           public keys (JWKS), no auth
 //	GET    /api/v0/content_caches                 any user: list
