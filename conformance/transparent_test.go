@@ -74,6 +74,7 @@ type transparentFixture struct {
 	cache      *regtest.Server
 	cacheLog   *regtest.Buffer
 	img        regtest.Image
+	origin     *origin.Origin
 }
 
 // transparentKinds are the origins: token and htpasswd auth, each with the
@@ -148,6 +149,7 @@ func newTransparentFixture(t *testing.T, kind string, img regtest.Image) *transp
 	apiCall(t, via.URL, admin, http.MethodPost, "/api/v0/content_caches", `{"name": "region-asia", "host": "`+f.cache.URL+`"}`, http.StatusCreated)
 	apiCall(t, via.URL, admin, http.MethodPatch, "/api/v0/accounts/alice/settings", `{"contentCache": "region-asia"}`, http.StatusOK)
 	og.Probe(t.Context())
+	f.origin = og
 	return f
 }
 
