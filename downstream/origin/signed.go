@@ -93,3 +93,16 @@ func (o *Origin) verifySigned(r *http.Request, repo string, dgst digest.Digest, 
 	_, err = v.Verify(r.Method, repo, dgst.String(), q, o.now(), name)
 	return err
 }
+
+// viaCache reports a request a content cache sent (its Via names one):
+// redirecting it to a cache would send the cache's own fill back to a
+// cache, the same one when the user pulls through their cache's address.
+// A client forging the header only gets served here, as it may anyway.
+func viaCache(r *http.Request) bool {
+	for _, v := range r.Header.Values("Via") {
+		if strings.Contains(v, "content-cache-") {
+			return true
+		}
+	}
+	return false
+}
