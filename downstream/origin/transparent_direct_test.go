@@ -2,6 +2,7 @@ package origin
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/content-cache/content-cache/internal/regtest"
@@ -21,5 +22,26 @@ func TestTransparentPullAtCacheAddress(t *testing.T) {
 	}
 	if got := s.og.Counts.snapshot(); got.blobGETs != 1 || got.signedGETs != 0 {
 		t.Errorf("the origin served %d blob GETs (%d signed), want 1 fill with alice's credential", got.blobGETs, got.signedGETs)
+	}
+}
+
+// TestTransparentOriginDown: a signed miss while the origin is down gets
+// 503 UNAVAILABLE, and neither the answer nor the cache's log holds the
+// signature (the transport's error names the URL it failed on).
+func TestTransparentOriginDown(t *testing.T) {
+	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
+	u := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
+	sig := u.Query().Get("cc-sig")
+	s.og.stop()
+	resp := send(t, http.MethodGet, u.String())
+	b := body(resp)
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503: %q", resp.StatusCode, b)
+	}
+	if strings.Contains(b, sig) {
+		t.Errorf("the answer holds the signature: %q", b)
+	}
+	if strings.Contains(s.logs.String(), sig) {
+		t.Errorf("the cache's log holds the signature:\n%s", s.logs.String())
 	}
 }
