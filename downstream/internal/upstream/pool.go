@@ -296,7 +296,7 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 	hr, err := http.NewRequestWithContext(ctx, req.Method, target, nil)
 	if err != nil {
 		cancel()
-		return nil, &UpstreamError{Host: host.Host, Err: err}
+		return nil, &UpstreamError{Host: host.Host, Err: redactQuery(err)}
 	}
 	for _, h := range forwardedRequestHeaders {
 		for _, v := range req.Client.Values(h) {
