@@ -23,6 +23,7 @@ ORAS_VERSION   := v1.3.6
 # ./.tools/azurite-$(AZURITE_VERSION). The tests skip a missing server
 # unless CI is set.
 VERSITYGW_VERSION := v1.8.0
+FAKE_GCS_VERSION  := v1.56.1
 AZURITE_VERSION   := 3.37.0
 AZURITE           := $(TOOLS)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
 
@@ -47,7 +48,7 @@ test: tools ## Run every test with the race detector
 	$(GO) test -race -count=1 ./...
 
 .PHONY: tools
-tools: ## Install the pinned crane, regctl, oras and versitygw into .tools/bin, and Azurite when npm is there
+tools: ## Install the pinned crane, regctl, oras, versitygw and fake-gcs-server into .tools/bin, and Azurite when npm is there
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
@@ -56,6 +57,10 @@ tools: ## Install the pinned crane, regctl, oras and versitygw into .tools/bin, 
 		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)"; \
 		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) && \
 		echo $(VERSITYGW_VERSION) > .tools/bin/.versitygw-version; fi
+	@if [ "$$(cat .tools/bin/.fake-gcs-server-version 2>/dev/null)" != "$(FAKE_GCS_VERSION)" ]; then \
+		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION)"; \
+		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION) && \
+		echo $(FAKE_GCS_VERSION) > .tools/bin/.fake-gcs-server-version; fi
 	@if command -v npm >/dev/null; then $(MAKE) --no-print-directory azurite; \
 	else echo "npm not found: the azure storage tests will skip (CI installs it)"; fi
 

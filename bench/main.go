@@ -69,6 +69,8 @@ type options struct {
 	cpuprofile       string
 	profileSeconds   int
 	keep             bool
+	storage          string
+	versitygw        string
 	commandLine      string
 	scenarioSelected map[string]bool
 }
@@ -93,10 +95,12 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,rss,profile (default: all; profile only with -cpuprofile)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,rss,profile,storage (default: all; profile only with -cpuprofile, storage only with -storage s3)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
+	flag.StringVar(&o.storage, "storage", "filesystem", "the caches' storage: filesystem, or s3 (versitygw started by the harness; adds the storage scenario)")
+	flag.StringVar(&o.versitygw, "versitygw", ".tools/bin/versitygw", "versitygw, for -storage s3 (make tools)")
 	flag.Parse()
 	o.commandLine = commandLine()
 	o.scenarioSelected = map[string]bool{}
@@ -163,6 +167,7 @@ type bench struct {
 	direct []target // origin, content-cache, distribution proxy
 	wan    []target // the same across the shaper (-wan)
 	shaper *Shaper
+	store  *objectStore // -storage s3
 	crane  *crane
 	seed   uint64
 	md     strings.Builder
@@ -209,6 +214,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"image", b.imageScenario},
 		{"rss", b.rssScenario},
 		{"profile", b.profileScenario},
+		{"storage", b.storageScenario},
 	}
 	for _, s := range steps {
 		if !o.selected(s.name) {
@@ -224,7 +230,7 @@ func run(ctx context.Context, o options) (string, error) {
 }
 
 func (b *bench) startProc(ctx context.Context, name, kind, upstream string, onLine func(string)) (*proc, error) {
-	p, err := startProc(ctx, b.o.bin, b.work, name, kind, filepath.Join(b.work, "htpasswd"), upstream, onLine)
+	p, err := startProc(ctx, b.o.bin, b.work, name, kind, filepath.Join(b.work, "htpasswd"), upstream, b.storageYAML, onLine)
 	if err != nil {
 		return nil, err
 	}
@@ -241,11 +247,25 @@ func (b *bench) stopAll() {
 	if b.shaper != nil {
 		_ = b.shaper.Close()
 	}
+	b.store.close()
 }
 
 func (b *bench) start(ctx context.Context) error {
 	if err := writeHtpasswd(filepath.Join(b.work, "htpasswd"), b.o.bcryptCost); err != nil {
 		return err
+	}
+	switch b.o.storage {
+	case "filesystem":
+	case "s3":
+		names := []string{"content-cache", "distribution-proxy", "content-cache-wan", "distribution-proxy-wan"}
+		s, err := startObjectStore(ctx, b.o.versitygw, b.work, names)
+		if err != nil {
+			return err
+		}
+		b.store = s
+		logf("storage: versitygw at %s (the caches' buckets)", s.endpoint)
+	default:
+		return fmt.Errorf("-storage %q: expected filesystem or s3", b.o.storage)
 	}
 	logf("starting the origin, content-cache and distribution's proxy")
 	origin, err := b.startProc(ctx, "origin", kindOrigin, "", b.olog.line)
@@ -376,6 +396,10 @@ func (b *bench) header() {
 		"Repeats: %d; values are medians over the repeats; ratios are medians of the per-repeat ratios, measured side by side "+
 		"in the same repeat, the order of the targets rotating from repeat to repeat. Dirty pages are written back (sync) before each measurement. Upstream fetches are counted from the origin's log. "+
 		"MB/s is 10^6 bytes per second, for the whole request.\n", o.bcryptCost, o.repeats)
+	if b.store != nil {
+		fmt.Fprintf(&b.md, "- Storage (-storage s3): the two caches keep their content in versitygw (posix back end, same disk), one bucket each, "+
+			"through distribution's s3 driver, redirects off; the origin keeps the filesystem.\n")
+	}
 	if o.wan {
 		fmt.Fprintf(&b.md, "- WAN: a shaping TCP proxy in front of the origin, %v one way (%v round trip), %.0f Mbit/s per direction "+
 			"shared by all connections, one round trip per new connection; a second content-cache and distribution proxy use it as "+

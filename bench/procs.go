@@ -52,10 +52,10 @@ const (
 	kindProxy  = "proxy"
 )
 
-// registryConfig is a configuration for one process of the given kind, all
-// with filesystem storage. upstream is the origin (or the shaper) for the
-// two caches.
-func registryConfig(kind, root, addr, debug, htpasswd, upstream string) string {
+// registryConfig is a configuration for one process of the given kind,
+// with the storage driver section storage (storageYAML). upstream is the
+// origin (or the shaper) for the two caches.
+func registryConfig(kind, storage, addr, debug, htpasswd, upstream string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 0.1
 log:
@@ -64,15 +64,14 @@ log:
   accesslog: {disabled: true}
 storage:
   delete: {enabled: true}
-  filesystem: {rootdirectory: %s}
-  maintenance: {uploadpurging: {enabled: false}}
+%s  maintenance: {uploadpurging: {enabled: false}}
 http:
   addr: %s
   secret: bench-secret
   debug:
     addr: %s
     prometheus: {enabled: true, path: /metrics}
-`, root, addr, debug)
+`, storage, addr, debug)
 	switch kind {
 	case kindOrigin:
 		fmt.Fprintf(&b, "auth:\n  htpasswd: {realm: bench-origin, path: %s}\n", htpasswd)
@@ -102,14 +101,14 @@ func writeHtpasswd(path string, cost int) error {
 // startProc writes the configuration and starts `bin serve` on it; lines
 // of its output go to onLine (may be nil). The process gets its own TMPDIR
 // (the cache spools fills there) under dir.
-func startProc(ctx context.Context, bin, dir, name, kind, htpasswd, upstream string, onLine func(string)) (*proc, error) {
+func startProc(ctx context.Context, bin, dir, name, kind, htpasswd, upstream string, storage func(name, root string) string, onLine func(string)) (*proc, error) {
 	p := &proc{name: name, addr: freeAddr(), debug: freeAddr(), root: filepath.Join(dir, name, "storage"), done: make(chan struct{})}
 	tmp := filepath.Join(dir, name, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, name, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(registryConfig(kind, p.root, p.addr, p.debug, htpasswd, upstream)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(registryConfig(kind, storage(name, p.root), p.addr, p.debug, htpasswd, upstream)), 0o600); err != nil {
 		return nil, err
 	}
 	p.cmd = exec.Command(bin, "serve", cfgPath)

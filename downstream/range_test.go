@@ -45,10 +45,11 @@ func TestBlobRangeLikeOrigin(t *testing.T) {
 		{"suffix 0, If-Range matches", http.Header{"Range": {"bytes=-0"}, "If-Range": {etag}}, 0, false},
 	}
 	// Misses: a fresh cache for each, so that the request starts the fill
-	// and is answered from it. (A HEAD of a blob not stored is the
-	// upstream's answer to a HEAD without Range: not compared here.)
+	// and is answered from it (a GET), or is the origin's answer to the
+	// same HEAD.
 	for _, c := range cases {
 		cache := regtest.StartCache(t, origin.URL, nil)
+		sameAnswer(t, "miss, HEAD, "+c.name, origin, cache, http.MethodHead, path, c.hdr, blobHeaders...)
 		o, _ := sameAnswer(t, "miss, "+c.name, origin, cache, http.MethodGet, path, c.hdr, blobHeaders...)
 		if c.want != 0 && o.status != c.want {
 			t.Fatalf("%s: origin answered %d, want %d; the case tests nothing", c.name, o.status, c.want)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,15 @@ func TestStorageRedirect(t *testing.T) {
 			loc := resp.Header.Get("Location")
 			if resp.StatusCode != http.StatusTemporaryRedirect || !strings.HasPrefix(loc, st.Server.URL+"/") {
 				t.Fatalf("hit: status %d, Location %q; want 307 to %s", resp.StatusCode, loc, st.Server.URL)
+			}
+			// distribution, on the same bucket, answers the same redirect.
+			plain := regtest.StartRegistryOn(t, st)
+			want, _ := doGET(t, c, plain.URL+path, "")
+			wantLoc, _ := neturl.Parse(want.Header.Get("Location"))
+			gotLoc, _ := neturl.Parse(loc)
+			if want.StatusCode != resp.StatusCode || wantLoc == nil || gotLoc == nil || wantLoc.Host != gotLoc.Host || wantLoc.Path != gotLoc.Path ||
+				want.Header.Get("Content-Type") != resp.Header.Get("Content-Type") || want.Header.Get("Content-Length") != resp.Header.Get("Content-Length") {
+				t.Fatalf("the cache's redirect differs from distribution's:\n got %d %q %v\nwant %d %q %v", resp.StatusCode, loc, resp.Header, want.StatusCode, want.Header.Get("Location"), want.Header)
 			}
 			// The presigned URL needs no credentials of the client's.
 			resp, body = doGET(t, c, loc, "")

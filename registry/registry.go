@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	distregistry "github.com/distribution/distribution/v3/registry"
@@ -155,7 +156,10 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	}
 	debugErr := make(chan error, 1)
 	if config.HTTP.Debug.Addr != "" {
-		go func() { debugErr <- serveDebug(config) }()
+		debug := debugServer(config, header)
+		go func() { debugErr <- debug.ListenAndServe() }()
+		// Stopped with the registry, not left serving.
+		defer debug.Close()
 	}
 	served := make(chan error, 1)
 	go func() { served <- reg.ListenAndServe() }()
@@ -170,19 +174,24 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	return nil
 }
 
-// serveDebug is distribution's debug server on http.debug.addr: expvar
+// debugServer is distribution's debug server on http.debug.addr: expvar
 // (/debug/vars), /debug/health and, when enabled, the Prometheus metrics of
 // the default registry: distribution's registry_* and the cache's
 // content_cache_*.
-func serveDebug(config *configuration.Configuration) error {
+func debugServer(config *configuration.Configuration, headerTimeout time.Duration) *http.Server {
+	// Its own mux in front of the default one (where expvar and
+	// distribution's health package register): the metrics route is not
+	// added to process-wide state.
+	mux := http.NewServeMux()
 	if config.HTTP.Debug.Prometheus.Enabled {
 		path := config.HTTP.Debug.Prometheus.Path
 		if path == "" {
 			path = "/metrics"
 		}
-		http.Handle(path, metrics.Handler())
+		mux.Handle(path, metrics.Handler())
 	}
-	return http.ListenAndServe(config.HTTP.Debug.Addr, nil)
+	mux.Handle("/", http.DefaultServeMux)
+	return &http.Server{Addr: config.HTTP.Debug.Addr, Handler: mux, ReadHeaderTimeout: headerTimeout}
 }
 
 // runGuarded turns the panics distribution raises for startup errors (a bad

@@ -241,8 +241,9 @@ func writeHtpasswd(t *testing.T) string {
 type fixture struct {
 	pki      pki
 	htpasswd string
-	origin   string   // URL of the running origin
-	caches   []string // URLs of running first-level caches
+	origin   string          // URL of the running origin
+	caches   []string        // URLs of running first-level caches
+	s3       regtest.Storage // the S3 server of the last configuration with storage.s3
 }
 
 // instance is one running registry.
@@ -295,6 +296,13 @@ func (f *fixture) rewrite(t *testing.T, src string) (path, base string) {
 	if storage, ok := mapAt(doc, "storage"); ok {
 		if fs, ok := mapAt(storage, "filesystem"); ok {
 			fs["rootdirectory"] = t.TempDir()
+		}
+		if s3, ok := mapAt(storage, "s3"); ok {
+			// A versitygw of the test's own (skipped without it, unless CI).
+			f.s3 = regtest.StartS3(t)
+			for k, v := range f.s3.Params {
+				s3[k] = v
+			}
 		}
 	}
 	if auth, ok := mapAt(doc, "auth"); ok {

@@ -4,17 +4,16 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"fmt"
-	"math"
 	"net/netip"
 	"net/url"
 	"os"
-	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/signature"
+	"github.com/content-cache/content-cache/downstream/internal/yamlopt"
 )
 
 // Defaults of the options. Each is documented in README.md and
@@ -98,7 +97,7 @@ func options() map[string]option {
 		"keyid": func(_ *Config, r *rawKeys, v any) error {
 			s, err := stringOption("keyid", v, "a key id of letters, digits, '.', '_' or '-'")
 			if err == nil && !validKeyID(s) {
-				err = fmt.Errorf("%s: option \"keyid\": found %s, expected a key id of 1 to 64 letters, digits, '.', '_' or '-'", Name, describe(v))
+				err = fmt.Errorf("%s: option \"keyid\": found %s, expected a key id of 1 to 64 letters, digits, '.', '_' or '-'", Name, yamlopt.Describe(v))
 			}
 			r.keyID = s
 			return err
@@ -181,7 +180,7 @@ func ParseOptions(raw map[string]any) (Config, error) {
 		}
 		parse, ok := known[strings.ToLower(k)]
 		if !ok {
-			return Config{}, fmt.Errorf("%s: unknown option %q; valid options are %s", Name, k, validKeys(known))
+			return Config{}, fmt.Errorf("%s: unknown option %q; valid options are %s", Name, k, yamlopt.Keys(known))
 		}
 		if err := parse(&c, &r, raw[k]); err != nil {
 			return Config{}, err
@@ -284,13 +283,13 @@ func parseCaches(c *Config, _ *rawKeys, v any) error {
 	const help = "a list of {name: NAME, host: https://host[:port]}"
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("%s: option \"caches\": found %s, expected %s", Name, describe(v), help)
+		return fmt.Errorf("%s: option \"caches\": found %s, expected %s", Name, yamlopt.Describe(v), help)
 	}
 	seen := map[string]bool{}
 	for i, item := range list {
 		m, ok := stringKeyed(item)
 		if !ok {
-			return fmt.Errorf("%s: option \"caches\": item %d is %s, expected {name: NAME, host: URL}", Name, i+1, describe(item))
+			return fmt.Errorf("%s: option \"caches\": item %d is %s, expected {name: NAME, host: URL}", Name, i+1, yamlopt.Describe(item))
 		}
 		for k := range m {
 			if k != "name" && k != "host" {
@@ -338,7 +337,7 @@ func NewCache(name, host string) (Cache, error) {
 func parseUsers(c *Config, _ *rawKeys, v any) error {
 	m, ok := stringKeyed(v)
 	if !ok {
-		return fmt.Errorf("%s: option \"users\": found %s, expected a mapping of user name to cache name", Name, describe(v))
+		return fmt.Errorf("%s: option \"users\": found %s, expected a mapping of user name to cache name", Name, yamlopt.Describe(v))
 	}
 	c.Users = make(map[string]string, len(m))
 	users := make([]string, 0, len(m))
@@ -350,7 +349,7 @@ func parseUsers(c *Config, _ *rawKeys, v any) error {
 		val := m[u]
 		s, ok := val.(string)
 		if !ok || u == "" {
-			return fmt.Errorf("%s: option \"users\": user %q is assigned %s, expected a cache name", Name, u, describe(val))
+			return fmt.Errorf("%s: option \"users\": user %q is assigned %s, expected a cache name", Name, u, yamlopt.Describe(val))
 		}
 		c.Users[u] = s
 	}
@@ -361,12 +360,12 @@ func parseNetworks(c *Config, _ *rawKeys, v any) error {
 	const help = "a list of {cidr: 10.0.0.0/8, cache: NAME}"
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("%s: option \"networks\": found %s, expected %s", Name, describe(v), help)
+		return fmt.Errorf("%s: option \"networks\": found %s, expected %s", Name, yamlopt.Describe(v), help)
 	}
 	for i, item := range list {
 		m, ok := stringKeyed(item)
 		if !ok {
-			return fmt.Errorf("%s: option \"networks\": item %d is %s, expected {cidr: 10.0.0.0/8, cache: NAME}", Name, i+1, describe(item))
+			return fmt.Errorf("%s: option \"networks\": item %d is %s, expected {cidr: 10.0.0.0/8, cache: NAME}", Name, i+1, yamlopt.Describe(item))
 		}
 		for k := range m {
 			if k != "cidr" && k != "cache" {
@@ -376,14 +375,14 @@ func parseNetworks(c *Config, _ *rawKeys, v any) error {
 		cidr, _ := m["cidr"].(string)
 		p, err := netip.ParsePrefix(strings.TrimSpace(cidr))
 		if err != nil {
-			return fmt.Errorf("%s: option \"networks\": item %d: cidr %s is not valid; expected a network such as 10.20.0.0/16 or fd00::/8", Name, i+1, describe(m["cidr"]))
+			return fmt.Errorf("%s: option \"networks\": item %d: cidr %s is not valid; expected a network such as 10.20.0.0/16 or fd00::/8", Name, i+1, yamlopt.Describe(m["cidr"]))
 		}
 		if p != p.Masked() {
 			return fmt.Errorf("%s: option \"networks\": item %d: cidr %q has host bits set; expected %s", Name, i+1, cidr, p.Masked())
 		}
 		name, _ := m["cache"].(string)
 		if name == "" {
-			return fmt.Errorf("%s: option \"networks\": item %d: cache %s, expected a cache name", Name, i+1, describe(m["cache"]))
+			return fmt.Errorf("%s: option \"networks\": item %d: cache %s, expected a cache name", Name, i+1, yamlopt.Describe(m["cache"]))
 		}
 		c.Networks = append(c.Networks, Network{Prefix: p, Cache: name})
 	}
@@ -393,7 +392,7 @@ func parseNetworks(c *Config, _ *rawKeys, v any) error {
 func stringOption(key string, v any, help string) (string, error) {
 	s, ok := v.(string)
 	if !ok || strings.TrimSpace(s) == "" {
-		return "", fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), help)
+		return "", fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, yamlopt.Describe(v), help)
 	}
 	return strings.TrimSpace(s), nil
 }
@@ -401,13 +400,13 @@ func stringOption(key string, v any, help string) (string, error) {
 func stringList(key string, v any, help string) ([]string, error) {
 	list, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), help)
+		return nil, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, yamlopt.Describe(v), help)
 	}
 	out := make([]string, 0, len(list))
 	for _, item := range list {
 		s, ok := item.(string)
 		if !ok || s == "" {
-			return nil, fmt.Errorf("%s: option %q: found an item %s, expected %s", Name, key, describe(item), help)
+			return nil, fmt.Errorf("%s: option %q: found an item %s, expected %s", Name, key, yamlopt.Describe(item), help)
 		}
 		out = append(out, s)
 	}
@@ -419,62 +418,16 @@ const durationHelp = "a positive duration such as 5m (units ns, us, ms, s, m, h;
 // parseDuration reads durations the way the downstream middleware does: a
 // string with a unit, or a bare integer of nanoseconds.
 func parseDuration(key string, v any) (time.Duration, error) {
-	var d time.Duration
-	switch x := v.(type) {
-	case int:
-		d = time.Duration(x)
-	case int64:
-		d = time.Duration(x)
-	case uint64:
-		if x > math.MaxInt64 {
-			return 0, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), durationHelp)
-		}
-		d = time.Duration(x)
-	case string:
-		s := strings.TrimSpace(x)
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			d = time.Duration(n)
-			break
-		}
-		parsed, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), durationHelp)
-		}
-		d = parsed
-	default:
-		return 0, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), durationHelp)
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, describe(v), durationHelp)
+	d, ok := yamlopt.Duration(v, false)
+	if !ok {
+		return 0, fmt.Errorf("%s: option %q: found %s, expected %s", Name, key, yamlopt.Describe(v), durationHelp)
 	}
 	return d, nil
 }
 
 func stringKeyed(v any) (map[string]any, bool) {
-	switch m := v.(type) {
-	case map[string]any:
-		return m, true
-	case map[any]any:
-		out := make(map[string]any, len(m))
-		for k, val := range m {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, false
-			}
-			out[ks] = val
-		}
-		return out, true
-	}
-	return nil, false
-}
-
-func validKeys(known map[string]option) string {
-	keys := make([]string, 0, len(known))
-	for k := range known {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, ", ")
+	m, _, ok := yamlopt.StringKeyed(v)
+	return m, ok
 }
 
 func cacheNames(caches []Cache) string {
@@ -486,25 +439,4 @@ func cacheNames(caches []Cache) string {
 		names = append(names, strconv.Quote(c.Name))
 	}
 	return strings.Join(names, ", ")
-}
-
-// describe names a YAML value and its type for error messages.
-func describe(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "nothing"
-	case string:
-		return fmt.Sprintf("string %q", x)
-	case int, int64, uint64:
-		return fmt.Sprintf("integer %v", x)
-	case float64:
-		return fmt.Sprintf("number %v", x)
-	case bool:
-		return fmt.Sprintf("boolean %v", x)
-	case []any:
-		return fmt.Sprintf("list %v", x)
-	case map[any]any, map[string]any:
-		return fmt.Sprintf("mapping %v", x)
-	}
-	return reflect.TypeOf(v).String()
 }

@@ -214,12 +214,22 @@ func freePort(t testing.TB) string {
 func startServer(t testing.TB, name, addr string, ca *CA, op func(*http.Request) string, env []string, bin string, args ...string) *ObjectStore {
 	t.Helper()
 	o := &ObjectStore{Log: &Buffer{}, Requests: &OpCounter{m: map[string]int{}, op: op}, CA: ca}
+	// The proxy's address first: a server may need to know the address
+	// its clients use ("{proxy}" in args).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range args {
+		args[i] = strings.ReplaceAll(a, "{proxy}", l.Addr().String())
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = o.Log, o.Log
 	// Its own process group, killed whole: npm's azurite starts node.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		l.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
 	exited := make(chan error, 1)
@@ -255,10 +265,6 @@ func startServer(t testing.TB, name, addr string, ca *CA, op func(*http.Request)
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	proxy.Transport = o.Client().Transport
 	// The Host header stays the proxy's: request signatures cover it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if ca != nil {
 		l = tls.NewListener(l, ca.ServerTLS(t))
 	}

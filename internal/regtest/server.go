@@ -128,6 +128,19 @@ func StartOriginTLS(t testing.TB, auth configuration.Auth, ca *CA) *Server {
 	return s
 }
 
+// StartRegistryOn serves a plain distribution registry (no auth, no
+// cache) over the storage st: what distribution itself answers from
+// content a cache stored there.
+func StartRegistryOn(t testing.TB, st Storage) *Server {
+	t.Helper()
+	cfg, _ := baseConfig(t)
+	cfg.Storage = st.Config()
+	app := handlers.NewApp(t.Context(), cfg)
+	s := serve(t, cfg, "", app, nil)
+	t.Cleanup(func() { _ = app.Shutdown() })
+	return s
+}
+
 // StartCache serves a content cache of upstream (a base URL) with extra
 // downstream options.
 func StartCache(t testing.TB, upstream string, extra map[string]any) *Server {

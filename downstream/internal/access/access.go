@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 )
@@ -42,26 +44,32 @@ func (a *Access) Cred(r *http.Request) Key { return a.creds.Key(r.Header.Get("Au
 // authorizes ck on repo for r. A request that asks for a fresh answer never
 // is: chained caches ask so (see WantsFresh), which keeps the revocation
 // bound at authttl however deep the chain.
-func (a *Access) AllowedByDecision(r *http.Request, ck Key, repo string) bool {
-	return !WantsFresh(r) && a.decisions.IsAllowed(ck, repo)
+func (a *Access) AllowedByDecision(r *http.Request, ck Key, repo ident.Repo) bool {
+	return !WantsFresh(r) && a.decisions.IsAllowed(ck, repo.Key())
 }
 
 // Allow records that the origin just allowed ck on repo.
-func (a *Access) Allow(ck Key, repo string) { a.decisions.Allow(ck, repo) }
+func (a *Access) Allow(ck Key, repo ident.Repo) { a.decisions.Allow(ck, repo.Key()) }
 
 // Forget drops ck's decision on repo, after the origin refused it.
-func (a *Access) Forget(ck Key, repo string) { a.decisions.Forget(ck, repo) }
+func (a *Access) Forget(ck Key, repo ident.Repo) { a.decisions.Forget(ck, repo.Key()) }
 
 // Confirm asks the origin, with r's own credential, whether r may have
 // path of repo (a HEAD), and records the decision when it may. The
 // response's body is closed.
-func (a *Access) Confirm(ctx context.Context, r *http.Request, path, repo string) (*upstream.Response, error) {
-	resp, err := a.pool.Do(ctx, upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header})
+func (a *Access) Confirm(ctx context.Context, r *http.Request, path string, repo ident.Repo) (*upstream.Response, error) {
+	req := upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header}
+	if r.Method == http.MethodHead {
+		// A client's HEAD gets the origin's answer to its own HEAD,
+		// ranges included (206 and Content-Range).
+		req.Range = r.Header.Get("Range")
+	}
+	resp, err := a.pool.Do(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	resp.Body.Close()
-	a.decisions.Allow(a.Cred(r), repo)
+	a.decisions.Allow(a.Cred(r), repo.Key())
 	return resp, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
@@ -46,7 +48,7 @@ func (h Hasher) Key(authorization string) Key {
 // DecisionKey is a credential on a repository: what a decision is about.
 type DecisionKey struct {
 	Cred Key
-	Repo string
+	Repo ident.Key
 }
 
 // Decisions remembers, for a short while, that the origin allowed a
@@ -70,7 +72,7 @@ func NewDecisions(ttl time.Duration, now func() time.Time, m *metrics.Metrics) *
 }
 
 // IsAllowed reports whether a still-valid "allowed" answer exists.
-func (d *Decisions) IsAllowed(cred Key, repo string) bool {
+func (d *Decisions) IsAllowed(cred Key, repo ident.Key) bool {
 	if d.ttl <= 0 {
 		return false
 	}
@@ -89,7 +91,7 @@ func (d *Decisions) IsAllowed(cred Key, repo string) bool {
 }
 
 // Allow records that the origin just allowed cred to pull from repo.
-func (d *Decisions) Allow(cred Key, repo string) {
+func (d *Decisions) Allow(cred Key, repo ident.Key) {
 	d.metrics.Decision(metrics.DecisionAllowed, metrics.SourceAsked)
 	if d.ttl <= 0 {
 		return
@@ -111,7 +113,7 @@ func (d *Decisions) Allow(cred Key, repo string) {
 }
 
 // Forget drops what is known of cred for repo, after the origin refused it.
-func (d *Decisions) Forget(cred Key, repo string) {
+func (d *Decisions) Forget(cred Key, repo ident.Key) {
 	d.metrics.Decision(metrics.DecisionDenied, metrics.SourceAsked)
 	d.mu.Lock()
 	defer d.mu.Unlock()

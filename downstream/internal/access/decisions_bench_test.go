@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 )
 
@@ -26,7 +28,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		creds[i] = h.Key(headers[i])
 		repos[i] = "team-" + strconv.Itoa(i%100) + "/app"
 		others[i] = "team-" + strconv.Itoa(i%100) + "/other"
-		d.Allow(creds[i], repos[i])
+		d.Allow(creds[i], ident.Key{Name: repos[i]})
 	}
 	var next atomic.Uint64
 	b.Run("hit", func(b *testing.B) {
@@ -34,7 +36,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if !d.IsAllowed(creds[i], repos[i]) {
+				if !d.IsAllowed(creds[i], ident.Key{Name: repos[i]}) {
 					b.Error("allowed pair not found")
 					return
 				}
@@ -47,7 +49,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if d.IsAllowed(creds[i], others[i]) {
+				if d.IsAllowed(creds[i], ident.Key{Name: others[i]}) {
 					b.Error("a pair never allowed was found")
 					return
 				}
@@ -60,7 +62,7 @@ func BenchmarkDecisionLookup(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := int(next.Add(7919) % pairs)
 			for pb.Next() {
-				if !d.IsAllowed(h.Key(headers[i]), repos[i]) {
+				if !d.IsAllowed(h.Key(headers[i]), ident.Key{Name: repos[i]}) {
 					b.Error("allowed pair not found")
 					return
 				}

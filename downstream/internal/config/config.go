@@ -5,16 +5,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/content-cache/content-cache/downstream/internal/yamlopt"
 )
 
 // InternalKeyPrefix marks keys the middleware adds to its own options map:
@@ -201,7 +201,7 @@ func Parse(raw map[string]any) (Config, error) {
 		}
 		opt, ok := known[strings.ToLower(k)]
 		if !ok {
-			return Config{}, fmt.Errorf("downstream: unknown option %q; valid options are %s", k, validKeys(known))
+			return Config{}, fmt.Errorf("downstream: unknown option %q; valid options are %s", k, yamlopt.Keys(known))
 		}
 		if err := opt.parse(&c, raw[k]); err != nil {
 			return Config{}, err
@@ -237,48 +237,6 @@ func (c Config) Roots() (*x509.CertPool, error) {
 	return roots, nil
 }
 
-func validKeys(known map[string]option) string {
-	keys := make([]string, 0, len(known))
-	for k := range known {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return strings.Join(keys, ", ")
-}
-
-// typeName describes a YAML value's type for error messages.
-func typeName(v any) string {
-	switch v.(type) {
-	case nil:
-		return "nothing"
-	case string:
-		return "string"
-	case int, int64, uint64, int32, uint, uint32:
-		return "integer"
-	case float64, float32:
-		return "number"
-	case bool:
-		return "boolean"
-	case []any:
-		return "list"
-	case map[any]any, map[string]any:
-		return "mapping"
-	}
-	return reflect.TypeOf(v).String()
-}
-
-// describe names a YAML value and its type for error messages: string "24x",
-// integer 5, boolean true, list [a b], nothing.
-func describe(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return "nothing"
-	case string:
-		return fmt.Sprintf("string %q", x)
-	}
-	return fmt.Sprintf("%s %v", typeName(v), v)
-}
-
 // ShortDuration prints d without the zero minutes and seconds that
 // time.Duration.String adds: 24h, 1h30m, 10s.
 func ShortDuration(d time.Duration) string {
@@ -302,33 +260,9 @@ func parseDuration(key string, v any, allowZero bool) (time.Duration, error) {
 	if allowZero {
 		help = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	}
-	var d time.Duration
-	switch x := v.(type) {
-	case int:
-		d = time.Duration(x)
-	case int64:
-		d = time.Duration(x)
-	case uint64:
-		if x > math.MaxInt64 {
-			return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
-		}
-		d = time.Duration(x)
-	case string:
-		s := strings.TrimSpace(x)
-		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-			d = time.Duration(n)
-			break
-		}
-		parsed, err := time.ParseDuration(s)
-		if err != nil || strings.ContainsAny(s, "µμ") {
-			return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
-		}
-		d = parsed
-	default:
-		return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
-	}
-	if d < 0 || (d == 0 && !allowZero) {
-		return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), help)
+	d, ok := yamlopt.Duration(v, allowZero)
+	if !ok {
+		return 0, fmt.Errorf("downstream: option %q: found %s, expected %s", key, yamlopt.Describe(v), help)
 	}
 	return d, nil
 }
@@ -338,7 +272,7 @@ const upstreamsHelp = "a list of upstream URLs (https://host:port) or a list wit
 func parseUpstreams(c *Config, v any) error {
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", describe(v), upstreamsHelp)
+		return fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", yamlopt.Describe(v), upstreamsHelp)
 	}
 	if len(list) == 0 {
 		return fmt.Errorf("downstream: option \"upstreams\": the list is empty, expected %s", upstreamsHelp)
@@ -351,7 +285,7 @@ func parseUpstreams(c *Config, v any) error {
 		case map[any]any, map[string]any:
 			objects++
 		default:
-			return fmt.Errorf("downstream: option \"upstreams\": found an item %s, expected %s", describe(item), upstreamsHelp)
+			return fmt.Errorf("downstream: option \"upstreams\": found an item %s, expected %s", yamlopt.Describe(item), upstreamsHelp)
 		}
 	}
 	if urls > 0 && objects > 0 {
@@ -426,7 +360,7 @@ func parseUpstreams(c *Config, v any) error {
 	var ups Upstreams
 	s, ok := originRaw.(string)
 	if !ok {
-		return fmt.Errorf("downstream: option \"upstreams.originhost\": found %s, expected a URL such as https://registry.example.com", describe(originRaw))
+		return fmt.Errorf("downstream: option \"upstreams.originhost\": found %s, expected a URL such as https://registry.example.com", yamlopt.Describe(originRaw))
 	}
 	if ups.Origin, err = add("upstreams.originhost", s); err != nil {
 		return err
@@ -434,12 +368,12 @@ func parseUpstreams(c *Config, v any) error {
 	if hasHosts {
 		hl, ok := hostsRaw.([]any)
 		if !ok && hostsRaw != nil {
-			return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found %s, expected a list of URLs", describe(hostsRaw))
+			return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found %s, expected a list of URLs", yamlopt.Describe(hostsRaw))
 		}
 		for _, h := range hl {
 			s, ok := h.(string)
 			if !ok {
-				return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found an item %s, expected a URL", describe(h))
+				return fmt.Errorf("downstream: option \"upstreams.upstreamhosts\": found an item %s, expected a URL", yamlopt.Describe(h))
 			}
 			u, err := add("upstreams.upstreamhosts", s)
 			if err != nil {
@@ -453,21 +387,14 @@ func parseUpstreams(c *Config, v any) error {
 }
 
 func stringKeyed(v any) (map[string]any, error) {
-	switch m := v.(type) {
-	case map[string]any:
+	m, bad, ok := yamlopt.StringKeyed(v)
+	switch {
+	case ok:
 		return m, nil
-	case map[any]any:
-		out := make(map[string]any, len(m))
-		for k, val := range m {
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("downstream: option \"upstreams\": found a key %s in the {originhost, upstreamhosts} object, expected originhost or upstreamhosts", describe(k))
-			}
-			out[ks] = val
-		}
-		return out, nil
+	case bad != nil:
+		return nil, fmt.Errorf("downstream: option \"upstreams\": found a key %s in the {originhost, upstreamhosts} object, expected originhost or upstreamhosts", yamlopt.Describe(bad))
 	}
-	return nil, fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", describe(v), upstreamsHelp)
+	return nil, fmt.Errorf("downstream: option \"upstreams\": found %s, expected %s", yamlopt.Describe(v), upstreamsHelp)
 }
 
 // parseUpstreamURL accepts http(s)://host[:port] and nothing more: a path
@@ -522,12 +449,12 @@ func parseCAs(c *Config, v any) error {
 		if v == nil {
 			return nil
 		}
-		return fmt.Errorf("downstream: option \"cas\": found %s, expected a list of absolute paths to PEM CA certificates", describe(v))
+		return fmt.Errorf("downstream: option \"cas\": found %s, expected a list of absolute paths to PEM CA certificates", yamlopt.Describe(v))
 	}
 	for _, item := range list {
 		p, ok := item.(string)
 		if !ok {
-			return fmt.Errorf("downstream: option \"cas\": found an item %s, expected an absolute path to a PEM CA certificate", describe(item))
+			return fmt.Errorf("downstream: option \"cas\": found an item %s, expected an absolute path to a PEM CA certificate", yamlopt.Describe(item))
 		}
 		if !filepath.IsAbs(p) {
 			return fmt.Errorf("downstream: option \"cas\": %q is not an absolute path; expected an absolute path to a PEM CA certificate", p)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/signature"
+	"github.com/content-cache/content-cache/downstream/internal/yamlopt"
 )
 
 // DefaultKeysRefresh is how often the origin's key endpoint is read again:
@@ -58,20 +59,12 @@ const (
 )
 
 func parseSigning(c *Config, v any) error {
-	obj, ok := v.(map[string]any)
+	obj, bad, ok := yamlopt.StringKeyed(v)
 	if !ok {
-		m, isMap := v.(map[any]any)
-		if !isMap {
-			return fmt.Errorf("downstream: option \"signing\": found %s, expected %s", describe(v), signingHelp)
+		if bad != nil {
+			return fmt.Errorf("downstream: option \"signing\": found a key %s, expected one of %s", yamlopt.Describe(bad), signingKeys)
 		}
-		obj = make(map[string]any, len(m))
-		for k, val := range m {
-			ks, ok := k.(string)
-			if !ok {
-				return fmt.Errorf("downstream: option \"signing\": found a key %s, expected one of %s", describe(k), signingKeys)
-			}
-			obj[ks] = val
-		}
+		return fmt.Errorf("downstream: option \"signing\": found %s, expected %s", yamlopt.Describe(v), signingHelp)
 	}
 	s := &Signing{Refresh: DefaultKeysRefresh}
 	keys := make([]string, 0, len(obj))
@@ -118,7 +111,7 @@ func parseSigning(c *Config, v any) error {
 func signingName(key string, v any) (string, error) {
 	s, ok := v.(string)
 	if !ok || !validCacheName(s) {
-		return "", fmt.Errorf("downstream: option %q: found %s, expected %s", key, describe(v), cacheNameFmt)
+		return "", fmt.Errorf("downstream: option %q: found %s, expected %s", key, yamlopt.Describe(v), cacheNameFmt)
 	}
 	return s, nil
 }
@@ -141,12 +134,12 @@ func validCacheName(s string) bool {
 func parseSigningKeys(s *Signing, v any) error {
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("downstream: option \"signing.keys\": found %s, expected a list of absolute paths to PEM public keys (PKIX, Ed25519)", describe(v))
+		return fmt.Errorf("downstream: option \"signing.keys\": found %s, expected a list of absolute paths to PEM public keys (PKIX, Ed25519)", yamlopt.Describe(v))
 	}
 	for _, item := range list {
 		p, ok := item.(string)
 		if !ok || !filepath.IsAbs(p) {
-			return fmt.Errorf("downstream: option \"signing.keys\": found an item %s, expected an absolute path to a PEM public key (PKIX, Ed25519)", describe(item))
+			return fmt.Errorf("downstream: option \"signing.keys\": found an item %s, expected an absolute path to a PEM public key (PKIX, Ed25519)", yamlopt.Describe(item))
 		}
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -177,14 +170,14 @@ func parseKeysURL(v any) (*url.URL, error) {
 	const want = "the origin's key endpoint such as https://registry.example.com/api/v0/content_caches/keys"
 	raw, ok := v.(string)
 	if !ok {
-		return nil, fmt.Errorf("downstream: option \"signing.keysurl\": found %s, expected %s", describe(v), want)
+		return nil, fmt.Errorf("downstream: option \"signing.keysurl\": found %s, expected %s", yamlopt.Describe(v), want)
 	}
 	u, err := url.Parse(strings.TrimSpace(raw))
 	if err == nil && u.User != nil {
 		return nil, fmt.Errorf("downstream: option \"signing.keysurl\": %q has user information; expected %s (the endpoint needs no credentials)", u.Redacted(), want)
 	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Fragment != "" {
-		return nil, fmt.Errorf("downstream: option \"signing.keysurl\": found %s, expected %s", describe(v), want)
+		return nil, fmt.Errorf("downstream: option \"signing.keysurl\": found %s, expected %s", yamlopt.Describe(v), want)
 	}
 	return u, nil
 }
@@ -192,7 +185,7 @@ func parseKeysURL(v any) (*url.URL, error) {
 func parseDownstreams(s *Signing, v any) error {
 	list, ok := v.([]any)
 	if !ok {
-		return fmt.Errorf("downstream: option \"signing.downstreams\": found %s, expected a list of cache names", describe(v))
+		return fmt.Errorf("downstream: option \"signing.downstreams\": found %s, expected a list of cache names", yamlopt.Describe(v))
 	}
 	seen := map[string]bool{}
 	for _, item := range list {

@@ -13,11 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -43,7 +44,7 @@ type Fill struct {
 	// repo is the repository the fill fetches through: that of the Asker
 	// the origin answered 200. Set before the fill shows as started, read
 	// by others only after.
-	repo reference.Named
+	repo ident.Repo
 
 	// next lists the askers to fetch with if the origin refuses the
 	// current one before streaming. Under Fills.mu, which also guards the
@@ -127,7 +128,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 		}
 	}()
 	if a.Query == "" { // a signature is never a credential's decision
-		c.access.Allow(a.Cred, a.Repo.Name())
+		c.access.Allow(a.Cred, a.Repo)
 	}
 	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
 	if err != nil {
@@ -216,7 +217,7 @@ type askedResponse struct {
 // the first failure that is not a refusal, or when nobody is left.
 func (c *Fills) fetchFirst(ctx context.Context, f *Fill, a *Asker) (askedResponse, error) {
 	for {
-		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo, f.dgst), Query: a.Query, Client: a.Hdr})
+		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
 			err = &upstream.StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
@@ -331,7 +332,7 @@ func (c *Fills) storeSpool(ctx context.Context, f *Fill) *spoolStore {
 
 func (s *spoolStore) copy(ctx context.Context) error {
 	var err error
-	if s.up, err = s.c.store.NewUpload(ctx, s.f.repo.Name(), s.c.now()); err != nil {
+	if s.up, err = s.c.store.NewUpload(ctx, s.f.repo, s.c.now()); err != nil {
 		return err
 	}
 	buf := make([]byte, Chunk)
@@ -388,7 +389,7 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 // skipping the bytes already received).
 func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query string, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
 	resp, err := c.up.Do(ctx, upstream.Request{
-		Method: http.MethodGet, Path: upstream.BlobPath(f.repo, f.dgst), Query: query, Client: hdr,
+		Method: http.MethodGet, Path: upstream.BlobPath(f.repo.Name(), f.dgst), Query: query, Client: hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {
@@ -463,13 +464,14 @@ func (f *Fill) Release() {
 // repository, and the headers that carry them upstream.
 type Asker struct {
 	Cred access.Key
-	Repo reference.Named
+	Repo ident.Repo
 	Hdr  http.Header
 	// Query is the signed query a request redirected by the origin fetches
 	// with instead of a credential ("" for a credential's request).
 	Query string
 }
 
+// Key is the asker's credential and repository.
 func (a *Asker) Key() access.DecisionKey {
-	return access.DecisionKey{Cred: a.Cred, Repo: a.Repo.Name()}
+	return access.DecisionKey{Cred: a.Cred, Repo: a.Repo.Key()}
 }

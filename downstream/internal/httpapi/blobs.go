@@ -1,21 +1,19 @@
 package httpapi
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 
-	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -27,36 +25,33 @@ const fillAttempts = 3
 // serveBlob answers GET and HEAD of a blob: from local storage when this
 // credential may pull this repository and the blob is linked in it, else
 // after the origin confirmed both.
-func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.Named, dgst digest.Digest, rl *requestLog) {
+func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, rl *requestLog) (string, error) {
 	// --- transparent caches: a signed URL is judged by its signature (signed.go)
 	if isSigned(r) {
-		c.serveSigned(w, r, repo, dgst, rl)
-		return
+		return c.serveSigned(w, r, repo, dgst, rl), nil
 	}
 	// ---
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
-		writeError(w, err)
-		return
+		return "", err
 	}
 	blobs := local.Blobs(ctx)
 	// Expiry leaves it alone while this request lasts (or, if it is being
 	// removed right now, this waits and then fetches it again).
 	release, err := c.expiry.Hold(ctx, dgst)
 	if err != nil {
-		return // the client went away
+		return "", err // the client went away
 	}
 	defer release()
 	// What the cache knows of this request's right to pull from repo,
 	// looked up once: a recent decision, or the origin's confirmation.
-	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo.Name())}
+	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo)}
 	if ra.decided {
 		if c.serveLocal(w, r, blobs, dgst) {
-			rl.result = metrics.ResultHit
 			c.pulled(r, repo, dgst, store.KindLayer)
-			return
+			return metrics.ResultHit, nil
 		}
 	}
 
@@ -64,30 +59,27 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.N
 	// the origin must confirm this repository has it for this credential.
 	_, statErr := c.store.Stat(ctx, dgst)
 	if statErr == nil || r.Method == http.MethodHead {
-		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo, dgst), repo.Name())
+		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo.Name(), dgst), repo)
 		if err != nil {
-			c.answerUpstreamError(w, r, repo, ck, err, rl)
-			return
+			return "", err
 		}
 		rl.upstream = resp.Host.Host
 		if statErr == nil {
 			// Recorded before the link exists, so that expiry knows of
 			// every link it may have to remove.
-			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Name(), Kind: store.KindLayer})
+			c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
 			if err := c.store.Link(ctx, repo, dgst); err != nil {
 				c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
 			} else if c.serveLocal(w, r, blobs, dgst) {
-				rl.result = metrics.ResultHit
-				return
+				return metrics.ResultHit, nil
 			}
 		}
 		if r.Method == http.MethodHead {
 			// HEAD of an uncached blob: the upstream's answer, so that caches
 			// chained behind this one see what the origin has.
-			rl.result = metrics.ResultForwarded
 			upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 			w.WriteHeader(resp.StatusCode)
-			return
+			return metrics.ResultForwarded, nil
 		}
 	}
 
@@ -97,23 +89,21 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo reference.N
 		// credential it fetches with is refused: a flood of unauthorized
 		// requests cannot stand in the way.
 		f, leader := c.fills.Join(ctx, a, dgst, ra.confirmed || ra.decided)
-		err := c.joinFill(w, r, f, a, leader, &ra, rl)
+		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
 		f.Release()
 		var own ownAnswer
 		if errors.As(err, &own) {
-			c.answerUpstreamError(w, r, repo, ck, own.err, rl)
-			return
+			return "", own.err
 		}
 		var pre preStartError
 		if !errors.As(err, &pre) {
-			return
+			return result, err
 		}
 		// The fill failed before streaming without asking with this
 		// request's credential (the upstream failed for everybody):
 		// start or join another.
 		if attempt == fillAttempts {
-			c.answerUpstreamError(w, r, repo, ck, pre.err, rl)
-			return
+			return "", pre.err
 		}
 	}
 }
@@ -143,51 +133,51 @@ func (e ownAnswer) Error() string { return e.err.Error() }
 // credential it fetched with; anybody else needs a decision for the same
 // repository (the fill's 200 says the repository has the digest) or the
 // origin's confirmation of its own repository and digest.
-func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) error {
+func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) (string, error) {
 	ctx := r.Context()
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
 		// a refusal comes at once and the request may take the fill over.
-		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
-			return ownAnswer{err}
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo.Name(), f.Digest()), a.Repo); err != nil {
+			return "", ownAnswer{err}
 		}
 		ra.confirmed = true
 		c.fills.Enlist(f, a)
 	}
 	st, err := f.Wait(ctx, func(s fill.State) bool { return s.Started || s.Finished || f.RefusedFor(a) != nil })
 	if err != nil {
-		return err // the client went away
+		return "", err // the client went away
 	}
 	if err := f.RefusedFor(a); err != nil {
-		return ownAnswer{err}
+		return "", ownAnswer{err}
 	}
 	if !st.Started {
-		return preStartError{st.Err}
+		return "", preStartError{st.Err}
 	}
 	mine := st.By == a
-	if !mine && !ra.confirmed && (!ra.decided || st.By.Repo.Name() != a.Repo.Name()) {
-		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo, f.Digest()), a.Repo.Name()); err != nil {
-			return ownAnswer{err}
+	if !mine && !ra.confirmed && (!ra.decided || st.By.Repo.Key() != a.Repo.Key()) {
+		if _, err := c.access.Confirm(ctx, r, upstream.BlobPath(a.Repo.Name(), f.Digest()), a.Repo); err != nil {
+			return "", ownAnswer{err}
 		}
 		ra.confirmed = true
 	}
-	rl.result = metrics.ResultMiss
+	result := metrics.ResultMiss
 	if !leader {
-		rl.result = metrics.ResultCoalesced
+		result = metrics.ResultCoalesced
 	}
 	rl.upstream = st.Host
 	c.pulled(r, a.Repo, f.Digest(), store.KindLayer)
 	st, err = c.streamFill(w, r, f, st)
 	if err != nil {
-		return err
+		return result, err
 	}
-	if st.OK() && a.Repo.Name() != st.By.Repo.Name() {
+	if st.OK() && a.Repo.Key() != st.By.Repo.Key() {
 		// Confirmed above for this repository: the link may be made.
 		if err := c.store.Link(ctx, a.Repo, f.Digest()); err != nil {
 			c.log.WithError(err).WithField("digest", f.Digest()).Warn("cannot link blob")
 		}
 	}
-	return nil
+	return result, nil
 }
 
 // streamFill sends the fill's bytes to the client as they arrive. The last
@@ -285,44 +275,17 @@ func (c *API) serveAfterFill(w http.ResponseWriter, r *http.Request, f *fill.Fil
 		return st, err
 	}
 	if !c.serveLocal(w, r, local.Blobs(r.Context()), f.Digest()) {
-		writeError(w, errcode.ErrorCodeBlobUnknown.WithDetail(f.Digest()))
+		return st, errcode.ErrorCodeBlobUnknown.WithDetail(f.Digest())
 	}
 	return st, nil
 }
 
 // pulled records a GET served, for expiry: hits, misses and coalesced
 // waiters alike. HEAD is not a pull.
-func (c *API) pulled(r *http.Request, repo reference.Named, dgst digest.Digest, k store.Kind) {
+func (c *API) pulled(r *http.Request, repo ident.Repo, dgst digest.Digest, k store.Kind) {
 	if r.Method == http.MethodGet {
-		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Name(), Kind: k})
+		c.expiry.Record(r.Context(), store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: k})
 	}
-}
-
-// answerUpstreamError passes an upstream's refusal to the client and
-// forgets any decision the cache held for this credential.
-func (c *API) answerUpstreamError(w http.ResponseWriter, r *http.Request, repo reference.Named, ck access.Key, err error, rl *requestLog) {
-	if se, ok := upstream.IsAnswer(err); ok && len(se.Body) == 0 && r.Method == http.MethodGet {
-		// The refusal came from a HEAD, which has no body: ask once more
-		// as the client did, so that it gets the origin's error body.
-		resp, gerr := c.up.Do(r.Context(), upstream.Request{Method: http.MethodGet, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
-		if gerr != nil {
-			if ge, ok := upstream.IsAnswer(gerr); ok && ge.Status == se.Status {
-				err = gerr
-			}
-		} else {
-			resp.Body.Close()
-		}
-	}
-	rl.result = metrics.ResultError
-	rl.upstream = upstream.ErrorHost(err)
-	if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
-		rl.result = metrics.ResultDenied
-		c.access.Forget(ck, repo.Name())
-	}
-	if !errors.Is(err, context.Canceled) {
-		c.log.WithError(err).WithField("repository", repo.Name()).Debug("upstream refused or failed")
-	}
-	writeUpstreamError(w, r, err)
 }
 
 // honoredRange returns the Range header to honor for the blob dgst: none

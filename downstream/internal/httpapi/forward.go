@@ -12,19 +12,12 @@ import (
 // streams the answer back as it came: the ping (so that the origin's
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
-func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
+func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) (string, error) {
 	resp, err := c.up.Do(r.Context(), upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
 	if err != nil {
-		rl.result = metrics.ResultError
-		rl.upstream = upstream.ErrorHost(err)
-		if se, ok := upstream.IsAnswer(err); ok && (se.Status == http.StatusUnauthorized || se.Status == http.StatusForbidden) {
-			rl.result = metrics.ResultDenied
-		}
-		writeUpstreamError(w, r, err)
-		return
+		return "", err
 	}
 	defer resp.Body.Close()
-	rl.result = metrics.ResultForwarded
 	rl.upstream = resp.Host.Host
 	upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 	w.WriteHeader(resp.StatusCode)
@@ -36,4 +29,5 @@ func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) {
 			panic(http.ErrAbortHandler)
 		}
 	}
+	return metrics.ResultForwarded, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/keyring"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
@@ -100,7 +101,7 @@ func (c *API) Handler(next http.Handler) http.Handler {
 		rl := c.newRequestLog(sw, r, route)
 		defer rl.done()
 		if ns := wrongNamespace(r, c.cfg.Upstreams.Origin); ns != "" {
-			writeError(w, errNamespace(ns, c.cfg.Upstreams.Origin))
+			c.finish(w, r, rl, "", errNamespace(ns, c.cfg.Upstreams.Origin))
 			return
 		}
 		switch route {
@@ -108,27 +109,29 @@ func (c *API) Handler(next http.Handler) http.Handler {
 			// Answered by the origin, with the client's credentials: the
 			// ping carries the origin's challenge, and the catalog must not
 			// reveal what the cache holds.
-			c.forward(w, r, rl)
+			result, err := c.forward(w, r, rl)
+			c.finish(w, r, rl, result, err)
 		case v2.RouteNameBlob, v2.RouteNameManifest:
 			named, err := reference.WithName(match.Vars["name"])
 			if err != nil {
-				writeError(w, errNameInvalid(match.Vars["name"], err))
-				rl.result = metrics.ResultError
+				c.finish(w, r, rl, "", errNameInvalid(match.Vars["name"], err))
 				return
 			}
-			rl.repo = named.Name()
+			repo := ident.Of(named)
+			rl.repo, rl.id = repo.String(), repo
+			var result string
 			if route == v2.RouteNameBlob {
-				dgst, err := digest.Parse(match.Vars["digest"])
-				if err != nil {
-					writeError(w, errDigestInvalid(match.Vars["digest"]))
-					rl.result = metrics.ResultError
+				var dgst digest.Digest
+				if dgst, err = digest.Parse(match.Vars["digest"]); err != nil {
+					c.finish(w, r, rl, "", errDigestInvalid(match.Vars["digest"]))
 					return
 				}
 				rl.digest = dgst
-				c.serveBlob(w, r, named, dgst, rl)
-				return
+				result, err = c.serveBlob(w, r, repo, dgst, rl)
+			} else {
+				result, err = c.serveManifest(w, r, repo, match.Vars["reference"], rl)
 			}
-			c.serveManifest(w, r, named, match.Vars["reference"], rl)
+			c.finish(w, r, rl, result, err)
 		default:
 			// Upload routes answer GET for upload status: there are none.
 			c.refuseWrite(w, r, route)

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -18,7 +20,8 @@ type requestLog struct {
 	start    time.Time
 	method   string
 	route    string
-	repo     string
+	repo     string     // for the log
+	id       ident.Repo // of blob and manifest routes
 	digest   digest.Digest
 	result   string
 	upstream string

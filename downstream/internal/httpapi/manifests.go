@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -16,7 +17,6 @@ import (
 	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/storage"
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -28,19 +28,17 @@ const maxManifestSize = 4 << 20
 // serveManifest answers GET and HEAD of a manifest. A tag is resolved at the
 // origin on every request, so users always get the current image; the bytes
 // of a digest are served from local storage once stored and allowed.
-func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo reference.Named, ref string, rl *requestLog) {
+func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.Repo, ref string, rl *requestLog) (string, error) {
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
-		writeError(w, err)
-		return
+		return "", err
 	}
 	// Manifests are kept before their blobs: those are fetched when asked.
 	ms, err := local.Manifests(ctx, storage.SkipLayerVerification())
 	if err != nil {
-		writeError(w, err)
-		return
+		return "", err
 	}
 	// Expiry leaves the manifest alone from the moment its digest is known
 	// until the request ends.
@@ -50,26 +48,29 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 			release()
 		}
 	}()
-	hold := func(d digest.Digest) bool {
+	hold := func(d digest.Digest) error {
 		if release == nil {
 			var err error
 			if release, err = c.expiry.Hold(ctx, d); err != nil {
-				return false // the client went away
+				return err // the client went away
 			}
 		}
-		return true
+		return nil
 	}
 	dgst, byDigest := digest.Digest(""), false
 	if d, err := digest.Parse(ref); err == nil {
 		dgst, byDigest = d, true
 		rl.digest = d
-		if !hold(d) {
-			return
+		if err := hold(d); err != nil {
+			return "", err
 		}
-		if c.access.AllowedByDecision(r, ck, repo.Name()) && c.serveLocalManifest(w, r, ms, dgst) {
-			rl.result = metrics.ResultHit
-			c.pulled(r, repo, dgst, store.KindManifest)
-			return
+		if c.access.AllowedByDecision(r, ck, repo) {
+			if served, err := c.serveLocalManifest(w, r, ms, dgst); err != nil {
+				return "", err
+			} else if served {
+				c.pulled(r, repo, dgst, store.KindManifest)
+				return metrics.ResultHit, nil
+			}
 		}
 	}
 	path := "/v2/" + repo.Name() + "/manifests/" + ref
@@ -83,38 +84,37 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 		}
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
-		resp, err := c.access.Confirm(ctx, r, path, repo.Name())
+		resp, err := c.access.Confirm(ctx, r, path, repo)
 		if err != nil {
 			if notModifiedUnknown(r, err, dgst) {
 				writeNotModified(w)
-				return
+				return metrics.ResultError, nil
 			}
-			c.answerUpstreamError(w, r, repo, ck, err, rl)
-			return
+			return "", err
 		}
 		rl.upstream = resp.Host.Host
 		if r.Method == http.MethodHead {
-			rl.result = metrics.ResultForwarded
 			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
 				writeNotModified(w)
-				return
+				return metrics.ResultForwarded, nil
 			}
 			upstream.CopyResponseHeaders(w.Header(), resp.Header, resp.Host)
 			w.WriteHeader(resp.StatusCode)
-			return
+			return metrics.ResultForwarded, nil
 		}
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && !byDigest {
 			dgst = d
 			rl.digest = d
 		}
 		if dgst != "" {
-			if !hold(dgst) {
-				return
+			if err := hold(dgst); err != nil {
+				return "", err
 			}
-			if c.serveLocalManifest(w, r, ms, dgst) {
-				rl.result = metrics.ResultHit
+			if served, err := c.serveLocalManifest(w, r, ms, dgst); err != nil {
+				return "", err
+			} else if served {
 				c.pulled(r, repo, dgst, store.KindManifest)
-				return
+				return metrics.ResultHit, nil
 			}
 			path = "/v2/" + repo.Name() + "/manifests/" + dgst.String()
 		}
@@ -124,10 +124,9 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 	if err != nil {
 		if notModifiedUnknown(r, err, dgst) {
 			writeNotModified(w)
-			return
+			return metrics.ResultError, nil
 		}
-		c.answerUpstreamError(w, r, repo, ck, err, rl)
-		return
+		return "", err
 	}
 	rl.upstream = resp.Host.Host
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestSize+1))
@@ -136,10 +135,9 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 		err = fmt.Errorf("manifest larger than %d bytes", maxManifestSize)
 	}
 	if err != nil {
-		writeUpstreamError(w, r, &upstream.UpstreamError{Host: resp.Host.Host, Err: err})
-		return
+		return "", &upstream.UpstreamError{Host: resp.Host.Host, Err: err}
 	}
-	c.access.Allow(ck, repo.Name())
+	c.access.Allow(ck, repo)
 	if dgst == "" {
 		dgst = digest.FromBytes(body)
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
@@ -149,19 +147,18 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo referen
 	}
 	if !dgst.Algorithm().Available() || dgst.Algorithm().FromBytes(body) != dgst {
 		c.log.WithField("digest", dgst).WithField("upstream", resp.Host.Host).Warn("upstream manifest does not match its digest")
-		writeError(w, errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest "+dgst.String()))
-		return
+		return "", errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest " + dgst.String())
 	}
-	if !hold(dgst) {
-		return
+	if err := hold(dgst); err != nil {
+		return "", err
 	}
 	mediaType := resp.Header.Get("Content-Type")
 	// Recorded before the manifest is stored, so that expiry knows of
 	// every link it may have to remove.
 	c.pulled(r, repo, dgst, store.KindManifest)
 	c.storeManifest(r, ms, mediaType, body, dgst)
-	rl.result = metrics.ResultMiss
 	writeManifest(w, r, mediaType, body, dgst)
+	return metrics.ResultMiss, nil
 }
 
 // storeManifest keeps a verified manifest. Its blobs need not be stored:
@@ -182,32 +179,31 @@ func (c *API) storeManifest(r *http.Request, ms distribution.ManifestService, me
 }
 
 // serveLocalManifest serves a manifest stored in this repository; false if
-// there is none.
-func (c *API) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms distribution.ManifestService, dgst digest.Digest) bool {
+// there is none, an error to answer if the client's Accept refuses it.
+func (c *API) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms distribution.ManifestService, dgst digest.Digest) (bool, error) {
 	m, err := ms.Get(r.Context(), dgst)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	if manifestNotModified(r, dgst) {
 		writeNotModified(w)
-		return true
+		return true, nil
 	}
 	if _, oci := m.(*ocischema.DeserializedManifest); oci && !acceptsOCIManifest(r) {
 		// distribution's GetManifest refuses it with these words. An OCI
 		// index passes whatever the Accept: it is neither of the types that
 		// GetManifest checks.
-		writeError(w, errcode.ErrorCodeManifestUnknown.WithMessage("OCI manifest found, but accept header does not support OCI manifests"))
-		return true
+		return false, errcode.ErrorCodeManifestUnknown.WithMessage("OCI manifest found, but accept header does not support OCI manifests")
 	}
 	mediaType, payload, err := m.Payload()
 	if err != nil {
-		return false
+		return false, nil
 	}
 	if mediaType == "" {
 		mediaType = v1.MediaTypeImageManifest
 	}
 	writeManifest(w, r, mediaType, payload, dgst)
-	return true
+	return true, nil
 }
 
 // acceptsOCIManifest parses Accept as distribution's GetManifest does:

@@ -7,7 +7,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/distribution/distribution/v3/registry/api/v2"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 	gometrics "github.com/docker/go-metrics"
 	"github.com/prometheus/client_golang/prometheus"
 )

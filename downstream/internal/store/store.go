@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"path"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
@@ -37,8 +39,8 @@ func New(ns distribution.Namespace, driver storagedriver.StorageDriver) *Store {
 func (s *Store) Driver() storagedriver.StorageDriver { return s.driver }
 
 // Repository is distribution's view of one repository.
-func (s *Store) Repository(ctx context.Context, repo reference.Named) (distribution.Repository, error) {
-	return s.ns.Repository(ctx, repo)
+func (s *Store) Repository(ctx context.Context, repo ident.Repo) (distribution.Repository, error) {
+	return s.ns.Repository(ctx, repo.Stored())
 }
 
 // Stat describes a blob's data, whatever repository links it.
@@ -77,16 +79,16 @@ func (m mountStat) Apply(v any) error {
 
 // Link makes a blob whose data is stored part of repo. Only for a
 // repository the origin confirmed has the blob.
-func (s *Store) Link(ctx context.Context, repo reference.Named, dgst digest.Digest) error {
+func (s *Store) Link(ctx context.Context, repo ident.Repo, dgst digest.Digest) error {
 	desc, err := s.Stat(ctx, dgst)
 	if err != nil {
 		return err
 	}
-	from, err := reference.WithDigest(repo, dgst)
+	from, err := reference.WithDigest(repo.Stored(), dgst)
 	if err != nil {
 		return err
 	}
-	r, err := s.ns.Repository(ctx, repo)
+	r, err := s.ns.Repository(ctx, repo.Stored())
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ func (s *Store) Link(ctx context.Context, repo reference.Named, dgst digest.Dige
 	}
 	if err == nil {
 		_ = bw.Cancel(ctx)
-		return fmt.Errorf("linking %s into %s: mount was not done", dgst, repo.Name())
+		return fmt.Errorf("linking %s into %s: mount was not done", dgst, repo)
 	}
 	return err
 }

@@ -6,8 +6,9 @@ import (
 	"path"
 	"time"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
+
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
-	"github.com/distribution/reference"
 	"github.com/google/uuid"
 	"github.com/opencontainers/go-digest"
 )
@@ -25,8 +26,8 @@ type Upload struct {
 }
 
 // NewUpload starts an upload into repo, started at now.
-func (s *Store) NewUpload(ctx context.Context, repo string, now time.Time) (*Upload, error) {
-	u := &Upload{s: s, dir: UploadDir(repo, uuid.NewString())}
+func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (*Upload, error) {
+	u := &Upload{s: s, dir: UploadDir(repo.Stored().Name(), uuid.NewString())}
 	if err := s.driver.PutContent(ctx, path.Join(u.dir, "startedat"), []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return u, err
 	}
@@ -46,7 +47,7 @@ func (u *Upload) Write(p []byte) (int, error) { return u.fw.Write(p) }
 // size is checked only after the writer's Commit, against what the storage
 // reports: object stores' writers (s3, azure, gcs) buffer and upload in
 // parts, so before Commit neither Size nor Stat counts the last part.
-func (u *Upload) Commit(ctx context.Context, repo reference.Named, dgst digest.Digest, size int64) error {
+func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest, size int64) error {
 	if err := u.fw.Commit(ctx); err != nil {
 		return err
 	}

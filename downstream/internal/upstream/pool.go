@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
@@ -25,7 +24,7 @@ import (
 
 // forwardedRequestHeaders are the only client headers sent upstream: what a
 // registry needs to authorize and negotiate, nothing else.
-var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
+var forwardedRequestHeaders = []string{"Authorization", "Accept", "User-Agent", "If-Range", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "Via"}
 
 // MaxErrorBody bounds how much of an upstream error body is read and kept.
 const MaxErrorBody = 64 << 10
@@ -417,7 +416,8 @@ func CopyResponseHeaders(dst, src http.Header, host *url.URL) {
 	}
 }
 
-// BlobPath is the API path of a blob of repo.
-func BlobPath(repo reference.Named, dgst digest.Digest) string {
-	return "/v2/" + repo.Name() + "/blobs/" + dgst.String()
+// BlobPath is the API path of a blob of the repository named repo at its
+// origin.
+func BlobPath(repo string, dgst digest.Digest) string {
+	return "/v2/" + repo + "/blobs/" + dgst.String()
 }
