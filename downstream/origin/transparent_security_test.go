@@ -206,3 +206,29 @@ func TestOriginHonoursSignatures(t *testing.T) {
 		t.Fatalf("signed manifest GET at the origin: %d, WWW-Authenticate %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
 }
+
+// TestTransparentNoDecision: a signed pull, cold (the fill fetches with the
+// signature) and warm, records no authorization decision for anyone.
+func TestTransparentNoDecision(t *testing.T) {
+	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
+	valid := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
+	for range 2 {
+		if resp := send(t, http.MethodGet, valid.String()); resp.StatusCode != http.StatusOK {
+			t.Fatalf("signed pull: %d", resp.StatusCode)
+		}
+	}
+	families, err := s.cache.Cache.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != "content_cache_authorization_decisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if v := m.GetCounter().GetValue(); v != 0 {
+				t.Errorf("decisions %v = %v after signed pulls, want 0", m.GetLabel(), v)
+			}
+		}
+	}
+}
