@@ -99,3 +99,57 @@ func TestTransparentDeadCache(t *testing.T) {
 		t.Errorf("after the cache died: the origin served %d blob GETs (%d signed), want 1 direct", o1.blobGETs-o0.blobGETs, o1.signedGETs-o0.signedGETs)
 	}
 }
+
+// TestTransparentDeadCacheProbed is TestTransparentDeadCache with the
+// origin's own prober: the first probe round after the cache died, at
+// most one probeinterval later, sends the user's pulls to the origin.
+func TestTransparentDeadCacheProbed(t *testing.T) {
+	clock := &regtest.Clock{}
+	rounds := make(chan struct{}, 1)
+	const interval = 200 * time.Millisecond
+	og := startOriginWith(t, regtest.HtpasswdAuth(t, testUsers), "", map[string]any{"probeinterval": interval.String()},
+		Options{Now: clock.Now, AfterProbe: func() {
+			select {
+			case rounds <- struct{}{}:
+			default:
+			}
+		}})
+	cache, _ := signingCache(t, og.URL, og.URL+keysPath, "region-asia", nil, clock)
+	img := regtest.RandomImage(11, 1, 8<<10)
+	if err := regtest.Push(t.Context(), og.URL, "admin", "adminpw", img); err != nil {
+		t.Fatal(err)
+	}
+	register(t, og, "", "region-asia", cache.URL) // probed at once (the API kicks the prober)
+	assign(t, og, "", "alice", "region-asia")
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	waitRound := func(healthy bool) {
+		t.Helper()
+		for og.Origin.isHealthy("region-asia") != healthy {
+			select {
+			case <-rounds:
+			case <-ctx.Done():
+				t.Fatalf("region-asia never became healthy=%v", healthy)
+			}
+		}
+	}
+	waitRound(true)
+	blobPath := "/v2/" + img.Repo + "/blobs/" + digestOf(img.Layers[0])
+	alice := following(og.URL, "alice", "alicepw")
+	if r := do(t, alice, http.MethodGet, blobPath); r.Status != http.StatusOK || og.Counts.snapshot().signedGETs != 1 {
+		t.Fatalf("through the cache: %d, %d signed fills", r.Status, og.Counts.snapshot().signedGETs)
+	}
+	cache.Kill()
+	killed := time.Now()
+	waitRound(false)
+	if took := time.Since(killed); took > interval+5*time.Second {
+		t.Errorf("the origin noticed the dead cache after %v, want within the probe interval (%v, plus the probe's own time)", took, interval)
+	}
+	o0 := og.Counts.snapshot()
+	if r := do(t, alice, http.MethodGet, blobPath); r.Status != http.StatusOK || r.Body != string(img.Layers[0]) {
+		t.Fatalf("after the cache died: %d", r.Status)
+	}
+	if o1 := og.Counts.snapshot(); o1.blobGETs-o0.blobGETs != 1 || o1.signedGETs != o0.signedGETs {
+		t.Errorf("after the cache died: %d blob GETs at the origin (%d signed), want 1 direct", o1.blobGETs-o0.blobGETs, o1.signedGETs-o0.signedGETs)
+	}
+}
