@@ -40,7 +40,7 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 			if o.serveSigned(w, r) { // a cache fetching with a signature (signed.go)
 				return
 			}
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, withoutSignature(r))
 		case p == keysPath:
 			o.serveKeys(w, r)
 		case p == cachesPath || strings.HasPrefix(p, cachesPath+"/"):
