@@ -79,7 +79,7 @@ lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (pinned)
 $(STATICCHECK):
 	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-demo: build ## Run the demo: an origin, a cache and two pulls through it (go run ./cmd/demo)
+demo: build ## Run the demo: an origin and a cache; pulls through the cache's address and from the origin's (transparent redirects), with bytes served by each
 	$(GO) run ./cmd/demo -bin bin/content-cache
 
 conformance: $(OCI_CONFORMANCE) ## OCI conformance: origin, cache and chain on loopback (conformance/results/latest.md)

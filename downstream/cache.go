@@ -98,11 +98,18 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
 		Log: log, Now: opts.Now, SpoolDir: opts.SpoolDir, Timeout: cfg.FillTimeout,
 	})
+	keys, err := newKeyring(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	c.api = httpapi.New(httpapi.Deps{
 		Config: cfg, Upstream: up, Access: c.access, Store: c.store, Fills: c.fills, Expiry: c.expiry,
-		Metrics: m, Log: log, Now: opts.Now, Redirects: true,
+		Metrics: m, Log: log, Now: opts.Now, Redirects: true, Keys: keys,
 	})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if keys != nil {
+		c.bg.Go(func() { keys.Run(c.ctx) })
+	}
 	if c.expiry != nil && !opts.ManualSweep {
 		c.bg.Go(func() { c.expiry.Run(c.ctx) })
 	}

@@ -1,9 +1,13 @@
-// Command demo shows content-cache at work on loopback: it starts an origin
-// registry (the content-cache binary without a downstream block, with
-// htpasswd auth) and a cache in front of it, pushes a small multi-layer image
-// to the origin with a real client (oras-go), pulls it through
-// the cache twice, and shows from the cache's own log lines that the first
-// pull missed and the second hit. It stops everything it started.
+// Command demo shows content-cache at work on loopback, both ways: it starts
+// an origin registry (the content-cache binary with htpasswd auth and the
+// contentcaches middleware, the demo user assigned to the cache) and a
+// cache, pushes small multi-layer images to the origin with a real client
+// (oras-go), then pulls one through the cache's address twice, and another
+// from the origin's own address twice (the origin redirects each layer to
+// the cache with a signed URL). It shows from the cache's log lines that
+// the first pull of each missed and the second hit, and prints the blob
+// bytes served by the origin and by the cache. It stops everything it
+// started.
 //
 //	go run ./cmd/demo -bin bin/content-cache
 package main
@@ -63,6 +67,18 @@ func run(bin string, layers int) error {
 	defer os.RemoveAll(dir)
 
 	originAddr, cacheAddr := freeAddr(), freeAddr()
+	signingKey := filepath.Join(dir, "origin-ed25519.pem")
+	if err := writeSigningKey(signingKey); err != nil {
+		return err
+	}
+	// Clients and the cache reach the origin through a counting proxy, so
+	// that the demo can say how many blob bytes the origin served.
+	originCount := &byteCounter{}
+	originFront, stopFront, err := startCountingProxy(originAddr, originCount)
+	if err != nil {
+		return err
+	}
+	defer stopFront()
 	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 	if err != nil {
 		return err
@@ -76,7 +92,15 @@ log: {level: warn, accesslog: {disabled: true}}
 storage: {filesystem: {rootdirectory: %s}}
 http: {addr: %s}
 auth: {htpasswd: {realm: demo-origin, path: %s}}
-`, filepath.Join(dir, "origin"), originAddr, htpasswd)
+middleware:
+  registry:
+    - name: contentcaches
+      options:
+        signingkey: %s
+        probeinterval: 1s
+        caches: [{name: demo-cache, host: "http://%s"}]
+        users: {%s: demo-cache}
+`, filepath.Join(dir, "origin"), originAddr, htpasswd, signingKey, cacheAddr, user)
 	cacheCfg := fmt.Sprintf(`version: 0.1
 log: {level: info, formatter: json, accesslog: {disabled: true}}
 storage:
@@ -90,9 +114,12 @@ middleware:
         blobttl: 24h
         upstreams:
           - http://%s
-`, filepath.Join(dir, "cache"), cacheAddr, originAddr)
+        signing:
+          name: demo-cache
+          keysurl: http://%s/api/v0/content_caches/keys
+`, filepath.Join(dir, "cache"), cacheAddr, originFront, originFront)
 
-	fmt.Printf("== starting the origin on %s (htpasswd auth) and the cache on %s\n", originAddr, cacheAddr)
+	fmt.Printf("== starting the origin on %s (htpasswd auth, transparent caches; clients use %s, a byte-counting proxy) and the cache on %s\n", originAddr, originFront, cacheAddr)
 	origin, err := start(ctx, bin, dir, "origin", originCfg, nil)
 	if err != nil {
 		return err
@@ -110,12 +137,16 @@ middleware:
 		}
 	}
 
-	origin1, err := repository(originAddr, user, password)
+	origin1, err := repository(originFront, user, password)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("== pushing %s/%s:v1 (%d layers) to the origin\n", originAddr, repo, layers)
-	root, err := pushImage(ctx, origin1, layers)
+	fmt.Printf("== pushing %s/%s:v1 and :v2 (%d layers each) to the origin\n", originFront, repo, layers)
+	root, err := pushImage(ctx, origin1, layers, "v1")
+	if err != nil {
+		return fmt.Errorf("push to origin: %w", err)
+	}
+	root2, err := pushImage(ctx, origin1, layers, "v2")
 	if err != nil {
 		return fmt.Errorf("push to origin: %w", err)
 	}
@@ -129,30 +160,50 @@ middleware:
 	}
 	fmt.Println("== an anonymous pull through the cache is refused, as the origin refuses it")
 
-	for round, label := range []string{"first pull (cold cache)", "second pull (warm cache)"} {
-		results.reset()
-		through, err := repository(cacheAddr, user, password)
-		if err != nil {
-			return err
-		}
-		got, err := oras.Copy(ctx, through, "v1", memory.New(), "v1", oras.DefaultCopyOptions)
-		if err != nil {
-			return fmt.Errorf("%s: %w", label, err)
-		}
-		if got.Digest != root.Digest {
-			return fmt.Errorf("%s: digest %s, the origin's is %s", label, got.Digest, root.Digest)
-		}
-		counts := results.waitBlobs(ctx, layers+1)
-		fmt.Printf("== %s through the cache: digest %s\n   blob requests: %v\n", label, got.Digest, counts)
-		want := "miss"
-		if round == 1 {
-			want = "hit"
-		}
-		if counts[want] != layers+1 {
-			return fmt.Errorf("%s: expected %d blob %ss, saw %v", label, layers+1, want, counts)
+	// The origin redirects only to a cache that answered its last probe.
+	if err := waitHealthy(ctx, "http://"+originFront+"/api/v0/content_caches/demo-cache", user, password); err != nil {
+		return err
+	}
+	ways := []struct {
+		title, addr, tag string
+		root             ocispec.Descriptor
+	}{
+		{"way 1: pulling " + repo + ":v1 through the cache's address " + cacheAddr, cacheAddr, "v1", root},
+		{"way 2: pulling " + repo + ":v2 from the origin's address " + originFront + " (layers redirected to the cache)", originFront, "v2", root2},
+	}
+	for _, way := range ways {
+		fmt.Println("== " + way.title)
+		for round, label := range []string{"first pull (cold cache)", "second pull (warm cache)"} {
+			results.reset()
+			before := originCount.snapshot()
+			from, err := repository(way.addr, user, password)
+			if err != nil {
+				return err
+			}
+			got, err := oras.Copy(ctx, from, way.tag, memory.New(), way.tag, oras.DefaultCopyOptions)
+			if err != nil {
+				return fmt.Errorf("%s: %w", label, err)
+			}
+			if got.Digest != way.root.Digest {
+				return fmt.Errorf("%s: digest %s, the origin's is %s", label, got.Digest, way.root.Digest)
+			}
+			counts, cacheBytes := results.waitBlobs(ctx, layers+1)
+			origin := originCount.snapshot().minus(before)
+			fmt.Printf("   %s: digest %s\n     cache blob requests: %v\n", label, got.Digest, counts)
+			fmt.Printf("     blob bytes served: by the cache %d; by the origin %d to clients, %d to the cache\n", cacheBytes, origin.direct, origin.toCache)
+			want := "miss"
+			if round == 1 {
+				want = "hit"
+			}
+			if counts[want] != layers+1 {
+				return fmt.Errorf("%s: expected %d blob %ss, saw %v", label, layers+1, want, counts)
+			}
+			if origin.direct != 0 {
+				return fmt.Errorf("%s: the origin served %d blob bytes to the client; expected every blob byte from the cache", label, origin.direct)
+			}
 		}
 	}
-	fmt.Println("== done: the first pull filled the cache from the origin, the second was served from the cache")
+	fmt.Println("== done: each first pull filled the cache from the origin, each second was served from the cache; no blob byte reached the client from the origin")
 	return nil
 }
 
@@ -172,12 +223,13 @@ func repository(addr, username, pass string) (*remote.Repository, error) {
 }
 
 // pushImage pushes an OCI image of random layers and tags it v1.
-func pushImage(ctx context.Context, r *remote.Repository, layers int) (ocispec.Descriptor, error) {
+func pushImage(ctx context.Context, r *remote.Repository, layers int, tag string) (ocispec.Descriptor, error) {
 	push := func(mediaType string, data []byte) (ocispec.Descriptor, error) {
 		desc := ocispec.Descriptor{MediaType: mediaType, Digest: digest.FromBytes(data), Size: int64(len(data))}
 		return desc, r.Push(ctx, desc, bytes.NewReader(data))
 	}
-	config, err := push(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	// The tag in the config keeps each image's config blob its own.
+	config, err := push(ocispec.MediaTypeImageConfig, []byte(`{"architecture":"amd64","os":"linux","config":{"Labels":{"tag":"`+tag+`"}},"rootfs":{"type":"layers","diff_ids":[]}}`))
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
@@ -199,7 +251,7 @@ func pushImage(ctx context.Context, r *remote.Repository, layers int) (ocispec.D
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	return root, r.Tag(ctx, root, "v1")
+	return root, r.Tag(ctx, root, tag)
 }
 
 type process struct {
@@ -249,6 +301,7 @@ func (p *process) stop() {
 type resultLog struct {
 	mu      sync.Mutex
 	counts  map[string]int
+	bytes   int64 // body bytes of those requests
 	changed chan struct{}
 }
 
@@ -256,6 +309,7 @@ func (r *resultLog) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.counts = map[string]int{}
+	r.bytes = 0
 	if r.changed == nil {
 		r.changed = make(chan struct{})
 	}
@@ -271,20 +325,26 @@ func (r *resultLog) line(s string) {
 	}
 	rest := s[i+len(`"result":"`):]
 	result := rest[:strings.IndexByte(rest, '"')]
+	var fields struct {
+		Bytes int64 `json:"bytes"`
+	}
+	_ = json.Unmarshal([]byte(s), &fields)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.counts == nil {
 		r.counts = map[string]int{}
 	}
 	r.counts[result]++
+	r.bytes += fields.Bytes
 	if r.changed != nil {
 		close(r.changed)
 	}
 	r.changed = make(chan struct{})
 }
 
-// waitBlobs waits until n blob results were logged, or a few seconds.
-func (r *resultLog) waitBlobs(ctx context.Context, n int) map[string]int {
+// waitBlobs waits until n blob results were logged, or a few seconds, and
+// returns them and their body bytes.
+func (r *resultLog) waitBlobs(ctx context.Context, n int) (map[string]int, int64) {
 	deadline := time.After(5 * time.Second)
 	for {
 		r.mu.Lock()
@@ -296,17 +356,17 @@ func (r *resultLog) waitBlobs(ctx context.Context, n int) map[string]int {
 		for k, v := range r.counts {
 			snapshot[k] = v
 		}
-		ch := r.changed
+		ch, bytes := r.changed, r.bytes
 		r.mu.Unlock()
 		if total >= n {
-			return snapshot
+			return snapshot, bytes
 		}
 		select {
 		case <-ch:
 		case <-deadline:
-			return snapshot
+			return snapshot, bytes
 		case <-ctx.Done():
-			return snapshot
+			return snapshot, bytes
 		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/signature"
 )
 
-// The API, after DTR's (see README "Transparent caches (origin side)"):
+// The API, after DTR's (see README "Transparent caches", "The origin side"):
 //
 //	GET    /api/v0/content_caches/keys           public keys (JWKS), no auth
 //	GET    /api/v0/content_caches                 any user: list
@@ -37,7 +37,10 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 		p := r.URL.Path
 		switch {
 		case !strings.HasPrefix(p, apiPrefix):
-			next.ServeHTTP(w, r)
+			if o.serveSigned(w, r) { // a cache fetching with a signature (signed.go)
+				return
+			}
+			next.ServeHTTP(w, withoutSignature(r))
 		case p == keysPath:
 			o.serveKeys(w, r)
 		case p == cachesPath || strings.HasPrefix(p, cachesPath+"/"):

@@ -50,6 +50,7 @@ type testOrigin struct {
 	URL    string
 	Root   string
 	Origin *Origin
+	Counts *originCounts // what the origin served (transparent_helpers_test.go)
 	stop   func()
 }
 
@@ -87,7 +88,8 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 	cfg.Log.AccessLog.Disabled = true
 	ctx, cancel := context.WithCancel(context.Background())
 	app := handlers.NewApp(ctx, cfg)
-	srv := httptest.NewServer(Wrap(cfg, app))
+	counts := &originCounts{}
+	srv := httptest.NewServer(counts.wrap(Wrap(cfg, app)))
 	og, ok := Instance(cfg)
 	if !ok {
 		t.Fatal("no instance after NewApp")
@@ -104,7 +106,7 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 		_ = og.Close()
 	}
 	t.Cleanup(stop)
-	return &testOrigin{URL: srv.URL, Root: root, Origin: og, stop: stop}
+	return &testOrigin{URL: srv.URL, Root: root, Origin: og, Counts: counts, stop: stop}
 }
 
 // noRedirects is an HTTP client that shows a redirect instead of following

@@ -12,6 +12,7 @@ const (
 	directUnknown     = "unknown_cache" // assigned to a cache that does not exist (deleted)
 	directUnhealthy   = "unhealthy"     // the cache's last probe failed, or it was not probed yet
 	directStoreError  = "store_error"   // the user's setting could not be read
+	directViaCache    = "via_cache"     // a content cache asked: it is where the bytes go
 	metricsNamespace  = "content_cache_origin"
 	metricsCacheLabel = "cache"
 )
@@ -39,7 +40,7 @@ func newMetrics() *metrics {
 			Help: "1 if the cache's /v2/ answered the last probe, else 0.",
 		}, []string{metricsCacheLabel}),
 	}
-	for _, r := range []string{directUnassigned, directUnknown, directUnhealthy, directStoreError} {
+	for _, r := range []string{directUnassigned, directUnknown, directUnhealthy, directStoreError, directViaCache} {
 		m.direct.WithLabelValues(r)
 	}
 	return m

@@ -6,10 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/distribution/distribution/v3"
 	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
 	"github.com/sirupsen/logrus"
 )
@@ -43,6 +45,11 @@ type Origin struct {
 	mu      sync.Mutex
 	stored  map[string]Cache // caches created through the API, as of the last refresh
 	healthy map[string]bool  // by cache name, from the last probe
+
+	// ns is the app's storage, unwrapped, set by the registry middleware:
+	// what signed blob requests are served from (see signed.go).
+	ns       distribution.Namespace
+	blobPath *regexp.Regexp
 
 	kick       chan struct{} // asks the prober for a round now
 	afterProbe func()
@@ -80,6 +87,7 @@ func New(cfg Config, driver storagedriver.StorageDriver, o Options) *Origin {
 		stored:     map[string]Cache{},
 		healthy:    map[string]bool{},
 		kick:       make(chan struct{}, 1),
+		blobPath:   blobPathRE(),
 		afterProbe: o.AfterProbe,
 		cancel:     cancel,
 		done:       make(chan struct{}),

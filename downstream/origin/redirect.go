@@ -66,6 +66,10 @@ func (b blobStore) ServeBlob(ctx context.Context, w http.ResponseWriter, r *http
 // redirect returns the signed cache URL for the request, or false to serve
 // it directly; it counts either way.
 func (o *Origin) redirect(ctx context.Context, r *http.Request, repo string, dgst digest.Digest) (string, bool) {
+	if viaCache(r) { // see signed.go
+		o.metrics.direct.WithLabelValues(directViaCache).Inc()
+		return "", false
+	}
 	user, _ := ctx.Value(userNameKey).(string)
 	name, err := o.assignment(ctx, user, r)
 	reason := ""

@@ -51,6 +51,7 @@ func initMiddleware(ctx context.Context, ns distribution.Namespace, driver stora
 	}
 	opts, _ := options[optionsKey].(Options)
 	o := New(cfg, driver, opts)
+	o.ns = ns // signed blob requests are served from it (signed.go)
 	if unregister, err := o.metrics.register(prometheus.DefaultRegisterer); err != nil {
 		o.log.WithError(err).Warn("metrics not exported by the debug server")
 	} else {

@@ -73,6 +73,8 @@ type Config struct {
 	// to start its next request on a kept-alive connection.
 	ClientHeaderTimeout time.Duration
 	ClientIdleTimeout   time.Duration
+	// Signing: the origin's signed blob URLs are accepted (see signing.go).
+	Signing *Signing
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -168,6 +170,7 @@ func options() map[string]option {
 		"clientidletimeout":   dur("clientidletimeout", func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, false),
 		"upstreams":           {parse: parseUpstreams},
 		"cas":                 {parse: parseCAs},
+		"signing":             {parse: parseSigning},
 	}
 }
 

@@ -131,7 +131,9 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 			body.Close()
 		}
 	}()
-	c.access.Allow(a.Cred, a.Repo)
+	if a.Query == "" { // a signature is never a credential's decision
+		c.access.Allow(a.Cred, a.Repo)
+	}
 	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
 	if err != nil {
 		return fmt.Errorf("creating spool file: %w", err)
@@ -190,7 +192,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 			c.up.MarkDown(host, failure)
 			failed[host.Host] = true
 			body.Close()
-			body, host, err = c.resume(ctx, f, hdr, written, failed)
+			body, host, err = c.resume(ctx, f, hdr, a.Query, written, failed)
 			if err != nil {
 				return failure
 			}
@@ -219,7 +221,7 @@ type askedResponse struct {
 // the first failure that is not a refusal, or when nobody is left.
 func (c *Fills) fetchFirst(ctx context.Context, f *Fill, a *Asker) (askedResponse, error) {
 	for {
-		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Client: a.Hdr})
+		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
 			err = &upstream.StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
@@ -390,9 +392,9 @@ func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
 // resume continues a fill from offset at an upstream that has not failed
 // it yet, with a Range request (or, if that upstream ignores ranges, by
 // skipping the bytes already received).
-func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query string, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
 	resp, err := c.up.Do(ctx, upstream.Request{
-		Method: http.MethodGet, Path: upstream.BlobPath(f.repo.Name(), f.dgst), Client: hdr,
+		Method: http.MethodGet, Path: upstream.BlobPath(f.repo.Name(), f.dgst), Query: query, Client: hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {
@@ -469,6 +471,9 @@ type Asker struct {
 	Cred access.Key
 	Repo ident.Repo
 	Hdr  http.Header
+	// Query is the signed query a request redirected by the origin fetches
+	// with instead of a credential ("" for a credential's request).
+	Query string
 }
 
 // Key is the asker's credential and repository.

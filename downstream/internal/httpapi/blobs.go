@@ -27,6 +27,11 @@ const fillAttempts = 3
 // credential may pull this repository and the blob is linked in it, else
 // after the origin confirmed both.
 func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, rl *requestLog) (string, error) {
+	// --- transparent caches: a signed URL is judged by its signature (signed.go)
+	if isSigned(r) {
+		return c.serveSigned(w, r, repo, dgst, rl), nil
+	}
+	// ---
 	ctx := r.Context()
 	ck := c.access.Cred(r)
 	local, err := c.store.Repository(ctx, repo)

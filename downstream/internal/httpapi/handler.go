@@ -15,6 +15,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/ident"
+	"github.com/content-cache/content-cache/downstream/internal/keyring"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
@@ -38,7 +39,8 @@ type API struct {
 	log       *logrus.Entry
 	now       func() time.Time
 	router    *mux.Router
-	redirects bool // storage.redirect is on (see Deps.Redirects)
+	redirects bool             // storage.redirect is on (see Deps.Redirects)
+	keys      *keyring.Keyring // the origin's keys for signed URLs; nil without signing
 }
 
 // Deps are what the API serves from.
@@ -55,6 +57,8 @@ type Deps struct {
 	// Redirects: distribution's storage.redirect is on, so a hit on a
 	// driver that can redirect answers 307 to the storage.
 	Redirects bool
+	// Keys verify the origin's signed URLs (nil without cfg.Signing).
+	Keys *keyring.Keyring
 }
 
 // New is the API of one cache instance.
@@ -62,6 +66,7 @@ func New(d Deps) *API {
 	return &API{
 		cfg: d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
 		metrics: d.Metrics, log: d.Log, now: d.Now, router: newRouter(), redirects: d.Redirects,
+		keys: d.Keys,
 	}
 }
 

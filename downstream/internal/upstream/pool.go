@@ -295,7 +295,7 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 	hr, err := http.NewRequestWithContext(ctx, req.Method, target, nil)
 	if err != nil {
 		cancel()
-		return nil, &UpstreamError{Host: host.Host, Err: err}
+		return nil, &UpstreamError{Host: host.Host, Err: redactQuery(err)}
 	}
 	for _, h := range forwardedRequestHeaders {
 		for _, v := range req.Client.Values(h) {
@@ -317,7 +317,7 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 	u.metrics.UpstreamRequest(host.Host, metrics.StatusClass(resp, err), time.Since(start))
 	if err != nil {
 		cancel()
-		return nil, &UpstreamError{Host: host.Host, Err: err}
+		return nil, &UpstreamError{Host: host.Host, Err: redactQuery(err)}
 	}
 	if resp.StatusCode >= 400 {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody))
