@@ -40,6 +40,10 @@ func New(pool *upstream.Pool, ttl time.Duration, now func() time.Time, m *metric
 // Cred is the key of r's credential.
 func (a *Access) Cred(r *http.Request) Key { return a.creds.Key(r.Header.Get("Authorization")) }
 
+// KeyOf keys another secret than a credential (a signed URL's query), as
+// Cred keys credentials.
+func (a *Access) KeyOf(secret string) Key { return a.creds.Key(secret) }
+
 // AllowedByDecision reports whether a recent "allowed" answer of the origin
 // authorizes ck on repo for r. A request that asks for a fresh answer never
 // is: chained caches ask so (see WantsFresh), which keeps the revocation

@@ -8,7 +8,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/content-cache/content-cache/downstream/internal/access"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
@@ -69,20 +68,29 @@ func (c *API) serveSigned(w http.ResponseWriter, r *http.Request, repo ident.Rep
 		return metrics.ResultError // the client went away
 	}
 	defer release()
-	if c.serveLocal(w, r, blobs, dgst) {
-		c.pulled(r, repo, dgst, store.KindLayer)
-		return metrics.ResultHit
-	}
 	// The origin signed only after it authorized the pull and found the
 	// blob in this repository: its signature confirms the link.
-	if _, err := c.store.Stat(ctx, dgst); err == nil {
+	stored := func() bool {
+		if c.serveLocal(w, r, blobs, dgst) {
+			c.pulled(r, repo, dgst, store.KindLayer)
+			return true
+		}
+		if _, err := c.store.Stat(ctx, dgst); err != nil {
+			return false
+		}
 		c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
 		if err := c.store.Link(ctx, repo, dgst); err != nil {
 			c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
-		} else if c.serveLocal(w, r, blobs, dgst) {
-			c.pulled(r, repo, dgst, store.KindLayer)
-			return metrics.ResultHit
+			return false
 		}
+		if c.serveLocal(w, r, blobs, dgst) {
+			c.pulled(r, repo, dgst, store.KindLayer)
+			return true
+		}
+		return false
+	}
+	if stored() {
+		return metrics.ResultHit
 	}
 	hdr := r.Header.Clone()
 	hdr.Del("Authorization") // the signature stands for the client
@@ -99,10 +107,20 @@ func (c *API) serveSigned(w http.ResponseWriter, r *http.Request, repo ident.Rep
 	}
 	// No client's credential: Query marks a signed asker, and the fill
 	// records no decision for it.
-	a := &fill.Asker{Cred: access.Key{}, Repo: repo, Hdr: hdr, Query: q}
+	// Its key is the signature's: each signature is an asker of its own.
+	a := &fill.Asker{Cred: c.access.KeyOf("cc-signed " + q), Repo: repo, Hdr: hdr, Query: q}
 	ra := reqAuth{confirmed: true} // by the signature, for this repository and digest
+	fetch := false
 	for attempt := 1; ; attempt++ {
-		f, leader := c.fills.Join(ctx, a, dgst, true)
+		f, leader := c.fills.Join(ctx, a, dgst, true, fetch)
+		if f == nil {
+			// A fill stored the blob since this request looked.
+			if stored() {
+				return metrics.ResultHit
+			}
+			fetch = true
+			continue
+		}
 		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
 		f.Release()
 		var own ownAnswer
