@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -338,6 +339,8 @@ func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
 			}
 		}
 
+		// The flood hammers the layer carol is pulling.
+		var current atomic.Int32
 		ctx, stop := context.WithCancel(t.Context())
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -345,8 +348,8 @@ func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
 		for i := range 48 {
 			wg.Go(func() {
 				who := intruders[i%len(intruders)]
-				for n := i; ctx.Err() == nil; n++ {
-					got := send(ctx, s.front.URL, http.MethodGet, paths[n%layers], s.origin.authz(who, "private/secret"), nil)
+				for ctx.Err() == nil {
+					got := send(ctx, s.front.URL, http.MethodGet, paths[current.Load()], s.origin.authz(who, "private/secret"), nil)
 					if ctx.Err() != nil {
 						return
 					}
@@ -360,6 +363,7 @@ func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
 		}
 		var failed []string
 		for i, path := range paths {
+			current.Store(int32(i))
 			got := send(t.Context(), s.front.URL, http.MethodGet, path, s.origin.authz("carol", "private/secret"), nil)
 			if got.status != http.StatusOK || !bytes.Equal(got.body, secret.Layers[i]) {
 				failed = append(failed, fmt.Sprintf("layer %d: %d %q", i, got.status, got.header.Get("WWW-Authenticate")))
