@@ -8,7 +8,6 @@ package registry_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -384,18 +383,7 @@ func (f *fixture) rewriteUpstreams(t *testing.T, src string, opts map[any]any) {
 // it answers.
 func (f *fixture) startConfig(t *testing.T, src string) instance {
 	t.Helper()
-	path, base := f.rewrite(t, src)
-	p := start(t, filepath.Base(src), childEnv(), "serve", path)
-	client := &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{
-			Proxy:           nil,
-			TLSClientConfig: &tls.Config{RootCAs: f.pki.pool, MinVersion: tls.VersionTLS12},
-		},
-	}
-	t.Cleanup(client.CloseIdleConnections)
-	waitReady(t, p, client, base)
-	return instance{proc: p, base: base, client: client}
+	return f.startConfigEnv(t, src, childEnv())
 }
 
 // answer is what a registry said to GET /v2/.
