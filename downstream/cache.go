@@ -50,8 +50,10 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives one line per request. Default: logrus' standard logger.
 	Logger *logrus.Entry
-	// SpoolDir holds the temporary files that fills stream through.
-	// Default: os.TempDir().
+	// SpoolDir is ignored: fills stream through a bounded window in
+	// memory and the storage upload, not through temporary files.
+	//
+	// Deprecated: kept so that existing callers compile.
 	SpoolDir string
 	// Driver is the storage driver under local (required): fills write
 	// through it, and expiry keeps its pull records there and deletes
@@ -96,7 +98,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, log, m)
 	c.fills = fill.New(fill.Deps{
 		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
-		Log: log, Now: opts.Now, SpoolDir: opts.SpoolDir, Timeout: cfg.FillTimeout,
+		Log: log, Now: opts.Now, Timeout: cfg.FillTimeout,
 	})
 	keys, err := newKeyring(cfg, log)
 	if err != nil {

@@ -34,8 +34,8 @@ const (
 
 // SetOptions hands Options to the instance the app will build from a
 // middleware's options map (config.Middleware["registry"][i].Options): a
-// program that builds the app itself can set the clock, the logger, the
-// spool directory or manual sweeps. The storage driver is always the app's.
+// program that builds the app itself can set the clock, the logger or
+// manual sweeps. The storage driver is always the app's.
 func SetOptions(middlewareOptions map[string]any, o Options) {
 	middlewareOptions[optionsKey] = o
 }

@@ -7,10 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
@@ -26,21 +24,37 @@ import (
 // copy on object stores), or removing a failed one's upload.
 const storeTimeout = 5 * time.Minute
 
-// Chunk is the read size of a fill and of the waiters streaming from it.
+// Chunk is the unit a fill reads from upstream into and keeps in memory.
 const Chunk = 256 << 10
+
+// The window of a fill: the bytes it keeps in memory for the readers
+// streaming it. A reader that falls further behind (a slow client, a late
+// joiner) reads from the upload in progress or, once committed, from
+// storage. windowSize is what is kept behind the newest byte; a fill never
+// runs more than maxStoreLag ahead of its storage writes, so the memory of
+// one fill stays below windowSize + maxStoreLag + storeSlack + Chunk.
+const (
+	windowSize  = 4 << 20
+	maxStoreLag = 4 << 20
+	// storeSlack is kept past what the storage writer took: the
+	// filesystem driver's writer holds up to 4 KiB in a buffer, and a
+	// reader of the upload in progress must find every byte it is sent to.
+	storeSlack = 64 << 10
+)
 
 // errBlobCorrupt reports upstream bytes that do not match the digest, or a
 // body shorter or longer than announced.
 var errBlobCorrupt = errors.New("upstream blob does not match its digest or size")
 
-// Fill is one upstream fetch of a missing blob. It streams through a spool
-// file that every waiter reads as bytes arrive, and is committed to local
-// storage only once its size and digest are verified. It runs detached from
-// the request that started it, so that waiters keep streaming when that
-// client goes away.
+// Fill is one upstream fetch of a missing blob. Its bytes go from the
+// upstream's body into a bounded window in memory, which every waiter
+// streams from as they arrive and the storage writer copies into an upload;
+// the blob is committed to local storage only once its size and digest are
+// verified. It runs detached from the request that started it, so that
+// waiters keep streaming when that client goes away.
 type Fill struct {
-	dgst  digest.Digest
-	spool *os.File // created by the fill once the upstream answered 200
+	c    *Fills
+	dgst digest.Digest
 	// repo is the repository the fill fetches through: that of the Asker
 	// the origin answered 200. Set before the fill shows as started, read
 	// by others only after.
@@ -53,37 +67,50 @@ type Fill struct {
 	next []*Asker
 
 	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every change of state
+	changed chan struct{} // closed and replaced on every change
 	state   State
 	refused map[*Asker]error // the origin's refusal of each Asker it refused
-	refs    int              // the fill itself and its waiters: the spool lives until 0
-	stored  atomic.Bool      // committed to storage
+
+	// The window: chunks hold bytes [base, state.Written). Only the fill
+	// appends, into the spare capacity of the last chunk: bytes below
+	// state.Written never change, so readers send them without the lock.
+	chunks [][]byte
+	base   int64
+	// The storage writer: stored bytes are in the upload; storing is
+	// false once it stopped (failed, or finished after the download).
+	upload  *store.Upload
+	stored  int64
+	storing bool
+	fetched bool // the download is over, verified or not
 }
 
 // State is a snapshot of a fill's progress.
 type State struct {
-	Started  bool   // the upstream answered 200: size and streaming are on
-	By       *Asker // the asker it answered 200, once started
-	Host     string // the upstream it streams from
-	Size     int64  // announced size, -1 when unknown
-	Written  int64  // bytes in the spool
+	Started bool   // the upstream answered 200: size and streaming are on
+	By      *Asker // the asker it answered 200, once started
+	Host    string // the upstream it streams from
+	Size    int64  // announced size, -1 when unknown
+	Written int64  // bytes received
+	// Verified: every byte arrived and matches the digest. Readers may
+	// send the last byte; storage is committed after.
+	Verified bool
+	Stored   bool // committed to storage
 	Finished bool
-	Err      error // why the fill failed, when finished
+	Err      error // why the download failed, when finished unverified
 }
 
 // OK reports a finished, verified fill.
 func (s State) OK() bool { return s.Finished && s.Err == nil }
 
 // startFill registers and starts a fill that fetches with a first; the
-// caller holds c.mu, so it does nothing slow (the spool file is created by
-// the fill itself). It is returned with one reference for the caller.
+// caller holds c.mu, so it does nothing slow.
 func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fill {
 	f := &Fill{
+		c:       c,
 		dgst:    dgst,
 		changed: make(chan struct{}),
 		state:   State{Size: -1},
 		refused: make(map[*Asker]error),
-		refs:    2,
 	}
 	c.fills[dgst] = f
 	// The caller holds dgst; the fill keeps it from expiry until it is
@@ -97,27 +124,27 @@ func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fi
 		defer releaseHold()
 		defer cancel()
 		err := c.runFill(fctx, f, a)
-		// Before the fill shows as finished: a client that received the
-		// whole blob sees the fill out of content_cache_fills_in_flight.
+		// In flight until committed: a cache whose gauge reads 0 has
+		// stored everything it fetched.
 		c.metrics.FillDone()
 		c.mu.Lock()
 		if c.fills[dgst] == f {
 			delete(c.fills, dgst)
 		}
-		if f.stored.Load() {
+		if f.isStored() {
 			c.committed(dgst)
 		}
 		c.mu.Unlock()
 		f.update(func(s *State) { s.Finished, s.Err = true, err })
-		f.Release()
 	}()
 	return f
 }
 
-// runFill fetches the blob, feeding the spool and local storage, and commits
-// it when verified. It fetches with a's credential; if the origin refuses
-// it, with the next Asker enlisted, so that one client's refusal never
-// fails another's pull.
+// runFill fetches the blob into the window and storage, and commits it
+// when verified. It fetches with a's credential; if the origin refuses it,
+// with the next Asker enlisted, so that one client's refusal never fails
+// another's pull. Its error is the download's: a verified blob that could
+// not be stored is no failure for the readers.
 func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	resp, err := c.fetchFirst(ctx, f, a)
 	if err != nil {
@@ -125,56 +152,62 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	}
 	a = resp.by
 	hdr := a.Hdr
-	body, host := resp.Body, resp.Host
+	if a.Query == "" { // a signature is never a credential's decision
+		c.access.Allow(a.Cred, a.Repo)
+	}
+	f.repo = a.Repo // before the fill shows as started; others read it after
+	size := resp.ContentLength
+	f.update(func(s *State) {
+		s.Started, s.By, s.Size, s.Host = true, a, size, resp.Host.Host
+		// Local storage is best effort: if it fails, the readers in
+		// the window still get their verified bytes, and nothing is
+		// committed.
+		f.storing = true
+	})
+	stored := make(chan error, 1)
+	go func() { stored <- f.store(ctx) }()
+
+	written, err := c.download(ctx, f, resp.Body, resp.Host, hdr, a.Query, size)
+	f.update(func(s *State) {
+		f.fetched = true
+		s.Verified = err == nil
+	})
+	serr := <-stored
+	// Committing or cleaning up has a lifetime of its own: a fill that
+	// ran out of time or was cancelled still removes its upload.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	f.commit(sctx, err == nil, serr, written)
+	return err
+}
+
+// download reads the body into the window, from another upstream if this
+// one fails mid-stream, and verifies size and digest. It returns how many
+// bytes it received, and closes the body it ends with.
+func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host *url.URL, hdr http.Header, query string, size int64) (int64, error) {
 	defer func() {
 		if body != nil {
 			body.Close()
 		}
 	}()
-	if a.Query == "" { // a signature is never a credential's decision
-		c.access.Allow(a.Cred, a.Repo)
-	}
-	spool, err := os.CreateTemp(c.spoolDir, "content-cache-fill-*")
-	if err != nil {
-		return fmt.Errorf("creating spool file: %w", err)
-	}
-	// Unlinked at once: nothing is left behind if the process dies.
-	_ = os.Remove(spool.Name())
-	// Written before the fill shows as started; waiters read them after.
-	f.spool, f.repo = spool, a.Repo
-	size := resp.ContentLength
-	f.update(func(s *State) { s.Started, s.By, s.Size, s.Host = true, a, size, host.Host })
-
-	// Local storage is best effort: if it fails, waiters still get their
-	// verified bytes from the spool, and nothing is committed.
-	store := c.storeSpool(ctx, f)
-	verified := false
-	var written int64
-	defer func() {
-		// Committing or cleaning up has a lifetime of its own: a fill
-		// that ran out of time or was cancelled still removes its upload.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-		defer cancel()
-		store.finish(sctx, verified, written)
-	}()
-
 	verifier := f.dgst.Verifier()
-	buf := make([]byte, Chunk)
 	failed := map[string]bool{}
 	m := c.metrics
+	var written int64
 	for {
+		buf, err := f.room(ctx)
+		if err != nil {
+			return written, err
+		}
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			m.UpstreamBody(v2.RouteNameBlob, int64(n))
 			if size >= 0 && written+int64(n) > size {
-				return fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
-			}
-			if _, err := f.spool.WriteAt(buf[:n], written); err != nil {
-				return fmt.Errorf("writing spool: %w", err)
+				return written, fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
 			}
 			_, _ = verifier.Write(buf[:n])
 			written += int64(n)
-			f.update(func(s *State) { s.Written = written })
+			f.appended(n)
 		}
 		if rerr == io.EOF && (size < 0 || written == size) {
 			break
@@ -187,26 +220,159 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 			// from the byte reached.
 			failure := &upstream.UpstreamError{Host: host.Host, Err: fmt.Errorf("reading blob %s at byte %d: %w", f.dgst, written, rerr)}
 			if ctx.Err() != nil {
-				return failure
+				return written, failure
 			}
 			c.up.MarkDown(host, failure)
 			failed[host.Host] = true
 			body.Close()
-			body, host, err = c.resume(ctx, f, hdr, a.Query, written, failed)
+			body, host, err = c.resume(ctx, f, hdr, query, written, failed)
 			if err != nil {
-				return failure
+				return written, failure
 			}
 			c.log.WithFields(map[string]any{"digest": f.dgst, "from": failure.Host, "to": host.Host, "offset": written}).Info("fill resumed from another upstream")
 		}
 	}
 	if size >= 0 && written != size {
-		return fmt.Errorf("%w: %d of %d bytes", errBlobCorrupt, written, size)
+		return written, fmt.Errorf("%w: %d of %d bytes", errBlobCorrupt, written, size)
 	}
 	if !verifier.Verified() {
-		return fmt.Errorf("%w: content of %d bytes does not hash to %s", errBlobCorrupt, written, f.dgst)
+		return written, fmt.Errorf("%w: content of %d bytes does not hash to %s", errBlobCorrupt, written, f.dgst)
 	}
-	verified = true
+	return written, nil
+}
+
+// room returns where the next upstream bytes go: the spare capacity of the
+// window's last chunk, or a new chunk. It waits while storage is more than
+// maxStoreLag behind, so that the window stays bounded.
+func (f *Fill) room(ctx context.Context) ([]byte, error) {
+	if err := f.await(ctx, func() bool { return !f.storing || f.state.Written-f.stored < maxStoreLag }); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if k := len(f.chunks); k > 0 && len(f.chunks[k-1]) < cap(f.chunks[k-1]) {
+		last := f.chunks[k-1]
+		return last[len(last):cap(last)], nil
+	}
+	f.chunks = append(f.chunks, make([]byte, 0, Chunk))
+	return f.chunks[len(f.chunks)-1][:Chunk], nil
+}
+
+// appended makes n more bytes, read into room's slice, visible.
+func (f *Fill) appended(n int) {
+	f.mu.Lock()
+	last := len(f.chunks) - 1
+	f.chunks[last] = f.chunks[last][:len(f.chunks[last])+n]
+	f.state.Written += int64(n)
+	f.trimLocked()
+	f.broadcastLocked()
+	f.mu.Unlock()
+}
+
+// trimLocked drops the chunks no one needs from the window any more: more
+// than windowSize behind the newest byte, and in storage (or storage gave
+// up).
+func (f *Fill) trimLocked() {
+	for len(f.chunks) > 1 {
+		end := f.base + int64(len(f.chunks[0]))
+		if f.state.Written-end < windowSize || f.storing && end+storeSlack > f.stored {
+			return
+		}
+		f.chunks[0] = nil
+		f.chunks = f.chunks[1:]
+		f.base = end
+	}
+}
+
+// store writes the window into an upload as it grows, on a goroutine of its
+// own: storage writes overlap with the download instead of slowing it. The
+// upload is created here: its directories and files (and their fsyncs) are
+// not on the way to the client's first byte.
+func (f *Fill) store(ctx context.Context) (err error) {
+	defer func() {
+		f.mu.Lock()
+		f.storing = false
+		f.trimLocked()
+		f.broadcastLocked()
+		f.mu.Unlock()
+	}()
+	up, err := f.c.store.NewUpload(ctx, f.repo, f.c.now())
+	f.mu.Lock()
+	f.upload = up
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for {
+		var seg []byte
+		done := false
+		if err := f.await(ctx, func() bool {
+			seg = f.segmentLocked(f.stored, f.state.Written)
+			done = f.fetched && f.stored == f.state.Written
+			return seg != nil || done || f.fetched && !f.state.Verified
+		}); err != nil {
+			return err
+		}
+		if seg == nil {
+			if done {
+				return nil
+			}
+			return errors.New("download failed")
+		}
+		if _, err := up.Write(seg); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		f.stored += int64(len(seg))
+		f.trimLocked()
+		f.broadcastLocked()
+		f.mu.Unlock()
+	}
+}
+
+// commit keeps the upload as the blob if the download was verified and
+// storage holds all of it, or drops it: nothing unverified is kept.
+func (f *Fill) commit(ctx context.Context, verified bool, storeErr error, size int64) {
+	f.mu.Lock()
+	up := f.upload
+	f.mu.Unlock()
+	err := storeErr
+	if verified && err == nil {
+		if err = up.Commit(ctx, f.repo, f.dgst, size); err == nil {
+			f.update(func(s *State) { s.Stored = true })
+			return
+		}
+	}
+	if err != nil && verified {
+		f.c.log.WithError(err).WithField("digest", f.dgst).Warn("cannot store blob locally")
+	}
+	if up != nil {
+		up.Cancel(ctx)
+	}
+}
+
+// segmentLocked returns the window's bytes from off, up to limit and to
+// the end of the chunk holding off; nil when off is not in the window or
+// nothing is there yet.
+func (f *Fill) segmentLocked(off, limit int64) []byte {
+	if off < f.base || off >= limit {
+		return nil
+	}
+	pos := f.base
+	for _, ch := range f.chunks {
+		end := pos + int64(len(ch))
+		if off < end {
+			return ch[off-pos : min(end, limit)-pos]
+		}
+		pos = end
+	}
 	return nil
+}
+
+func (f *Fill) isStored() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.Stored
 }
 
 // askedResponse is an upstream's 200 and the Asker it answered.
@@ -289,8 +455,7 @@ func (c *Fills) nextAsker(f *Fill) *Asker {
 func (f *Fill) refuse(a *Asker, err error) {
 	f.mu.Lock()
 	f.refused[a] = err
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.broadcastLocked()
 	f.mu.Unlock()
 }
 
@@ -312,81 +477,6 @@ func (f *Fill) refusedKey(k access.DecisionKey) error {
 		}
 	}
 	return nil
-}
-
-// spoolStore copies a fill's spool into storage as it grows, on a goroutine
-// of its own: the storage write overlaps with the download instead of
-// slowing it.
-type spoolStore struct {
-	c     *Fills
-	f     *Fill
-	up    *store.Upload
-	ended atomic.Bool // the download is over: copy what is left, then stop
-	done  chan error
-}
-
-// storeSpool starts copying f into storage. The upload is created on the
-// copy's goroutine: its directories and files (and their fsyncs) are not
-// on the way to the client's first byte.
-func (c *Fills) storeSpool(ctx context.Context, f *Fill) *spoolStore {
-	s := &spoolStore{c: c, f: f, done: make(chan error, 1)}
-	go func() { s.done <- s.copy(ctx) }()
-	return s
-}
-
-func (s *spoolStore) copy(ctx context.Context) error {
-	var err error
-	if s.up, err = s.c.store.NewUpload(ctx, s.f.repo, s.c.now()); err != nil {
-		return err
-	}
-	buf := make([]byte, Chunk)
-	var off int64
-	for {
-		// Read ended before the length: once ended, the length is final.
-		ended := s.ended.Load()
-		s.f.mu.Lock()
-		written := s.f.state.Written
-		s.f.mu.Unlock()
-		for off < written {
-			n, err := s.f.spool.ReadAt(buf[:min(int64(len(buf)), written-off)], off)
-			if n > 0 {
-				if _, werr := s.up.Write(buf[:n]); werr != nil {
-					return werr
-				}
-				off += int64(n)
-			}
-			if err != nil && n == 0 {
-				return err
-			}
-		}
-		if ended {
-			return nil
-		}
-		if _, err := s.f.Wait(ctx, func(st State) bool { return st.Written > off || s.ended.Load() }); err != nil {
-			return err
-		}
-	}
-}
-
-// finish ends the copy and commits the blob if the download was verified
-// and storage holds all of it, or drops the upload: nothing unverified is
-// kept.
-func (s *spoolStore) finish(ctx context.Context, verified bool, size int64) {
-	s.ended.Store(true)
-	s.f.update(func(*State) {}) // wake the copy
-	err := <-s.done
-	if verified && err == nil {
-		if err = s.up.Commit(ctx, s.f.repo, s.f.dgst, size); err == nil {
-			s.f.stored.Store(true)
-			return
-		}
-	}
-	if err != nil {
-		s.c.log.WithError(err).WithField("digest", s.f.dgst).Warn("cannot store blob locally")
-	}
-	if s.up != nil {
-		s.up.Cancel(ctx)
-	}
 }
 
 // resume continues a fill from offset at an upstream that has not failed
@@ -417,9 +507,6 @@ func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query stri
 	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.Host.Host, resp.StatusCode)
 }
 
-// ReadAt reads the spool: bytes the state says were written.
-func (f *Fill) ReadAt(p []byte, off int64) (int, error) { return f.spool.ReadAt(p, off) }
-
 // Digest is what the fill fetches.
 func (f *Fill) Digest() digest.Digest { return f.dgst }
 
@@ -427,12 +514,18 @@ func (f *Fill) Digest() digest.Digest { return f.dgst }
 func (f *Fill) update(change func(*State)) {
 	f.mu.Lock()
 	change(&f.state)
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.broadcastLocked()
 	f.mu.Unlock()
 }
 
-// Wait blocks until ready holds for the state, or ctx ends.
+// broadcastLocked wakes every waiter; f.mu is held.
+func (f *Fill) broadcastLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// Wait blocks until ready holds for the state, or ctx ends. ready runs
+// without the fill's lock: it may call the fill's methods.
 func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) {
 	for {
 		f.mu.Lock()
@@ -449,19 +542,20 @@ func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) 
 	}
 }
 
-func (f *Fill) Acquire() {
-	f.mu.Lock()
-	f.refs++
-	f.mu.Unlock()
-}
-
-func (f *Fill) Release() {
-	f.mu.Lock()
-	f.refs--
-	last := f.refs == 0
-	f.mu.Unlock()
-	if last && f.spool != nil {
-		_ = f.spool.Close()
+// await blocks until cond, called with f.mu held, holds, or ctx ends.
+func (f *Fill) await(ctx context.Context, cond func() bool) error {
+	for {
+		f.mu.Lock()
+		ok, ch := cond(), f.changed
+		f.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

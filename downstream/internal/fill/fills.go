@@ -1,7 +1,7 @@
 // Package fill runs the cache's coalesced fills: one upstream fetch per
-// missing blob, streamed to every waiting request as it arrives through a
-// spool file, verified against its digest, and committed to storage only
-// then (fill.go).
+// missing blob, streamed to every waiting request as it arrives from a
+// bounded window in memory (stream.go), verified against its digest, and
+// committed to storage only then (fill.go).
 package fill
 
 import (
@@ -21,15 +21,14 @@ import (
 
 // Fills are the fills in flight of one cache instance.
 type Fills struct {
-	up       *upstream.Pool
-	store    *store.Store
-	access   *access.Access
-	expiry   *expiry.Expiry
-	metrics  *metrics.Metrics
-	log      *logrus.Entry
-	now      func() time.Time
-	spoolDir string
-	timeout  time.Duration // filltimeout
+	up      *upstream.Pool
+	store   *store.Store
+	access  *access.Access
+	expiry  *expiry.Expiry
+	metrics *metrics.Metrics
+	log     *logrus.Entry
+	now     func() time.Time
+	timeout time.Duration // filltimeout
 
 	// Fills run until ctx ends (Close), each for at most timeout.
 	ctx    context.Context
@@ -58,7 +57,6 @@ type Deps struct {
 	Metrics  *metrics.Metrics
 	Log      *logrus.Entry
 	Now      func() time.Time
-	SpoolDir string        // "" is os.TempDir()
 	Timeout  time.Duration // the whole of one fill
 }
 
@@ -66,7 +64,7 @@ type Deps struct {
 func New(d Deps) *Fills {
 	c := &Fills{
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
-		log: d.Log, now: d.Now, spoolDir: d.SpoolDir, timeout: d.Timeout,
+		log: d.Log, now: d.Now, timeout: d.Timeout,
 		fills:  make(map[digest.Digest]*Fill),
 		stored: make(map[digest.Digest]time.Time),
 	}
@@ -74,7 +72,7 @@ func New(d Deps) *Fills {
 	return c
 }
 
-// Join returns the fill of dgst, with a reference for the caller, starting
+// Join returns the fill of dgst, starting
 // one that fetches with a when there is none (leader). A request that
 // joins is enlisted, to take the fill over should the origin refuse the
 // credential it fetches with, only if allowed: the origin allowed it.
@@ -92,7 +90,6 @@ func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed,
 		}
 		return c.startFill(ctx, a, dgst), true
 	}
-	f.Acquire()
 	if allowed {
 		c.enlistLocked(f, a)
 	}

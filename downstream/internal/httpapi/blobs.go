@@ -90,7 +90,6 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 			continue
 		}
 		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
-		f.Release()
 		var own ownAnswer
 		if errors.As(err, &own) {
 			return "", own.err
@@ -208,8 +207,13 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 	if err != nil {
 		return result, err
 	}
-	if st.OK() && a.Repo.Key() != st.By.Repo.Key() {
-		// Confirmed above for this repository: the link may be made.
+	if a.Repo.Key() != st.By.Repo.Key() {
+		// The client has its bytes; the blob may be linked into its
+		// repository (confirmed above) once the fill committed it.
+		_ = http.NewResponseController(w).Flush()
+		if st, err = f.Wait(ctx, func(s fill.State) bool { return s.Finished }); err != nil || !st.Stored {
+			return result, nil
+		}
 		if err := c.store.Link(ctx, a.Repo, f.Digest()); err != nil {
 			c.log.WithError(err).WithField("digest", f.Digest()).Warn("cannot link blob")
 		}
@@ -217,13 +221,11 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 	return result, nil
 }
 
-// streamFill sends the fill's bytes to the client as they arrive. The last
-// byte of the response is held back until the whole blob is verified, and a
-// failed fill aborts the response: a client never sees a complete-looking
-// wrong body.
+// streamFill sends the fill's bytes to the client as they arrive (see
+// Fill.Stream). A failed fill aborts the response: a client never sees a
+// complete-looking wrong body.
 func (c *API) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, st fill.State) (fill.State, error) {
 	ctx := r.Context()
-	var err error
 	size := st.Size
 	start, end, status := int64(0), size, http.StatusOK
 	if rng := honoredRange(r, f.Digest()); rng != "" {
@@ -254,48 +256,16 @@ func (c *API) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, s
 	// the upstream's plus a round trip.
 	_ = http.NewResponseController(w).Flush()
 
-	buf := make([]byte, fill.Chunk)
-	off := start
-	for end < 0 || off < end {
-		st, err = f.Wait(ctx, func(s fill.State) bool { return s.Finished || available(s, end) > off })
-		if err != nil {
+	if err := f.Stream(ctx, w, start, end); err != nil {
+		if ctx.Err() != nil {
 			return st, err // the client went away
 		}
-		if st.Finished && st.Err != nil {
-			c.log.WithError(st.Err).WithField("digest", f.Digest()).Warn("fill failed; aborting the client's response")
-			panic(http.ErrAbortHandler)
-		}
-		limit := available(st, end)
-		if end < 0 && st.Finished && off >= limit {
-			break
-		}
-		for off < limit {
-			n, err := f.ReadAt(buf[:min(int64(len(buf)), limit-off)], off)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return st, werr
-				}
-				off += int64(n)
-			}
-			if err != nil && n == 0 {
-				return st, err
-			}
-		}
+		// Headers are out: all that is left is to cut the response short,
+		// so that it never looks complete.
+		c.log.WithError(err).WithField("digest", f.Digest()).Warn("fill failed; aborting the client's response")
+		panic(http.ErrAbortHandler)
 	}
 	return st, nil
-}
-
-// available returns how many bytes of the fill may be sent: all written
-// bytes, but never the last byte of the response before verification.
-func available(s fill.State, end int64) int64 {
-	n := s.Written
-	if end >= 0 {
-		n = min(n, end)
-		if !s.OK() && n == end {
-			n--
-		}
-	}
-	return n
 }
 
 // serveAfterFill waits for the fill and serves the stored blob.

@@ -122,7 +122,6 @@ func (c *API) serveSigned(w http.ResponseWriter, r *http.Request, repo ident.Rep
 			continue
 		}
 		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
-		f.Release()
 		var own ownAnswer
 		if errors.As(err, &own) {
 			return c.answerSignedError(w, r, repo, own.err, rl)

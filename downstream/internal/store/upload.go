@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"io"
 	"path"
 	"time"
 
@@ -92,4 +93,17 @@ func (u *Upload) Cancel(ctx context.Context) {
 		_ = u.fw.Close()
 	}
 	_ = u.s.driver.Delete(ctx, u.dir)
+}
+
+// Readable reports whether an upload's bytes can be read back while it is
+// being written: on the filesystem driver they are in a plain file (all
+// but the writer's small buffer); object stores show nothing before the
+// commit.
+func (s *Store) Readable() bool { return s.driver.Name() == "filesystem" }
+
+// ReadWritten reads the upload in progress from offset, on a driver that
+// is Readable. A reader opened before the commit moves the file keeps
+// reading it.
+func (u *Upload) ReadWritten(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	return u.s.driver.Reader(ctx, path.Join(u.dir, "data"), offset)
 }

@@ -1,0 +1,185 @@
+package downstream_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	storagedriver "github.com/distribution/distribution/v3/registry/storage/driver"
+	"github.com/distribution/distribution/v3/registry/storage/driver/factory"
+	"github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+
+	"github.com/content-cache/content-cache/downstream"
+	"github.com/content-cache/content-cache/internal/regtest"
+)
+
+// windowLayer is far larger than a fill's window in memory (4 MiB), so
+// that a client joining halfway needs bytes the window no longer holds;
+// under the 16 MiB that the gcs driver can store on fake-gcs-server.
+const windowLayer = 12 << 20
+
+// A client that joins a fill after the window moved on gets every byte:
+// from the upload in progress on the filesystem, from storage once
+// committed on the object stores. One upstream fetch in all.
+func TestStorageLateJoinerBehindWindow(t *testing.T) {
+	forEachStorage(t, func(t *testing.T, st regtest.Storage) {
+		fake, srv := newFakeUpstream(t, "slow", windowLayer)
+		extra := map[string]any{}
+		logs := storageLogs(extra, downstream.Options{})
+		cache := regtest.StartCacheOn(t, st, srv.URL, extra)
+		client := &http.Client{Transport: &http.Transport{}}
+		t.Cleanup(client.CloseIdleConnections)
+		url := cache.URL + "/v2/test/blob/blobs/" + fake.dgst.String()
+
+		first, err := blobGETWith(t.Context(), client, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer first.Body.Close()
+		// The upstream sends half the blob, then holds: once the first
+		// client has that half, the fill is 8 MiB in.
+		half := make([]byte, windowLayer/2)
+		if _, err := io.ReadFull(first.Body, half); err != nil {
+			t.Fatal(err)
+		}
+
+		late := []struct {
+			rng  string
+			want []byte
+		}{
+			{"", fake.blob},
+			{"bytes=1000-", fake.blob[1000:]},
+			{"bytes=100-2000000", fake.blob[100:2000001]},
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, len(late))
+		for _, l := range late {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+				if l.rng != "" {
+					req.Header.Set("Range", l.rng)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || !bytes.Equal(body, l.want) {
+					errs <- errors.New("late client " + l.rng + ": wrong or short body (" + resp.Status + ")")
+				}
+			}()
+		}
+		if err := cache.WaitInFlight(t.Context(), 1+len(late)); err != nil {
+			t.Fatal(err)
+		}
+		fake.unblock()
+		rest, err := io.ReadAll(first.Body)
+		if err != nil || !bytes.Equal(append(half, rest...), fake.blob) {
+			t.Errorf("first client: wrong body (%v)", err)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if got := fake.gets.Load(); got != 1 {
+			t.Fatalf("%d upstream GETs, want 1", got)
+		}
+		fillsDone(t, cache)
+		noStoreWarning(t, logs)
+	})
+}
+
+// gatedDriver is the filesystem driver whose moves into the blob store
+// (a fill's commit) wait until its gate is closed.
+type gatedDriver struct {
+	storagedriver.StorageDriver
+	gate chan struct{}
+}
+
+func (d gatedDriver) Move(ctx context.Context, from, to string) error {
+	if strings.Contains(to, "/blobs/") {
+		select {
+		case <-d.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return d.StorageDriver.Move(ctx, from, to)
+}
+
+// registerGated makes the storage driver "gated" known to distribution
+// (its factory registry is process-wide: once).
+var registerGated = sync.OnceFunc(func() {
+	factory.Register("gated", gatedFactory{})
+})
+
+type gatedFactory struct{}
+
+func (gatedFactory) Create(_ context.Context, params map[string]any) (storagedriver.StorageDriver, error) {
+	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": params["rootdirectory"]})
+	if err != nil {
+		return nil, err
+	}
+	return gatedDriver{StorageDriver: d, gate: params["gate"].(chan struct{})}, nil
+}
+
+// A client gets its last byte once the blob is verified, not once it is
+// committed to storage: a commit that hangs (an fsync, a server-side copy)
+// does not hold the response. The blob is stored once the commit is let
+// through, and then served without the upstream.
+func TestLastByteBeforeCommit(t *testing.T) {
+	registerGated()
+	gate := make(chan struct{})
+	fake, srv := newFakeUpstream(t, "ok", 3<<20)
+	st := regtest.Storage{Driver: "gated", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate}}
+	cache := regtest.StartCacheOn(t, st, srv.URL, nil)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+	url := cache.URL + "/v2/test/blob/blobs/" + fake.dgst.String()
+
+	// Bounded only so that a failure does not hang the run: the commit
+	// waits for the gate, which opens after the body was read.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	resp, err := blobGETWith(ctx, client, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("the response did not end while the commit waited: %v", err)
+	}
+	if !bytes.Equal(body, fake.blob) {
+		t.Fatalf("got %d bytes, not the blob", len(body))
+	}
+	close(gate)
+	fillsDone(t, cache)
+	resp, err = blobGETWith(t.Context(), client, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(body, fake.blob) || fake.gets.Load() != 1 {
+		t.Fatalf("after the commit: %d bytes, %d upstream GETs; want the blob from storage", len(body), fake.gets.Load())
+	}
+}
