@@ -169,7 +169,7 @@ func TestMetricsCounters(t *testing.T) {
 		t.Fatalf("leader: %d more bytes, %v", n, err)
 	}
 	readBlob(t, joiner, fake)
-	idle(t, cache)
+	fillsDone(t, cache) // committed after its clients' last byte
 
 	// A hit.
 	resp, err := blobGETWith(t.Context(), client, blobURL)
