@@ -74,7 +74,7 @@ type Fill struct {
 	// The window: chunks hold bytes [base, state.Written). Only the fill
 	// appends, into the spare capacity of the last chunk: bytes below
 	// state.Written never change, so readers send them without the lock.
-	chunks [][]byte
+	chunks []*chunk
 	base   int64
 	// The storage writer: stored bytes are in the upload; storing is
 	// false once it stopped (failed, or finished after the download).
@@ -250,19 +250,20 @@ func (f *Fill) room(ctx context.Context) ([]byte, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if k := len(f.chunks); k > 0 && len(f.chunks[k-1]) < cap(f.chunks[k-1]) {
-		last := f.chunks[k-1]
+	if k := len(f.chunks); k > 0 && !f.chunks[k-1].full() {
+		last := f.chunks[k-1].buf
 		return last[len(last):cap(last)], nil
 	}
-	f.chunks = append(f.chunks, make([]byte, 0, Chunk))
-	return f.chunks[len(f.chunks)-1][:Chunk], nil
+	ch := f.c.newChunk()
+	f.chunks = append(f.chunks, ch)
+	return ch.buf[:Chunk], nil
 }
 
 // appended makes n more bytes, read into room's slice, visible.
 func (f *Fill) appended(n int) {
 	f.mu.Lock()
-	last := len(f.chunks) - 1
-	f.chunks[last] = f.chunks[last][:len(f.chunks[last])+n]
+	last := f.chunks[len(f.chunks)-1]
+	last.buf = last.buf[:len(last.buf)+n]
 	f.state.Written += int64(n)
 	f.trimLocked()
 	f.broadcastLocked()
@@ -274,13 +275,18 @@ func (f *Fill) appended(n int) {
 // up).
 func (f *Fill) trimLocked() {
 	for len(f.chunks) > 1 {
-		end := f.base + int64(len(f.chunks[0]))
+		ch := f.chunks[0]
+		end := f.base + int64(len(ch.buf))
 		if f.state.Written-end < windowSize || f.storing && end+storeSlack > f.stored {
 			return
 		}
 		f.chunks[0] = nil
 		f.chunks = f.chunks[1:]
 		f.base = end
+		ch.dropped = true
+		if ch.readers == 0 {
+			f.c.freeChunk(ch)
+		}
 	}
 }
 
@@ -307,8 +313,15 @@ func (f *Fill) store(ctx context.Context) (err error) {
 		var seg []byte
 		done := false
 		if err := f.await(ctx, func() bool {
-			seg = f.segmentLocked(f.stored, f.state.Written)
+			var ch *chunk
+			seg, ch = f.segmentLocked(f.stored, f.state.Written)
 			done = f.fetched && f.stored == f.state.Written
+			if seg != nil && !f.fetched && !(ch.full() && &seg[len(seg)-1] == &ch.buf[Chunk-1]) {
+				// Whole chunks only while the download runs: a write
+				// per read from the upstream socket (a few KiB) cost
+				// more CPU than the rest of the fill.
+				seg = nil
+			}
 			return seg != nil || done || f.fetched && !f.state.Verified
 		}); err != nil {
 			return err
@@ -352,21 +365,21 @@ func (f *Fill) commit(ctx context.Context, verified bool, storeErr error, size i
 }
 
 // segmentLocked returns the window's bytes from off, up to limit and to
-// the end of the chunk holding off; nil when off is not in the window or
-// nothing is there yet.
-func (f *Fill) segmentLocked(off, limit int64) []byte {
+// the end of the chunk holding off, and that chunk; nil when off is not in
+// the window or nothing is there yet.
+func (f *Fill) segmentLocked(off, limit int64) ([]byte, *chunk) {
 	if off < f.base || off >= limit {
-		return nil
+		return nil, nil
 	}
 	pos := f.base
 	for _, ch := range f.chunks {
-		end := pos + int64(len(ch))
+		end := pos + int64(len(ch.buf))
 		if off < end {
-			return ch[off-pos : min(end, limit)-pos]
+			return ch.buf[off-pos : min(end, limit)-pos], ch
 		}
 		pos = end
 	}
-	return nil
+	return nil, nil
 }
 
 func (f *Fill) isStored() bool {

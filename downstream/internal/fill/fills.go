@@ -35,6 +35,8 @@ type Fills struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fills in flight
 
+	chunks sync.Pool // free *chunk of finished fills' windows
+
 	mu    sync.Mutex
 	fills map[digest.Digest]*Fill
 	// stored are the digests fills committed lately: a request that

@@ -25,6 +25,7 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 		var (
 			st     State
 			seg    []byte
+			ch     *chunk
 			behind bool
 		)
 		err := f.await(ctx, func() bool {
@@ -39,7 +40,9 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 				behind = true
 				return true
 			}
-			seg = f.segmentLocked(off, limit)
+			if seg, ch = f.segmentLocked(off, limit); seg != nil {
+				ch.readers++ // not recycled while this sends from it
+			}
 			return seg != nil
 		})
 		if err != nil {
@@ -50,7 +53,9 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 			return fmt.Errorf("%w: %w", ErrFailed, st.Err)
 		case seg != nil:
 			// Bytes below Written never change: sent without the lock.
-			if _, err := w.Write(seg); err != nil {
+			_, err := w.Write(seg)
+			f.doneWith(ch)
+			if err != nil {
 				return err
 			}
 			off += int64(len(seg))
