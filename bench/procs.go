@@ -254,22 +254,28 @@ func freeAddr() string {
 // cpuTime is the CPU time (user and system, all threads) pid has used, from
 // /proc/PID/stat, in clock ticks of 10 ms.
 func cpuTime(pid int) (time.Duration, error) {
+	u, s, err := cpuTimes(pid)
+	return u + s, err
+}
+
+// cpuTimes is the user and the system CPU time pid has used.
+func cpuTimes(pid int) (user, system time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("short /proc/%d/stat", pid)
 	}
 	// utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
 	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+		return 0, 0, fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return time.Duration(utime+stime) * tick, nil
+	return time.Duration(utime) * tick, time.Duration(stime) * tick, nil
 }

@@ -111,7 +111,7 @@ func (o *reqLog) line(at time.Time, s string) {
 		e.dur, _ = time.ParseDuration(f.CDuration)
 	} else {
 		e.dur, _ = time.ParseDuration(f.Duration)
-		if f.Msg == "error authorizing context" {
+		if strings.HasPrefix(f.Msg, "error authorizing context") {
 			e.status = http.StatusUnauthorized
 		}
 	}

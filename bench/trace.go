@@ -37,6 +37,7 @@ type pullTrace struct {
 	label              string
 	total              time.Duration
 	cpuPerMiB, oCPU    float64 // ms per MiB of the image: the target, the origin
+	sysPerMiB          float64 // the target's system time alone
 	client, origin     []logEntry
 	t0                 time.Time
 	isOrigin           bool
@@ -85,15 +86,21 @@ func (b *bench) traceScenario(ctx context.Context) error {
 
 // tracePull runs one cold crane pull of ref from t and collects its trace.
 func (b *bench) tracePull(ctx context.Context, t target, ref string, mib float64) (pullTrace, error) {
+	// The push's lines must not count as the pull's.
+	if err := b.origin.log.sync(ctx, b.hc, b.origin, &b.seq, false); err != nil {
+		return pullTrace{}, err
+	}
 	tMark, oMark := t.p.log.mark(), b.origin.log.mark()
 	settle()
-	c0, o0 := cpuOf(t.p), cpuOf(b.origin)
+	u0, s0, _ := cpuTimes(t.p.pid())
+	o0 := cpuOf(b.origin)
 	t0 := time.Now()
 	d, err := b.crane.pull(ctx, ref)
 	if err != nil {
 		return pullTrace{}, err
 	}
-	cpu, ocpu := cpuOf(t.p)-c0, cpuOf(b.origin)-o0
+	u1, s1, _ := cpuTimes(t.p.pid())
+	cpu, sys, ocpu := u1+s1-u0-s0, s1-s0, cpuOf(b.origin)-o0
 	if t.p != b.origin {
 		if err := t.p.log.sync(ctx, b.hc, t.p, &b.seq, t.p.kind == kindCache); err != nil {
 			return pullTrace{}, err
@@ -108,10 +115,10 @@ func (b *bench) tracePull(ctx context.Context, t target, ref string, mib float64
 		})
 	}
 	tr := pullTrace{label: t.label, total: d, t0: t0, isOrigin: t.p == b.origin,
-		cpuPerMiB: cpu.Seconds() * 1e3 / mib, oCPU: ocpu.Seconds() * 1e3 / mib,
+		cpuPerMiB: cpu.Seconds() * 1e3 / mib, sysPerMiB: sys.Seconds() * 1e3 / mib, oCPU: ocpu.Seconds() * 1e3 / mib,
 		client: notSync(t.p.log.between(tMark)), origin: notSync(b.origin.log.between(oMark))}
 	if tr.isOrigin {
-		tr.cpuPerMiB = math.NaN()
+		tr.cpuPerMiB, tr.sysPerMiB = math.NaN(), math.NaN()
 	}
 	tr.analyse()
 	return tr, nil
@@ -270,8 +277,8 @@ func (b *bench) traceTables(ts []target, traces map[string][]pullTrace) {
 	for _, k := range kinds {
 		head = append(head, "origin: "+k)
 	}
-	head = append(head, "origin's time on other than blob GETs (sum)", "CPU per MiB: process / origin")
-	t = &table{head: head, align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r", "r"}}
+	head = append(head, "origin's time on other than blob GETs (sum)", "CPU per MiB: process (of it system) / origin")
+	t = &table{head: head, align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"}}
 	for _, tg := range ts {
 		trs := traces[tg.label]
 		row := []string{tg.label}
@@ -291,7 +298,8 @@ func (b *bench) traceTables(ts []target, traces map[string][]pullTrace) {
 			row = append(row, fmtCount(medianOf(trs, func(t pullTrace) float64 { return float64(t.originCounts()[k]) })))
 		}
 		row = append(row, fmtMS(medianOf(trs, func(t pullTrace) float64 { return ms(t.originNonBlob()) })),
-			fmtMS(medianOf(trs, func(t pullTrace) float64 { return t.cpuPerMiB }))+" / "+fmtMS(medianOf(trs, func(t pullTrace) float64 { return t.oCPU })))
+			fmtMS(medianOf(trs, func(t pullTrace) float64 { return t.cpuPerMiB }))+" ("+fmtMS(medianOf(trs, func(t pullTrace) float64 { return t.sysPerMiB }))+") / "+
+				fmtMS(medianOf(trs, func(t pullTrace) float64 { return t.oCPU })))
 		t.row(row...)
 	}
 	b.md.WriteString("Requests per pull (origin: its answers during the pull, by method and route; 401: authorization challenges):\n\n" + t.String() + "\n")
