@@ -8,7 +8,10 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/content-cache/content-cache/internal/regtest"
 )
@@ -45,6 +48,7 @@ type pullTrace struct {
 	layers             []layerTrace
 	configDur          time.Duration
 	firstReq, mfstEnd  time.Duration // from crane's start
+	replay             replayTrace   // the same pull by the harness's own client, of another fresh image
 	firstBlob, lastEnd time.Duration
 }
 
@@ -71,10 +75,21 @@ func (b *bench) traceScenario(ctx context.Context) error {
 		if err := regtest.PushWith(ctx, b.hc, b.origin.URL(), benchUser, benchPassword, img); err != nil {
 			return fmt.Errorf("pushing the image: %w", err)
 		}
+		// A second image for the harness's own pull, which sees each
+		// layer's time to first byte (crane's is not in the logs).
+		img2 := regtest.RandomImage(int64(b.nextSeed()), b.o.imageLayers, layer)
+		img2.Repo, img2.Tag = "bench/trace", fmt.Sprintf("s%d-go", seed)
+		if err := regtest.PushWith(ctx, b.hc, b.origin.URL(), benchUser, benchPassword, img2); err != nil {
+			return fmt.Errorf("pushing the image: %w", err)
+		}
 		logf("pull trace, repeat %d/%d", r+1, b.o.repeats)
 		for _, t := range rotate(ts, r) {
 			tr, err := b.tracePull(ctx, t, t.host+"/"+img.Repo+":"+img.Tag, mib)
 			if err != nil {
+				return err
+			}
+			settle()
+			if tr.replay, err = replayPull(ctx, b.hc, t.url(), img2, craneJobs); err != nil {
 				return err
 			}
 			traces[t.label] = append(traces[t.label], tr)
@@ -311,6 +326,32 @@ func (b *bench) traceTables(ts []target, traces map[string][]pullTrace) {
 		fmt.Fprintf(&b.md, "content-cache / distribution's proxy, cold pull time: %s (per repeat %s).\n\n", fmtRatio(median(rs)), spread(rs, fmtRatio))
 	}
 
+	t = &table{head: []string{"", "pull", "→ manifest", "→ first layer's first byte", "layer: time to first byte", "layer: time to last byte", "slowest layer: time to last byte"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r"}}
+	for _, tg := range ts {
+		trs := traces[tg.label]
+		var ttfb, ttlb []float64
+		for _, tr := range trs {
+			for _, l := range tr.replay.layers {
+				ttfb = append(ttfb, ms(l.ttfb))
+				ttlb = append(ttlb, ms(l.total))
+			}
+		}
+		t.row(tg.label, fmtSec(medianOf(trs, func(t pullTrace) float64 { return t.replay.total.Seconds() })),
+			fmtMS(medianOf(trs, func(t pullTrace) float64 { return ms(t.replay.manifest) })),
+			fmtMS(medianOf(trs, func(t pullTrace) float64 { return ms(t.replay.firstByte) })),
+			fmtMS(median(ttfb)), fmtMS(median(ttlb)),
+			fmtMS(medianOf(trs, func(t pullTrace) float64 {
+				var worst time.Duration
+				for _, l := range t.replay.layers {
+					worst = max(worst, l.total)
+				}
+				return ms(worst)
+			})))
+	}
+	fmt.Fprintf(&b.md, "The same pull by the harness's own client (a manifest GET, the layers %d at a time, then the config, as crane does; another fresh image), "+
+		"timed at the client; per layer, medians over every layer of every repeat:\n\n%s\n", craneJobs, t)
+
 	// The last repeat, request by request.
 	b.md.WriteString("<details><summary>The last repeat, request by request</summary>\n\n")
 	for _, tg := range ts {
@@ -343,4 +384,65 @@ func shortDigest(d string) string {
 		return hex[:8]
 	}
 	return d
+}
+
+// craneJobs is how many blobs crane fetches at once (its default, seen as
+// "layers in flight" in the trace).
+const craneJobs = 4
+
+// replayTrace is a pull by the harness's own client, timed at the client.
+type replayTrace struct {
+	total, manifest, firstByte time.Duration // from the start of the pull
+	layers                     []timing      // per layer, each from its own request's start
+}
+
+// replayPull pulls img from base as crane would: the manifest by tag, then
+// its blobs, jobs at a time, each read to the end.
+func replayPull(ctx context.Context, hc *http.Client, base string, img regtest.Image, jobs int) (replayTrace, error) {
+	var rt replayTrace
+	start := time.Now()
+	if _, err := get(ctx, hc, base+"/v2/"+img.Repo+"/manifests/"+img.Tag, http.Header{"Accept": {manifestAccept}}, int64(len(img.Manifest))); err != nil {
+		return rt, err
+	}
+	rt.manifest = time.Since(start)
+	type blob struct {
+		path string
+		size int64
+	}
+	var blobs []blob
+	for _, l := range img.Layers {
+		blobs = append(blobs, blob{blobPath(img.Repo, digest.FromBytes(l)), int64(len(l))})
+	}
+	results := make([]timing, len(blobs))
+	starts := make([]time.Duration, len(blobs))
+	errs := make([]error, len(blobs))
+	sem := make(chan struct{}, jobs)
+	var wg sync.WaitGroup
+	for i, bl := range blobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			starts[i] = time.Since(start)
+			results[i], errs[i] = get(ctx, hc, base+bl.path, nil, bl.size)
+		}()
+	}
+	wg.Wait()
+	// crane asks for the config after the layers (seen in the traces).
+	if _, err := get(ctx, hc, base+blobPath(img.Repo, digest.FromBytes(img.Config)), nil, int64(len(img.Config))); err != nil {
+		return rt, err
+	}
+	rt.total = time.Since(start)
+	rt.firstByte = -1
+	for i := range blobs {
+		if errs[i] != nil {
+			return rt, errs[i]
+		}
+		rt.layers = append(rt.layers, results[i])
+		if fb := starts[i] + results[i].ttfb; rt.firstByte < 0 || fb < rt.firstByte {
+			rt.firstByte = fb
+		}
+	}
+	return rt, nil
 }
