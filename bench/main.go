@@ -71,7 +71,7 @@ type options struct {
 	keep             bool
 	storage          string
 	versitygw        string
-	tls              bool
+	tls, http1       bool
 	baseBin, baseRev string
 	trace            bool
 	commandLine      string
@@ -105,6 +105,7 @@ func main() {
 	flag.StringVar(&o.storage, "storage", "filesystem", "the caches' storage: filesystem, or s3 (versitygw started by the harness; adds the storage scenario)")
 	flag.StringVar(&o.versitygw, "versitygw", ".tools/bin/versitygw", "versitygw, for -storage s3 (make tools)")
 	flag.BoolVar(&o.tls, "tls", false, "every registry (origin, caches) serves HTTPS with a certificate of a CA the harness makes; the caches reach the origin over HTTPS, and crane and the harness trust the CA")
+	flag.BoolVar(&o.http1, "http1", false, "with -tls: the harness's own client speaks HTTP/1.1 (by default it takes HTTP/2 when offered, as crane does)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "A/B: also run this content-cache binary as \"content-cache (base)\", side by side in the same repeats of every scenario, with new/base ratios")
 	flag.StringVar(&o.baseRev, "base-rev", "", "A/B: build the base binary from this git revision (git archive + go build into the working directory); instead of -base-bin")
 	flag.BoolVar(&o.trace, "trace", false, "also run the pull-trace scenario (selected alone with -only pull-trace): a timeline of cold crane pulls from the registries' logs")
@@ -292,7 +293,7 @@ func (b *bench) start(ctx context.Context) error {
 			return err
 		}
 		b.tls = f
-		f.useTLS(b.hc)
+		f.useTLS(b.hc, !b.o.http1)
 	}
 	if err := b.baseBinary(ctx); err != nil {
 		return err
@@ -468,9 +469,13 @@ func (b *bench) header() {
 			"their upstream, and the origin-direct WAN rows cross it. Repeats: %d.\n", o.wanDelay, 2*o.wanDelay, o.wanMbit, o.wanRepeats)
 	}
 	if b.tls != nil {
-		b.md.WriteString("- TLS (-tls): every registry serves HTTPS (TLS 1.3, ECDSA P-256 certificate for 127.0.0.1 from a CA the harness makes at start; " +
-			"HTTP/2 when the client offers it, as crane and the harness's client do); the caches reach the origin over HTTPS, trusting that CA " +
-			"(content-cache: `cas`; distribution's proxy: SSL_CERT_FILE).\n")
+		proto := "HTTP/2"
+		if o.http1 {
+			proto = "HTTP/1.1 (-http1)"
+		}
+		fmt.Fprintf(&b.md, "- TLS (-tls): every registry serves HTTPS (TLS 1.3, ECDSA P-256 certificate for 127.0.0.1 from a CA the harness makes at start; "+
+			"HTTP/2 when the client offers it, as crane does; the harness's own client: %s); the caches reach the origin over HTTPS, trusting that CA "+
+			"(content-cache: `cas`; distribution's proxy: SSL_CERT_FILE).\n", proto)
 	}
 	if b.base != "" {
 		fmt.Fprintf(&b.md, "- A/B: a fourth process, %q, runs the base binary %s as a second content-cache (upstream: the origin) in the same repeats, "+

@@ -87,11 +87,11 @@ func newTLSFiles(dir string) (*tlsFiles, error) {
 	return f, nil
 }
 
-// useTLS makes the harness's client trust the CA. HTTP/2 is attempted as
-// Go's default transport (and so crane, docker and containerd) would: a
-// custom TLS configuration otherwise turns it off.
-func (f *tlsFiles) useTLS(c *http.Client) {
+// useTLS makes the harness's client trust the CA. With h2, HTTP/2 is
+// attempted as Go's default transport (and so crane, docker and
+// containerd) would: a custom TLS configuration otherwise turns it off.
+func (f *tlsFiles) useTLS(c *http.Client, h2 bool) {
 	t := c.Transport.(*http.Transport)
 	t.TLSClientConfig = &tls.Config{RootCAs: f.pool}
-	t.ForceAttemptHTTP2 = true
+	t.ForceAttemptHTTP2 = h2
 }
