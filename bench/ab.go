@@ -53,7 +53,7 @@ func buildRev(ctx context.Context, rev, work string) (string, error) {
 	if out, err := archive.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("git archive: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	bin := filepath.Join(work, "content-cache-base")
+	bin := filepath.Join(work, "base-bin", "content-cache")
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-X github.com/content-cache/content-cache/registry.Version="+version, "-o", bin, "./cmd/content-cache")
 	build.Dir = src

@@ -945,14 +945,14 @@ func (b *bench) imageTable(title string, s series, ts []target) {
 		"Origin direct's blob GETs are the pull itself. CPU: user and system time of the process serving the pull and of the origin, per MiB of the image (10 ms ticks).\n")
 	fmt.Fprintf(&b.md, "Cold pull, content-cache / distribution's proxy: time %s (per repeat %s), CPU %s (per repeat %s).\n\n",
 		fmtRatio(s.med("ratio cold cache/proxy")), spread(s["ratio cold cache/proxy"], fmtRatio), fmtRatio(s.med("ratio cpu cache/proxy")), spread(s["ratio cpu cache/proxy"], fmtRatio))
-	if bt, ok := baseOf(ts); ok {
+	if _, ok := baseOf(ts); ok {
 		ms := []abMetric{}
 		for _, phase := range []string{"cold", "warm"} {
 			ms = append(ms, abMetric{phase + ": time", "cache " + phase, "base " + phase, fmtSec, false},
 				abMetric{phase + ": CPU per MiB of the process", "cache " + phase + " cpu", "base " + phase + " cpu", fmtMS, false})
 		}
 		ms = append(ms, abMetric{"cold: CPU per MiB of the origin", "cache cold origin cpu", "base cold origin cpu", fmtMS, false})
-		b.abTable(title+" ("+bt.label+")", s, ms)
+		b.abTable(title, s, ms)
 	}
 }
 
