@@ -160,7 +160,8 @@ func (s *syncSeq) next() int {
 // line is found by its repository.
 func (o *reqLog) sync(ctx context.Context, hc *http.Client, p *proc, seq *syncSeq, isCache bool) error {
 	n := seq.next()
-	uri, match := fmt.Sprintf("/v2/?bench-sync=%d", n), func(e logEntry) bool { return false }
+	uri := fmt.Sprintf("/v2/?bench-sync=%d", n)
+	var match func(logEntry) bool
 	if isCache {
 		repo := fmt.Sprintf("bench-sync/n%d", n)
 		uri = "/v2/" + repo + "/manifests/latest"
