@@ -26,7 +26,7 @@ func (b *bench) baseBinary(ctx context.Context) error {
 		}
 		b.base = b.o.baseBin
 	case b.o.baseRev != "":
-		bin, err := buildRev(ctx, b.o.baseRev, b.work)
+		bin, err := buildRev(ctx, b.o.baseRev, b.work, b.o.cpuprofile != "")
 		if err != nil {
 			return fmt.Errorf("-base-rev %s: %w", b.o.baseRev, err)
 		}
@@ -37,8 +37,10 @@ func (b *bench) baseBinary(ctx context.Context) error {
 
 // buildRev builds ./cmd/content-cache of the git revision rev of the
 // repository the harness runs in, from `git archive` (the repository and
-// its worktrees stay as they are), versioned like `make build` does.
-func buildRev(ctx context.Context, rev, work string) (string, error) {
+// its worktrees stay as they are), versioned like `make build` does. With
+// pprof (-cpuprofile), it builds ./bench/pprofbin where rev has it, for
+// the profile scenario.
+func buildRev(ctx context.Context, rev, work string, pprof bool) (string, error) {
 	src := filepath.Join(work, "base-src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		return "", err
@@ -53,9 +55,13 @@ func buildRev(ctx context.Context, rev, work string) (string, error) {
 	if out, err := archive.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("git archive: %v: %s", err, strings.TrimSpace(string(out)))
 	}
+	pkg := "./cmd/content-cache"
+	if _, err := os.Stat(filepath.Join(src, "bench", "pprofbin")); pprof && err == nil {
+		pkg = "./bench/pprofbin"
+	}
 	bin := filepath.Join(work, "base-bin", "content-cache")
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-X github.com/content-cache/content-cache/registry.Version="+version, "-o", bin, "./cmd/content-cache")
+		"-ldflags", "-X github.com/content-cache/content-cache/registry.Version="+version, "-o", bin, pkg)
 	build.Dir = src
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
