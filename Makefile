@@ -33,7 +33,7 @@ OCI_CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 OCI_CONFORMANCE         := $(TOOLS)/oci-conformance-$(OCI_CONFORMANCE_VERSION)/conformance
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo conformance bench clean
+.PHONY: help build test lint demo conformance bench bench-tls bench-ab bench-trace clean
 
 help: ## List the targets (the default)
 	@echo "usage: make TARGET"
@@ -94,6 +94,18 @@ BENCHFLAGS ?=
 
 bench: build tools ## Origin, content-cache and distribution's proxy side by side on loopback (BENCHFLAGS="-wan -out FILE")
 	$(GO) run ./bench -bin bin/content-cache -crane $(CURDIR)/.tools/bin/crane $(BENCHFLAGS)
+
+bench-tls: build tools ## make bench with every registry on HTTPS (a CA made by the harness)
+	$(GO) run ./bench -bin bin/content-cache -crane $(CURDIR)/.tools/bin/crane -tls $(BENCHFLAGS)
+
+# The revision bench-ab compares the working tree's binary with.
+BASE ?= main
+
+bench-ab: build tools ## make bench with a second content-cache built from BASE (default main) side by side, and new/base ratios
+	$(GO) run ./bench -bin bin/content-cache -crane $(CURDIR)/.tools/bin/crane -base-rev $(BASE) $(BENCHFLAGS)
+
+bench-trace: build tools ## Timeline of cold crane pulls from the registries' logs: where the pull's time goes
+	$(GO) run ./bench -bin bin/content-cache -crane $(CURDIR)/.tools/bin/crane -only pull-trace $(BENCHFLAGS)
 
 clean: ## Remove bin/ and .tools/
 	rm -rf bin .tools

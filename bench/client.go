@@ -164,9 +164,13 @@ type crane struct {
 	bin       string
 	dockerCfg string // DOCKER_CONFIG directory with the bench credentials
 	work      string
+	env       []string
 }
 
-func newCrane(bin, work string, hosts []string) (*crane, error) {
+// newCrane writes the credentials of hosts for crane; with tls, crane
+// trusts the harness's CA (SSL_CERT_FILE), and otherwise speaks plain HTTP
+// to them (crane does for a loopback address).
+func newCrane(bin, work string, hosts []string, tls *tlsFiles) (*crane, error) {
 	cfg := filepath.Join(work, "docker-config")
 	if err := os.MkdirAll(cfg, 0o700); err != nil {
 		return nil, err
@@ -179,7 +183,11 @@ func newCrane(bin, work string, hosts []string) (*crane, error) {
 	if err := os.WriteFile(filepath.Join(cfg, "config.json"), b, 0o600); err != nil {
 		return nil, err
 	}
-	return &crane{bin: bin, dockerCfg: cfg, work: work}, nil
+	env := append(os.Environ(), "DOCKER_CONFIG="+cfg)
+	if tls != nil {
+		env = append(env, "SSL_CERT_FILE="+tls.ca)
+	}
+	return &crane{bin: bin, dockerCfg: cfg, work: work, env: env}, nil
 }
 
 func (c *crane) pull(ctx context.Context, ref string) (time.Duration, error) {
@@ -189,7 +197,7 @@ func (c *crane) pull(ctx context.Context, ref string) (time.Duration, error) {
 	}
 	defer os.RemoveAll(dir)
 	cmd := exec.CommandContext(ctx, c.bin, "pull", "--format", "oci", ref, filepath.Join(dir, "oci"))
-	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+c.dockerCfg)
+	cmd.Env = c.env
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	elapsed := time.Since(start)

@@ -71,6 +71,9 @@ type options struct {
 	keep             bool
 	storage          string
 	versitygw        string
+	tls, http1       bool
+	baseBin, baseRev string
+	trace            bool
 	commandLine      string
 	scenarioSelected map[string]bool
 }
@@ -95,12 +98,17 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,rss,profile,storage (default: all; profile only with -cpuprofile, storage only with -storage s3)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,pull-trace,rss,profile,storage (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
 	flag.StringVar(&o.storage, "storage", "filesystem", "the caches' storage: filesystem, or s3 (versitygw started by the harness; adds the storage scenario)")
 	flag.StringVar(&o.versitygw, "versitygw", ".tools/bin/versitygw", "versitygw, for -storage s3 (make tools)")
+	flag.BoolVar(&o.tls, "tls", false, "every registry (origin, caches) serves HTTPS with a certificate of a CA the harness makes; the caches reach the origin over HTTPS, and crane and the harness trust the CA")
+	flag.BoolVar(&o.http1, "http1", false, "with -tls: the harness's own client speaks HTTP/1.1 (by default it takes HTTP/2 when offered, as crane does)")
+	flag.StringVar(&o.baseBin, "base-bin", "", "A/B: also run this content-cache binary as \"content-cache (base)\", side by side in the same repeats of every scenario, with new/base ratios")
+	flag.StringVar(&o.baseRev, "base-rev", "", "A/B: build the base binary from this git revision (git archive + go build into the working directory); instead of -base-bin")
+	flag.BoolVar(&o.trace, "trace", false, "also run the pull-trace scenario (selected alone with -only pull-trace): a timeline of cold crane pulls from the registries' logs")
 	flag.Parse()
 	o.commandLine = commandLine()
 	o.scenarioSelected = map[string]bool{}
@@ -141,7 +149,10 @@ func commandLine() string {
 }
 
 func (o options) selected(name string) bool {
-	if name == "profile" {
+	switch name {
+	case "pull-trace":
+		return o.trace || o.scenarioSelected[name]
+	case "profile":
 		return o.cpuprofile != "" && (len(o.scenarioSelected) == 0 || o.scenarioSelected[name])
 	}
 	return len(o.scenarioSelected) == 0 || o.scenarioSelected[name]
@@ -153,18 +164,34 @@ type target struct {
 	host  string // host:port a client connects to
 	p     *proc  // the registry process (the origin for the shaper)
 	cache bool   // counts its upstream fetches
+	base  bool   // the A/B base binary (-base-bin, -base-rev)
 }
 
-func (t target) url() string { return "http://" + t.host }
+func (t target) url() string { return t.p.scheme + "://" + t.host }
+
+// baseLabel is the label of the A/B base binary's content-cache.
+const baseLabel = "content-cache (base)"
+
+// baseOf returns the A/B base target of ts (the fourth), if there is one.
+func baseOf(ts []target) (target, bool) {
+	for _, t := range ts {
+		if t.base {
+			return t, true
+		}
+	}
+	return target{}, false
+}
 
 type bench struct {
 	o      options
 	work   string
 	hc     *http.Client
-	olog   *originLog
+	tls    *tlsFiles // -tls
+	seq    syncSeq   // numbers the log syncs
+	base   string    // the A/B base binary, when there is one
 	origin *proc
 	procs  []*proc  // every process started, stopped at the end
-	direct []target // origin, content-cache, distribution proxy
+	direct []target // origin, content-cache, distribution proxy (and the A/B base)
 	wan    []target // the same across the shaper (-wan)
 	shaper *Shaper
 	store  *objectStore // -storage s3
@@ -197,7 +224,7 @@ func run(ctx context.Context, o options) (string, error) {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	b := &bench{o: o, work: work, hc: newHTTPClient(), olog: newOriginLog(), seed: uint64(time.Now().UnixNano())}
+	b := &bench{o: o, work: work, hc: newHTTPClient(), seed: uint64(time.Now().UnixNano())}
 	defer b.stopAll()
 	if err := b.start(ctx); err != nil {
 		return "", err
@@ -212,6 +239,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"concurrent", b.concurrentScenario},
 		{"manifest", b.manifestScenario},
 		{"image", b.imageScenario},
+		{"pull-trace", b.traceScenario},
 		{"rss", b.rssScenario},
 		{"profile", b.profileScenario},
 		{"storage", b.storageScenario},
@@ -229,8 +257,13 @@ func run(ctx context.Context, o options) (string, error) {
 	return b.md.String(), nil
 }
 
-func (b *bench) startProc(ctx context.Context, name, kind, upstream string, onLine func(string)) (*proc, error) {
-	p, err := startProc(ctx, b.o.bin, b.work, name, kind, filepath.Join(b.work, "htpasswd"), upstream, b.storageYAML, onLine)
+func (b *bench) startProc(ctx context.Context, name, kind, upstream string) (*proc, error) {
+	return b.startProcBin(ctx, b.o.bin, name, kind, upstream)
+}
+
+func (b *bench) startProcBin(ctx context.Context, bin, name, kind, upstream string) (*proc, error) {
+	p, err := startProc(ctx, b.hc, procSpec{bin: bin, dir: b.work, name: name, kind: kind, htpasswd: filepath.Join(b.work, "htpasswd"),
+		upstream: upstream, storage: b.storageYAML, tls: b.tls})
 	if err != nil {
 		return nil, err
 	}
@@ -254,10 +287,24 @@ func (b *bench) start(ctx context.Context) error {
 	if err := writeHtpasswd(filepath.Join(b.work, "htpasswd"), b.o.bcryptCost); err != nil {
 		return err
 	}
+	if b.o.tls {
+		f, err := newTLSFiles(b.work)
+		if err != nil {
+			return err
+		}
+		b.tls = f
+		f.useTLS(b.hc, !b.o.http1)
+	}
+	if err := b.baseBinary(ctx); err != nil {
+		return err
+	}
 	switch b.o.storage {
 	case "filesystem":
 	case "s3":
 		names := []string{"content-cache", "distribution-proxy", "content-cache-wan", "distribution-proxy-wan"}
+		if b.base != "" {
+			names = append(names, "content-cache-base", "content-cache-base-wan", "content-cache-base-rss")
+		}
 		s, err := startObjectStore(ctx, b.o.versitygw, b.work, names)
 		if err != nil {
 			return err
@@ -268,16 +315,16 @@ func (b *bench) start(ctx context.Context) error {
 		return fmt.Errorf("-storage %q: expected filesystem or s3", b.o.storage)
 	}
 	logf("starting the origin, content-cache and distribution's proxy")
-	origin, err := b.startProc(ctx, "origin", kindOrigin, "", b.olog.line)
+	origin, err := b.startProc(ctx, "origin", kindOrigin, "")
 	if err != nil {
 		return err
 	}
 	b.origin = origin
-	cache, err := b.startProc(ctx, "content-cache", kindCache, origin.addr, nil)
+	cache, err := b.startProc(ctx, "content-cache", kindCache, origin.addr)
 	if err != nil {
 		return err
 	}
-	proxy, err := b.startProc(ctx, "distribution-proxy", kindProxy, origin.addr, nil)
+	proxy, err := b.startProc(ctx, "distribution-proxy", kindProxy, origin.addr)
 	if err != nil {
 		return err
 	}
@@ -287,6 +334,14 @@ func (b *bench) start(ctx context.Context) error {
 		{label: "distribution proxy", host: proxy.addr, p: proxy, cache: true},
 	}
 	hosts := []string{origin.addr, cache.addr, proxy.addr}
+	if b.base != "" {
+		base, err := b.startProcBin(ctx, b.base, "content-cache-base", kindCache, origin.addr)
+		if err != nil {
+			return err
+		}
+		b.direct = append(b.direct, target{label: baseLabel, host: base.addr, p: base, cache: true, base: true})
+		hosts = append(hosts, base.addr)
+	}
 	if b.o.wan {
 		s, err := NewShaper(origin.addr, b.o.wanDelay, b.o.wanMbit*1e6)
 		if err != nil {
@@ -294,11 +349,11 @@ func (b *bench) start(ctx context.Context) error {
 		}
 		b.shaper = s
 		logf("WAN: shaper %s -> origin, %v one way, %.0f Mbit/s per direction", s.Addr, b.o.wanDelay, b.o.wanMbit)
-		cacheW, err := b.startProc(ctx, "content-cache-wan", kindCache, s.Addr, nil)
+		cacheW, err := b.startProc(ctx, "content-cache-wan", kindCache, s.Addr)
 		if err != nil {
 			return err
 		}
-		proxyW, err := b.startProc(ctx, "distribution-proxy-wan", kindProxy, s.Addr, nil)
+		proxyW, err := b.startProc(ctx, "distribution-proxy-wan", kindProxy, s.Addr)
 		if err != nil {
 			return err
 		}
@@ -308,15 +363,23 @@ func (b *bench) start(ctx context.Context) error {
 			{label: "distribution proxy, WAN to the origin", host: proxyW.addr, p: proxyW, cache: true},
 		}
 		hosts = append(hosts, s.Addr, cacheW.addr, proxyW.addr)
+		if b.base != "" {
+			baseW, err := b.startProcBin(ctx, b.base, "content-cache-base-wan", kindCache, s.Addr)
+			if err != nil {
+				return err
+			}
+			b.wan = append(b.wan, target{label: baseLabel + ", WAN to the origin", host: baseW.addr, p: baseW, cache: true, base: true})
+			hosts = append(hosts, baseW.addr)
+		}
 	}
-	if b.o.selected("image") {
+	if b.o.selected("image") || b.o.selected("pull-trace") {
 		bin := b.o.crane
 		if _, err := os.Stat(bin); err != nil {
 			if bin, err = exec.LookPath("crane"); err != nil {
 				return fmt.Errorf("crane not found at %s nor in PATH (make tools), needed for the image pulls; or leave them out with -only", b.o.crane)
 			}
 		}
-		c, err := newCrane(bin, b.work, hosts)
+		c, err := newCrane(bin, b.work, hosts, b.tls)
 		if err != nil {
 			return err
 		}
@@ -374,14 +437,14 @@ func settle() { syscall.Sync() }
 // meanwhile.
 func (b *bench) measure(ctx context.Context, fn func() error) (upstreamCount, error) {
 	settle()
-	mark := b.olog.mark()
+	mark := b.origin.log.mark()
 	if err := fn(); err != nil {
 		return upstreamCount{}, err
 	}
-	if err := b.olog.sync(ctx, b.origin); err != nil {
+	if err := b.origin.log.sync(ctx, b.hc, b.origin, &b.seq, false); err != nil {
 		return upstreamCount{}, err
 	}
-	return b.olog.since(mark), nil
+	return b.origin.log.since(mark), nil
 }
 
 func (b *bench) header() {
@@ -404,6 +467,19 @@ func (b *bench) header() {
 		fmt.Fprintf(&b.md, "- WAN: a shaping TCP proxy in front of the origin, %v one way (%v round trip), %.0f Mbit/s per direction "+
 			"shared by all connections, one round trip per new connection; a second content-cache and distribution proxy use it as "+
 			"their upstream, and the origin-direct WAN rows cross it. Repeats: %d.\n", o.wanDelay, 2*o.wanDelay, o.wanMbit, o.wanRepeats)
+	}
+	if b.tls != nil {
+		proto := "HTTP/2"
+		if o.http1 {
+			proto = "HTTP/1.1 (-http1)"
+		}
+		fmt.Fprintf(&b.md, "- TLS (-tls): every registry serves HTTPS (TLS 1.3, ECDSA P-256 certificate for 127.0.0.1 from a CA the harness makes at start; "+
+			"HTTP/2 when the client offers it, as crane does; the harness's own client: %s); the caches reach the origin over HTTPS, trusting that CA "+
+			"(content-cache: `cas`; distribution's proxy: SSL_CERT_FILE).\n", proto)
+	}
+	if b.base != "" {
+		fmt.Fprintf(&b.md, "- A/B: a fourth process, %q, runs the base binary %s as a second content-cache (upstream: the origin) in the same repeats, "+
+			"the order rotating with the others; the A/B tables give new/base per repeat.\n", baseLabel, binaryVersion(b.base))
 	}
 	b.md.WriteString("\n")
 }
@@ -503,6 +579,8 @@ func (b *bench) blobScenario(ctx context.Context) error {
 	b.addGoal("cold fill: content-cache vs origin direct", fmtRatio(cacheCold), spread(s["ratio cold cache/origin"], fmtRatio), "≥ 0.8×", cacheCold >= 0.8, !math.IsNaN(cacheCold))
 	b.addGoal("cold fill: content-cache vs distribution's proxy", fmtRatio(proxyRatio), spread(s["ratio cold cache/proxy"], fmtRatio), "≥ 2×", proxyRatio >= 2, !math.IsNaN(proxyRatio))
 	b.addGoal("cold time to first byte: content-cache minus origin direct", fmtDeltaMS(ttfb), spread(s["ttfb delta cache-origin"], fmtDeltaMS), "≤ +5 ms", ttfb <= 5, !math.IsNaN(ttfb))
+	cpu := s.med("ratio cpu cache/proxy")
+	b.addGoal("cold CPU per byte: content-cache vs distribution's proxy", fmtRatio(cpu), spread(s["ratio cpu cache/proxy"], fmtRatio), "≤ 0.8×", cpu <= 0.8, !math.IsNaN(cpu))
 
 	if b.o.wan {
 		w, err := b.blobRun(ctx, b.wan, int64(b.o.wanBlobSize), b.o.wanRepeats, false)
@@ -543,10 +621,13 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 				return nil, err
 			}
 			cold[t.label] = tm
+			mib := float64(n) / (1 << 20)
 			if t.p != b.origin {
 				s.add(t.label+" cold cpu", cpu.Seconds()*1e3)
+				s.add(t.label+" cold cpu per MiB", cpu.Seconds()*1e3/mib)
 			}
 			s.add(t.label+" cold origin cpu", originCPU.Seconds()*1e3)
+			s.add(t.label+" cold origin cpu per MiB", originCPU.Seconds()*1e3/mib)
 			s.add(t.label+" cold ttfb", tm.ttfb.Seconds()*1e3)
 			s.add(t.label+" cold MB/s", tm.mbps())
 			if t.cache {
@@ -561,6 +642,16 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		s.add("ratio cold cache/proxy", c.mbps()/p.mbps())
 		s.add("ttfb delta cache-origin", (c.ttfb-o.ttfb).Seconds()*1e3)
 		s.add("ttfb delta proxy-origin", (p.ttfb-o.ttfb).Seconds()*1e3)
+		if cp := s[ts[2].label+" cold cpu"]; len(cp) > 0 && cp[len(cp)-1] > 0 {
+			cc := s[ts[1].label+" cold cpu"]
+			s.add("ratio cpu cache/proxy", cc[len(cc)-1]/cp[len(cp)-1])
+		}
+		bt, hasBase := baseOf(ts)
+		if hasBase {
+			bc := cold[bt.label]
+			s.add("ratio cold base/origin", bc.mbps()/o.mbps())
+			s.add("ttfb delta base-origin", (bc.ttfb-o.ttfb).Seconds()*1e3)
+		}
 		if !warm {
 			continue
 		}
@@ -584,6 +675,9 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		wo, wc, wp := median(w[ts[0].label]), median(w[ts[1].label]), median(w[ts[2].label])
 		s.add("ratio warm cache/origin", wc/wo)
 		s.add("ratio warm proxy/origin", wp/wo)
+		if hasBase {
+			s.add("ratio warm base/origin", median(w[bt.label])/wo)
+		}
 	}
 	return s, nil
 }
@@ -596,10 +690,12 @@ func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
 	t := &table{head: head, align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r"}}
 	for i, tg := range ts {
 		ratio, wratio, up := "1 (itself)", "1 (itself)", "–"
-		switch i {
-		case 1:
+		switch {
+		case tg.base:
+			ratio, wratio = fmtRatio(s.med("ratio cold base/origin")), fmtRatio(s.med("ratio warm base/origin"))
+		case i == 1:
 			ratio, wratio = fmtRatio(s.med("ratio cold cache/origin")), fmtRatio(s.med("ratio warm cache/origin"))
-		case 2:
+		case i == 2:
 			ratio, wratio = fmtRatio(s.med("ratio cold proxy/origin")), fmtRatio(s.med("ratio warm proxy/origin"))
 		}
 		if tg.cache {
@@ -619,8 +715,24 @@ func (b *bench) blobTable(title string, s series, ts []target, warm bool) {
 	b.md.WriteString("Cold: the first GET of a blob pushed to the origin just before (for origin direct, its first GET of it); a fresh blob each repeat. " +
 		"Warm: the median of five more GETs of it per repeat. " +
 		"CPU: user and system time of the process serving the pull, and of the origin, during the cold pull (/proc/PID/stat, 10 ms ticks).\n")
-	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy, cold: %s the throughput; time to first byte minus origin direct's: content-cache %s, distribution's proxy %s.\n\n",
+	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy, cold: %s the throughput; time to first byte minus origin direct's: content-cache %s, distribution's proxy %s.\n",
 		fmtRatio(s.med("ratio cold cache/proxy")), fmtDeltaMS(s.med("ttfb delta cache-origin")), fmtDeltaMS(s.med("ttfb delta proxy-origin")))
+	fmt.Fprintf(&b.md, "Cold CPU per MiB pulled (the serving process): content-cache %s, distribution's proxy %s, content-cache / proxy %s (per repeat %s); the origin's: %s.\n\n",
+		fmtMS(s.med(ts[1].label+" cold cpu per MiB")), fmtMS(s.med(ts[2].label+" cold cpu per MiB")), fmtRatio(s.med("ratio cpu cache/proxy")),
+		spread(s["ratio cpu cache/proxy"], fmtRatio), fmtMS(s.med(ts[1].label+" cold origin cpu per MiB")))
+	if bt, ok := baseOf(ts); ok {
+		ms := []abMetric{
+			{"cold: time to first byte", ts[1].label + " cold ttfb", bt.label + " cold ttfb", fmtMS, false},
+			{"cold: throughput", ts[1].label + " cold MB/s", bt.label + " cold MB/s", fmtMBps, true},
+			{"cold: CPU per MiB of the process", ts[1].label + " cold cpu per MiB", bt.label + " cold cpu per MiB", fmtMS, false},
+			{"cold: CPU per MiB of the origin", ts[1].label + " cold origin cpu per MiB", bt.label + " cold origin cpu per MiB", fmtMS, false},
+		}
+		if warm {
+			ms = append(ms, abMetric{"warm: time to first byte", ts[1].label + " warm ttfb", bt.label + " warm ttfb", fmtMS, false},
+				abMetric{"warm: throughput", ts[1].label + " warm MB/s", bt.label + " warm MB/s", fmtMBps, true})
+		}
+		b.abTable(title, s, ms)
+	}
 }
 
 // concurrentScenario: n clients GET the same fresh blob at the same moment.
@@ -667,6 +779,14 @@ func (b *bench) concurrentScenario(ctx context.Context) error {
 	fmt.Fprintf(&b.md, "### %d concurrent misses of one %s blob\n\n%s\n", n, fmtBytes(float64(sz)), t)
 	fmt.Fprintf(&b.md, "Latency: from sending the GET to its last byte, per client; p50 and p99 over the %d clients of a repeat, then the median over the repeats. Upstream GETs: the most of any repeat for content-cache is %s.\n\n",
 		n, fmtCount(s.max(ts[1].label+" upstream GETs")))
+	if bt, ok := baseOf(ts); ok {
+		b.abTable(fmt.Sprintf("%d concurrent misses", n), s, []abMetric{
+			{"upstream GETs", ts[1].label + " upstream GETs", bt.label + " upstream GETs", fmtCount, false},
+			{"time to first byte p50", ts[1].label + " ttfb p50", bt.label + " ttfb p50", fmtMS, false},
+			{"latency p50", ts[1].label + " p50", bt.label + " p50", fmtMS, false},
+			{"latency p99", ts[1].label + " p99", bt.label + " p99", fmtMS, false},
+		})
+	}
 	worst := s.max(ts[1].label + " upstream GETs")
 	b.addGoal(fmt.Sprintf("%d concurrent misses: upstream fetches (distribution's proxy: %s)", n, fmtCount(s.med(ts[2].label+" upstream GETs"))),
 		fmtCount(worst)+" (the most of any repeat)", spread(s[ts[1].label+" upstream GETs"], fmtCount), "= 1", worst == 1, !math.IsNaN(worst))
@@ -706,13 +826,23 @@ func (b *bench) manifestScenario(ctx context.Context) error {
 		s.add("ratio cache/origin", rates[ts[1].label]/rates[ts[0].label])
 		s.add("ratio proxy/origin", rates[ts[2].label]/rates[ts[0].label])
 		s.add("ratio cache/proxy", rates[ts[1].label]/rates[ts[2].label])
+		if bt, ok := baseOf(ts); ok {
+			s.add("ratio base/origin", rates[bt.label]/rates[ts[0].label])
+		}
 	}
 	t := &table{head: []string{"", "requests per second", "vs origin direct", "upstream manifest requests per request"}, align: []string{"l", "r", "r", "r"}}
 	t.row(ts[0].label, fmtRate(s.med(ts[0].label+" rate")), "1 (itself)", "–")
 	t.row(ts[1].label, fmtRate(s.med(ts[1].label+" rate")), fmtRatio(s.med("ratio cache/origin")), fmt.Sprintf("%.2f", s.med(ts[1].label+" upstream per request")))
 	t.row(ts[2].label, fmtRate(s.med(ts[2].label+" rate")), fmtRatio(s.med("ratio proxy/origin")), fmt.Sprintf("%.2f", s.med(ts[2].label+" upstream per request")))
+	bt, hasBase := baseOf(ts)
+	if hasBase {
+		t.row(bt.label, fmtRate(s.med(bt.label+" rate")), fmtRatio(s.med("ratio base/origin")), fmt.Sprintf("%.2f", s.med(bt.label+" upstream per request")))
+	}
 	fmt.Fprintf(&b.md, "### Manifest by tag, %d concurrent clients for %v\n\n%s\n", b.o.rpsWorkers, b.o.rpsDuration, t)
 	fmt.Fprintf(&b.md, "content-cache vs distribution's proxy: %s. content-cache resolves every tag at the origin (a HEAD), by design.\n\n", fmtRatio(s.med("ratio cache/proxy")))
+	if hasBase {
+		b.abTable("manifest by tag", s, []abMetric{{"requests per second", ts[1].label + " rate", bt.label + " rate", fmtRate, true}})
+	}
 	return nil
 }
 
@@ -724,6 +854,8 @@ func (b *bench) imageScenario(ctx context.Context) error {
 		return err
 	}
 	b.imageTable(fmt.Sprintf("Image of %d layers (%s) pulled with crane, on loopback", b.o.imageLayers, fmtBytes(float64(b.o.imageSize))), s, b.direct)
+	cold := s.med("ratio cold cache/proxy")
+	b.addGoal("cold image pull (crane): content-cache's time / distribution's proxy's", fmtRatio(cold), spread(s["ratio cold cache/proxy"], fmtRatio), "≤ 0.8×", cold <= 0.8, !math.IsNaN(cold))
 	if !b.o.wan {
 		b.addGoal("warm pull across the emulated WAN vs origin direct across it", "not run", "–", "≥ 10× faster", false, false)
 		b.notes = append(b.notes, "The WAN target needs `-wan`.")
@@ -751,16 +883,23 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 		}
 		ref := func(t target) string { return t.host + "/" + img.Repo + ":" + img.Tag }
 		logf("image pull (%s), repeat %d/%d", ts[0].label, r+1, repeats)
+		mib := float64(layer*b.o.imageLayers) / (1 << 20)
 		pull := func(t target, name string) error {
-			var d time.Duration
+			var d, cpu, ocpu time.Duration
 			up, err := b.measure(ctx, func() (err error) {
+				c0, o0 := cpuOf(t.p), cpuOf(b.origin)
 				d, err = b.crane.pull(ctx, ref(t))
+				cpu, ocpu = cpuOf(t.p)-c0, cpuOf(b.origin)-o0
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			s.add(name, d.Seconds())
+			if t.p != b.origin {
+				s.add(name+" cpu", cpu.Seconds()*1e3/mib)
+			}
+			s.add(name+" origin cpu", ocpu.Seconds()*1e3/mib)
 			s.add(name+" upstream GETs", float64(up.blobGets))
 			s.add(name+" upstream bytes", float64(up.blobBytes))
 			return nil
@@ -768,14 +907,8 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 		if err := pull(ts[0], "direct"); err != nil {
 			return nil, err
 		}
-		caches := []struct {
-			t    target
-			name string
-		}{{ts[1], "cache"}, {ts[2], "proxy"}}
-		if r%2 == 1 {
-			caches[0], caches[1] = caches[1], caches[0]
-		}
-		for _, c := range caches {
+		// Each repeat starts with another cache (with two: every other).
+		for _, c := range rotateNamed(imageCaches(ts), r) {
 			if err := pull(c.t, c.name+" cold"); err != nil {
 				return nil, err
 			}
@@ -784,28 +917,64 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 			}
 		}
 		d := s["direct"][r]
-		for _, name := range []string{"cache cold", "cache warm", "proxy cold", "proxy warm"} {
-			s.add("speedup "+name, d/s[name][r])
+		for _, c := range imageCaches(ts) {
+			for _, phase := range []string{" cold", " warm"} {
+				s.add("speedup "+c.name+phase, d/s[c.name+phase][r])
+			}
+		}
+		s.add("ratio cold cache/proxy", s["cache cold"][r]/s["proxy cold"][r])
+		if c, p := s["cache cold cpu"][r], s["proxy cold cpu"][r]; p > 0 {
+			s.add("ratio cpu cache/proxy", c/p)
 		}
 	}
 	return s, nil
 }
 
 func (b *bench) imageTable(title string, s series, ts []target) {
-	t := &table{head: []string{"", "pull", "time", "speed-up vs origin direct", "blob GETs at the origin", "bytes from the origin"}, align: []string{"l", "l", "r", "r", "r", "r"}}
-	t.row(ts[0].label, "–", fmtSec(s.med("direct")), "1 (itself)", fmtCount(s.med("direct upstream GETs")), fmtBytes(s.med("direct upstream bytes")))
-	for _, c := range []struct {
-		t    target
-		name string
-	}{{ts[1], "cache"}, {ts[2], "proxy"}} {
+	t := &table{head: []string{"", "pull", "time", "speed-up vs origin direct", "blob GETs at the origin", "bytes from the origin", "CPU per MiB: process / origin"}, align: []string{"l", "l", "r", "r", "r", "r", "r"}}
+	t.row(ts[0].label, "–", fmtSec(s.med("direct")), "1 (itself)", fmtCount(s.med("direct upstream GETs")), fmtBytes(s.med("direct upstream bytes")), "– / "+fmtMS(s.med("direct origin cpu")))
+	for _, c := range imageCaches(ts) {
 		for _, phase := range []string{"cold", "warm"} {
 			n := c.name + " " + phase
-			t.row(c.t.label, phase, fmtSec(s.med(n)), fmtRatio(s.med("speedup "+n)), fmtCount(s.med(n+" upstream GETs")), fmtBytes(s.med(n+" upstream bytes")))
+			t.row(c.t.label, phase, fmtSec(s.med(n)), fmtRatio(s.med("speedup "+n)), fmtCount(s.med(n+" upstream GETs")), fmtBytes(s.med(n+" upstream bytes")),
+				fmtMS(s.med(n+" cpu"))+" / "+fmtMS(s.med(n+" origin cpu")))
 		}
 	}
 	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
 	b.md.WriteString("Time: wall time of `crane pull --format oci` into an empty directory (process start included); a fresh image each repeat. " +
-		"Origin direct's blob GETs are the pull itself.\n\n")
+		"Origin direct's blob GETs are the pull itself. CPU: user and system time of the process serving the pull and of the origin, per MiB of the image (10 ms ticks).\n")
+	fmt.Fprintf(&b.md, "Cold pull, content-cache / distribution's proxy: time %s (per repeat %s), CPU %s (per repeat %s).\n\n",
+		fmtRatio(s.med("ratio cold cache/proxy")), spread(s["ratio cold cache/proxy"], fmtRatio), fmtRatio(s.med("ratio cpu cache/proxy")), spread(s["ratio cpu cache/proxy"], fmtRatio))
+	if _, ok := baseOf(ts); ok {
+		ms := []abMetric{}
+		for _, phase := range []string{"cold", "warm"} {
+			ms = append(ms, abMetric{phase + ": time", "cache " + phase, "base " + phase, fmtSec, false},
+				abMetric{phase + ": CPU per MiB of the process", "cache " + phase + " cpu", "base " + phase + " cpu", fmtMS, false})
+		}
+		ms = append(ms, abMetric{"cold: CPU per MiB of the origin", "cache cold origin cpu", "base cold origin cpu", fmtMS, false})
+		b.abTable(title, s, ms)
+	}
+}
+
+// namedTarget is a cache of the image scenario and the name of its series.
+type namedTarget struct {
+	t    target
+	name string
+}
+
+// imageCaches are the caches of ts (all but the origin): "cache", "proxy"
+// and, in A/B runs, "base".
+func imageCaches(ts []target) []namedTarget {
+	out := []namedTarget{{ts[1], "cache"}, {ts[2], "proxy"}}
+	if bt, ok := baseOf(ts); ok {
+		out = append(out, namedTarget{bt, "base"})
+	}
+	return out
+}
+
+func rotateNamed(ts []namedTarget, r int) []namedTarget {
+	r %= len(ts)
+	return append(slices.Clone(ts[r:]), ts[:r]...)
 }
 
 // rssScenario: the peak RSS of a content-cache and a distribution proxy,
@@ -820,19 +989,26 @@ func (b *bench) rssScenario(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cache, err := b.startProc(ctx, "content-cache-rss", kindCache, b.origin.addr, nil)
+	cache, err := b.startProc(ctx, "content-cache-rss", kindCache, b.origin.addr)
 	if err != nil {
 		return err
 	}
-	proxy, err := b.startProc(ctx, "distribution-proxy-rss", kindProxy, b.origin.addr, nil)
+	proxy, err := b.startProc(ctx, "distribution-proxy-rss", kindProxy, b.origin.addr)
 	if err != nil {
 		return err
 	}
 	ts := []target{
 		{label: "content-cache", host: cache.addr, p: cache, cache: true},
 		{label: "distribution proxy", host: proxy.addr, p: proxy, cache: true},
-		b.direct[0],
 	}
+	if b.base != "" {
+		base, err := b.startProcBin(ctx, b.base, "content-cache-base-rss", kindCache, b.origin.addr)
+		if err != nil {
+			return err
+		}
+		ts = append(ts, target{label: baseLabel, host: base.addr, p: base, cache: true, base: true})
+	}
+	ts = append(ts, b.direct[0])
 	t := &table{head: []string{"", "pull", "RSS before", "peak RSS (VmHWM)", "peak anonymous RSS (sampled)", "throughput"}, align: []string{"l", "l", "r", "r", "r", "r"}}
 	peaks := map[string]float64{}
 	resetFailed := false
@@ -883,6 +1059,10 @@ func (b *bench) rssScenario(ctx context.Context) error {
 	peak := max(cold, warm)
 	b.addGoal(fmt.Sprintf("peak RSS of content-cache streaming %s (cold and warm; distribution's proxy: %s)", fmtBytes(float64(n)), fmtBytes(max(peaks[ts[1].label+" cold (fill)"], peaks[ts[1].label+" warm (hit)"]))),
 		fmtBytes(peak), "one run", "< 150 MiB (at 4 GiB)", peak < 150<<20, true)
+	if b.base != "" {
+		bpeak := max(peaks[baseLabel+" cold (fill)"], peaks[baseLabel+" warm (hit)"])
+		fmt.Fprintf(&b.md, "A/B: peak RSS, new / base: %s (%s / %s; one run).\n\n", fmtRatio(peak/bpeak), fmtBytes(peak), fmtBytes(bpeak))
+	}
 	if n < 4<<30 {
 		b.notes = append(b.notes, fmt.Sprintf("The RSS target is for 4 GiB; this run streamed %s (`-rss-size 4GiB` for the full size).", fmtBytes(float64(n))))
 	}
@@ -939,7 +1119,7 @@ func (b *bench) profileScenario(ctx context.Context) error {
 	t := &table{head: []string{"", "cold pulls", "throughput", "CPU per pull: process", "CPU per pull: origin", "profiles"}, align: []string{"l", "r", "r", "r", "r", "l"}}
 	for _, tg := range b.direct[1:] {
 		logf("profile: %s, %d s of cold pulls", tg.label, secs)
-		name := strings.ReplaceAll(tg.label, " ", "-")
+		name := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(tg.label)
 		files := []string{filepath.Join(b.o.cpuprofile, name+".cold.pprof"), filepath.Join(b.o.cpuprofile, "origin-during-"+name+".cold.pprof")}
 		profErr := make(chan error, 2)
 		var wg sync.WaitGroup
