@@ -21,8 +21,8 @@ import (
 // written nothing, when it is not (never linked, gone because another cache
 // sharing the storage expired it, or unreadable): the caller fetches it.
 //
-// The bytes come straight from the storage driver (copyBlob: sendfile from
-// the filesystem driver's file). distribution's ServeBlob reads through a 4 MiB buffer allocated
+// The bytes come straight from the storage driver (copyBlob: sendfile or a
+// buffer). distribution's ServeBlob reads through a 4 MiB buffer allocated
 // per request (1.6 ms and 4.2 MB per 4 KiB hit, BenchmarkServeHit); it
 // still serves what this does not handle: several ranges and
 // unsatisfiable ones, so that those answers stay exactly distribution's.
@@ -114,18 +114,19 @@ const copyBufferSize = 256 << 10
 // filesystem driver's reader) going to a client on another host over plain
 // HTTP/1 goes to net/http's ReadFrom, which hands it to sendfile: no copy
 // through user space, about half the server's CPU per byte. A client on
-// loopback gets the buffered copy: there the receiving side of sendfile's
-// page references runs on the same CPUs and cost more than it saved
-// (BenchmarkBlobWarm and `bench -only blob`: 0.87-0.93x the origin's warm
-// throughput against 1.13x buffered). TLS (which sendfile cannot reach),
-// HTTP/2 and the other drivers' readers are copied through a buffer sized
-// to the blob.
+// loopback gets the buffered copy: there it copies page-cache pages no CPU
+// touched, where the buffered server's pages are still in the CPU cache,
+// and the whole pull cost more (`bench -only blob`: 0.87-0.93x the origin's
+// warm throughput against 1.13x buffered; see BENCHMARKS.md). TLS (which
+// sendfile cannot reach), HTTP/2 and the other drivers' readers are copied
+// through a buffer sized to the blob.
 func copyBlob(w http.ResponseWriter, r *http.Request, body io.Reader, n int64) (int64, error) {
 	src := io.LimitReader(body, n) // also hides *os.File's WriteTo, which would copy through 32 KiB
 	if _, file := body.(*os.File); file && r.TLS == nil && !onLoopback(r) && readsFrom(w) {
 		return w.(io.ReaderFrom).ReadFrom(src)
 	}
-	return copyBuffered(w, src, make([]byte, min(copyBufferSize, max(n, 1))))
+	// writerOnly keeps io.CopyBuffer from handing src to a ReadFrom.
+	return io.CopyBuffer(writerOnly{w}, src, make([]byte, min(copyBufferSize, max(n, 1))))
 }
 
 // onLoopback reports whether the request came over a loopback connection
@@ -133,12 +134,6 @@ func copyBlob(w http.ResponseWriter, r *http.Request, body io.Reader, n int64) (
 func onLoopback(r *http.Request) bool {
 	a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 	return !ok || a.IP.IsLoopback()
-}
-
-// copyBuffered copies src to w through buf; writerOnly keeps io.CopyBuffer
-// from handing src to a ReadFrom.
-func copyBuffered(w io.Writer, src io.Reader, buf []byte) (int64, error) {
-	return io.CopyBuffer(writerOnly{w}, src, buf)
 }
 
 // readsFrom reports whether w's ReadFrom reaches net/http's (through the
