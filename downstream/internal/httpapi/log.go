@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"io"
 	"net/http"
 	"time"
 
@@ -82,6 +83,32 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 	n, err := s.ResponseWriter.Write(p)
 	s.bytes += int64(n)
 	return n, err
+}
+
+// ReadFrom keeps the ReadFrom of the writer below (net/http's, which hands
+// an *os.File to sendfile on a plain TCP connection), counting the bytes
+// and the implicit 200 as Write does. Below a writer without one it copies
+// through Write.
+func (s *statusWriter) ReadFrom(src io.Reader) (int64, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := s.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{s.ResponseWriter}, src)
+	}
+	s.bytes += n
+	return n, err
+}
+
+// readsFrom reports whether the writer below has a ReadFrom of its own,
+// which a sendfile could reach.
+func (s *statusWriter) readsFrom() bool {
+	_, ok := s.ResponseWriter.(io.ReaderFrom)
+	return ok
 }
 
 // Unwrap lets http.ResponseController reach the real writer (flushes).

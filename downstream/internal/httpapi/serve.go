@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 
@@ -19,8 +21,8 @@ import (
 // written nothing, when it is not (never linked, gone because another cache
 // sharing the storage expired it, or unreadable): the caller fetches it.
 //
-// The bytes come straight from the storage driver through a buffer sized to
-// the blob. distribution's ServeBlob reads through a 4 MiB buffer allocated
+// The bytes come straight from the storage driver (copyBlob: sendfile or a
+// buffer). distribution's ServeBlob reads through a 4 MiB buffer allocated
 // per request (1.6 ms and 4.2 MB per 4 KiB hit, BenchmarkServeHit); it
 // still serves what this does not handle: several ranges and
 // unsatisfiable ones, so that those answers stay exactly distribution's.
@@ -94,15 +96,54 @@ func (c *API) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribut
 	if body == nil { // HEAD
 		return true
 	}
-	// A buffer sized to the blob, up to 256 KiB: on loopback this beat
-	// sendfile (1.2-2.1 vs 0.9-1.0 GB/s on a 64 MiB blob, BenchmarkBlobWarm).
-	// writerOnly keeps io.CopyBuffer from looking for a ReadFrom.
-	buf := make([]byte, min(256<<10, max(end-start, 1)))
-	if n, err := io.CopyBuffer(writerOnly{w}, io.LimitReader(body, end-start), buf); err != nil || n != end-start {
+	if n, err := copyBlob(w, r, body, end-start); err != nil || n != end-start {
 		// Headers are out: all that is left is to cut the response short.
 		panic(http.ErrAbortHandler)
 	}
 	return true
+}
+
+// copyBufferSize bounds the buffer of a copy through user space. Over TLS
+// on loopback, 16 KiB to 1 MiB buffers and net/http's own 32 KiB copy were
+// within the noise of each other (390-620 MB/s, AES-GCM dominates); on
+// plain loopback 256 KiB took the least CPU (client and server) of 64 KiB
+// to 4 MiB.
+const copyBufferSize = 256 << 10
+
+// copyBlob writes n bytes of a stored blob's data to w. A file (the
+// filesystem driver's reader) going to a client on another host over plain
+// HTTP/1 goes to net/http's ReadFrom, which hands it to sendfile: no copy
+// through user space, about half the server's CPU per byte. A client on
+// loopback gets the buffered copy: there it copies page-cache pages no CPU
+// touched, where the buffered server's pages are still in the CPU cache,
+// and the whole pull cost more (`bench -only blob`: 0.87-0.93x the origin's
+// warm throughput against 1.13x buffered; see BENCHMARKS.md). TLS (which
+// sendfile cannot reach), HTTP/2 and the other drivers' readers are copied
+// through a buffer sized to the blob.
+func copyBlob(w http.ResponseWriter, r *http.Request, body io.Reader, n int64) (int64, error) {
+	src := io.LimitReader(body, n) // also hides *os.File's WriteTo, which would copy through 32 KiB
+	if _, file := body.(*os.File); file && r.TLS == nil && !onLoopback(r) && readsFrom(w) {
+		return w.(io.ReaderFrom).ReadFrom(src)
+	}
+	// writerOnly keeps io.CopyBuffer from handing src to a ReadFrom.
+	return io.CopyBuffer(writerOnly{w}, src, make([]byte, min(copyBufferSize, max(n, 1))))
+}
+
+// onLoopback reports whether the request came over a loopback connection
+// (or a test's, which has no address).
+func onLoopback(r *http.Request) bool {
+	a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	return !ok || a.IP.IsLoopback()
+}
+
+// readsFrom reports whether w's ReadFrom reaches net/http's (through the
+// request log's writer and the wrappers of otelhttp, which keep it).
+func readsFrom(w http.ResponseWriter) bool {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw.readsFrom()
+	}
+	_, ok := w.(io.ReaderFrom)
+	return ok
 }
 
 type writerOnly struct{ io.Writer }

@@ -91,10 +91,90 @@ type Metrics struct {
 	evictions     gometrics.Counter
 	evictedBytes  gometrics.Counter
 	decisions     gometrics.LabeledCounter // decision, source
+
+	// The series of the fixed label values, resolved at New: a label
+	// lookup (WithValues) costs 100-500 ns and allocates, on every request.
+	// Values outside these sets still go through WithValues.
+	req          [len(requestKinds)][len(requestResults)]series
+	upBody       [len(requestKinds)]gometrics.Counter
+	upstreams    map[string]*upstreamSeries // by host:port; read-only after New
+	allowedCache gometrics.Counter
+	allowedAsked gometrics.Counter
+	deniedAsked  gometrics.Counter
+}
+
+// series are the counters of one kind and result.
+type series struct{ requests, bytes gometrics.Counter }
+
+// upstreamSeries are the series of one upstream.
+type upstreamSeries struct {
+	reqs [len(statusClasses)]gometrics.Counter
+	time gometrics.Timer
 }
 
 // Request kinds: the routes the cache serves (distribution's route names).
-var requestKinds = []string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, KindReferrers}
+var requestKinds = [...]string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, KindReferrers}
+
+// requestResults are the results a request ends with.
+var requestResults = [...]string{ResultHit, ResultMiss, ResultCoalesced, ResultDenied, ResultForwarded, ResultError}
+
+// statusClasses are the classes of an upstream round trip.
+var statusClasses = [...]string{"2xx", "3xx", "4xx", "5xx", StatusClassError}
+
+// kindIndex is kind's index in requestKinds, or -1.
+func kindIndex(kind string) int {
+	switch kind {
+	case v2.RouteNameBlob:
+		return 0
+	case v2.RouteNameManifest:
+		return 1
+	case v2.RouteNameTags:
+		return 2
+	case v2.RouteNameCatalog:
+		return 3
+	case v2.RouteNameBase:
+		return 4
+	case KindReferrers:
+		return 5
+	}
+	return -1
+}
+
+// resultIndex is result's index in requestResults, or -1.
+func resultIndex(result string) int {
+	switch result {
+	case ResultHit:
+		return 0
+	case ResultMiss:
+		return 1
+	case ResultCoalesced:
+		return 2
+	case ResultDenied:
+		return 3
+	case ResultForwarded:
+		return 4
+	case ResultError:
+		return 5
+	}
+	return -1
+}
+
+// classIndex is class's index in statusClasses, or -1.
+func classIndex(class string) int {
+	switch class {
+	case "2xx":
+		return 0
+	case "3xx":
+		return 1
+	case "4xx":
+		return 2
+	case "5xx":
+		return 3
+	case StatusClassError:
+		return 4
+	}
+	return -1
+}
 
 // New builds the collectors of one instance for the given upstreams
 // (their series start at zero, so that rates are defined from the start).
@@ -131,7 +211,9 @@ func New(hosts []*url.URL) *Metrics {
 			"Authorizations of a credential for a repository (blobs and manifests), by decision (allowed, denied) and source: cached (an allowed answer of the origin within authttl) or asked (the origin's answer just now). Denials are never cached.",
 			"decision", "source"),
 	}
-	for _, kind := range requestKinds {
+	for i, kind := range requestKinds {
+		// Resolving a series creates it: only the combinations that
+		// happen are exported (at zero from the start), as before.
 		results := []string{ResultForwarded, ResultDenied, ResultError}
 		switch kind {
 		case v2.RouteNameBlob:
@@ -140,19 +222,29 @@ func New(hosts []*url.URL) *Metrics {
 			results = append(results, ResultHit, ResultMiss)
 		}
 		for _, result := range results {
-			m.requests.WithValues(kind, result).Inc(0)
-			m.servedBytes.WithValues(kind, result).Inc(0)
+			sr := series{requests: m.requests.WithValues(kind, result), bytes: m.servedBytes.WithValues(kind, result)}
+			sr.requests.Inc(0)
+			sr.bytes.Inc(0)
+			m.req[i][resultIndex(result)] = sr
 		}
-		m.upstreamBytes.WithValues(kind).Inc(0)
+		m.upBody[i] = m.upstreamBytes.WithValues(kind)
+		m.upBody[i].Inc(0)
 	}
+	m.upstreams = make(map[string]*upstreamSeries, len(hosts))
 	for _, h := range hosts {
-		for _, class := range []string{"2xx", "3xx", "4xx", "5xx", StatusClassError} {
-			m.upstreamReqs.WithValues(h.Host, class).Inc(0)
+		us := &upstreamSeries{time: m.upstreamTime.WithValues(h.Host)}
+		for i, class := range statusClasses {
+			us.reqs[i] = m.upstreamReqs.WithValues(h.Host, class)
+			us.reqs[i].Inc(0)
 		}
+		m.upstreams[h.Host] = us
 	}
-	m.decisions.WithValues(DecisionAllowed, SourceCached).Inc(0)
-	m.decisions.WithValues(DecisionAllowed, SourceAsked).Inc(0)
-	m.decisions.WithValues(DecisionDenied, SourceAsked).Inc(0)
+	m.allowedCache = m.decisions.WithValues(DecisionAllowed, SourceCached)
+	m.allowedAsked = m.decisions.WithValues(DecisionAllowed, SourceAsked)
+	m.deniedAsked = m.decisions.WithValues(DecisionDenied, SourceAsked)
+	m.allowedCache.Inc(0)
+	m.allowedAsked.Inc(0)
+	m.deniedAsked.Inc(0)
 
 	// A pedantic registry checks that what is collected matches what is
 	// described. Registering a fresh namespace in a fresh registry fails
@@ -187,6 +279,11 @@ func (m *Metrics) Request(kind, result string, bytes int64) {
 	if m == nil {
 		return
 	}
+	if k, r := kindIndex(kind), resultIndex(result); k >= 0 && r >= 0 && m.req[k][r].requests != nil {
+		m.req[k][r].requests.Inc()
+		m.req[k][r].bytes.Inc(float64(bytes))
+		return
+	}
 	m.requests.WithValues(kind, result).Inc()
 	m.servedBytes.WithValues(kind, result).Inc(float64(bytes))
 }
@@ -194,6 +291,10 @@ func (m *Metrics) Request(kind, result string, bytes int64) {
 // UpstreamBody counts bytes of a body received from an upstream.
 func (m *Metrics) UpstreamBody(kind string, bytes int64) {
 	if m == nil || bytes <= 0 {
+		return
+	}
+	if k := kindIndex(kind); k >= 0 {
+		m.upBody[k].Inc(float64(bytes))
 		return
 	}
 	m.upstreamBytes.WithValues(kind).Inc(float64(bytes))
@@ -204,6 +305,11 @@ func (m *Metrics) UpstreamBody(kind string, bytes int64) {
 // headers or its failure.
 func (m *Metrics) UpstreamRequest(host, class string, d time.Duration) {
 	if m == nil {
+		return
+	}
+	if us, c := m.upstreams[host], classIndex(class); us != nil && c >= 0 {
+		us.reqs[c].Inc()
+		us.time.Update(d)
 		return
 	}
 	m.upstreamReqs.WithValues(host, class).Inc()
@@ -250,7 +356,16 @@ func (m *Metrics) Decision(decision, source string) {
 	if m == nil {
 		return
 	}
-	m.decisions.WithValues(decision, source).Inc()
+	switch {
+	case decision == DecisionAllowed && source == SourceCached:
+		m.allowedCache.Inc()
+	case decision == DecisionAllowed && source == SourceAsked:
+		m.allowedAsked.Inc()
+	case decision == DecisionDenied && source == SourceAsked:
+		m.deniedAsked.Inc()
+	default:
+		m.decisions.WithValues(decision, source).Inc()
+	}
 }
 
 // Gatherer returns this instance's metrics, and only them: what the

@@ -144,3 +144,61 @@ func TestRegisterDefault(t *testing.T) {
 		t.Fatalf("default registry: fills_in_flight %v, want the second instance's 0", got)
 	}
 }
+
+// Every series resolved at New counts under its own labels, and values
+// outside the fixed sets still count (through a label lookup).
+func TestResolvedSeries(t *testing.T) {
+	u, _ := url.Parse("https://registry.example.com:5000")
+	m := New([]*url.URL{u})
+	for i, kind := range requestKinds {
+		for j, result := range requestResults {
+			if m.req[i][j].requests == nil {
+				continue
+			}
+			m.Request(kind, result, int64(100*i+j+1))
+			labels := map[string]string{"kind": kind, "result": result}
+			if got := value(t, m.reg, "content_cache_requests_total", labels); got != 1 {
+				t.Errorf("requests%v = %v, want 1", labels, got)
+			}
+			if got := value(t, m.reg, "content_cache_served_bytes_total", labels); got != float64(100*i+j+1) {
+				t.Errorf("served_bytes%v = %v, want %d", labels, got, 100*i+j+1)
+			}
+		}
+		m.UpstreamBody(kind, int64(i+1))
+		if got := value(t, m.reg, "content_cache_upstream_bytes_total", map[string]string{"kind": kind}); got != float64(i+1) {
+			t.Errorf("upstream_bytes{kind=%s} = %v, want %d", kind, got, i+1)
+		}
+	}
+	for i, class := range statusClasses {
+		for range i + 1 {
+			m.UpstreamRequest(u.Host, class, time.Millisecond)
+		}
+		if got := value(t, m.reg, "content_cache_upstream_requests_total", map[string]string{"upstream": u.Host, "class": class}); got != float64(i+1) {
+			t.Errorf("upstream_requests{class=%s} = %v, want %d", class, got, i+1)
+		}
+	}
+	m.Decision(DecisionAllowed, SourceCached)
+	m.Decision(DecisionAllowed, SourceAsked)
+	m.Decision(DecisionAllowed, SourceAsked)
+	for range 3 {
+		m.Decision(DecisionDenied, SourceAsked)
+	}
+	for _, tc := range []struct {
+		decision, source string
+		want             float64
+	}{{DecisionAllowed, SourceCached, 1}, {DecisionAllowed, SourceAsked, 2}, {DecisionDenied, SourceAsked, 3}} {
+		if got := value(t, m.reg, "content_cache_authorization_decisions_total", map[string]string{"decision": tc.decision, "source": tc.source}); got != tc.want {
+			t.Errorf("decisions{%s,%s} = %v, want %v", tc.decision, tc.source, got, tc.want)
+		}
+	}
+	// Outside the fixed sets: an unconfigured upstream, a result a kind
+	// does not start with.
+	m.UpstreamRequest("other:443", "2xx", time.Millisecond)
+	m.Request("tags", ResultHit, 7)
+	if got := value(t, m.reg, "content_cache_upstream_requests_total", map[string]string{"upstream": "other:443", "class": "2xx"}); got != 1 {
+		t.Errorf("unconfigured upstream: %v, want 1", got)
+	}
+	if got := value(t, m.reg, "content_cache_served_bytes_total", map[string]string{"kind": "tags", "result": ResultHit}); got != 7 {
+		t.Errorf("tags hit: %v, want 7", got)
+	}
+}
