@@ -26,9 +26,10 @@ import (
 type fakeUpstream struct {
 	blob    []byte
 	dgst    digest.Digest
-	mode    string        // ok, wrong, short, hang, long, slow
-	release chan struct{} // "hang" and "slow": closed to let the rest through
+	mode    string        // ok, wrong, short, hang, long, slow, late
+	release chan struct{} // "hang", "slow" and "late": closed to let the rest through
 	gets    atomic.Int32
+	heads   atomic.Int32
 }
 
 func newFakeUpstream(t *testing.T, mode string, size int) (*fakeUpstream, *httptest.Server) {
@@ -66,9 +67,19 @@ func (f *fakeUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(f.blob)))
 	w.Header().Set("Docker-Content-Digest", f.dgst.String())
 	if r.Method == http.MethodHead {
+		f.heads.Add(1)
 		return
 	}
 	f.gets.Add(1)
+	if f.mode == "late" { // no answer before the release
+		select {
+		case <-f.release:
+		case <-r.Context().Done():
+			return
+		}
+		_, _ = w.Write(f.blob)
+		return
+	}
 	half := len(f.blob) / 2
 	switch f.mode {
 	case "ok":

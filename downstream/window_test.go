@@ -183,3 +183,76 @@ func TestLastByteBeforeCommit(t *testing.T) {
 		t.Fatalf("after the commit: %d bytes, %d upstream GETs; want the blob from storage", len(body), fake.gets.Load())
 	}
 }
+
+// Requests that join a fill while it is asking the origin with their own
+// credential and repository share its answer: no HEAD of their own. Those
+// of another credential still ask the origin themselves. Decisions are
+// off (authttl 0), so that no request is allowed by another's answer.
+func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
+	noLeaks(t)
+	fake, srv := newFakeUpstream(t, "late", 1<<20)
+	cache := regtest.StartCache(t, srv.URL, map[string]any{"authttl": "0s"})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	t.Cleanup(client.CloseIdleConnections)
+	url := cache.URL + "/v2/test/blob/blobs/" + fake.dgst.String()
+
+	const alices, bobs = 24, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, alices+bobs)
+	get := func(user string) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+			req.SetBasicAuth(user, "secret")
+			resp, err := client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, fake.blob) {
+				errs <- errors.New(user + ": did not get the blob (" + resp.Status + ")")
+			}
+		}()
+	}
+	get("alice") // starts the fill
+	if err := cache.WaitInFlight(t.Context(), 1); err != nil {
+		t.Fatal(err)
+	}
+	for range alices - 1 {
+		get("alice")
+	}
+	for range bobs {
+		get("bob")
+	}
+	if err := cache.WaitInFlight(t.Context(), alices+bobs); err != nil {
+		t.Fatal(err)
+	}
+	// bob's requests ask the origin before they wait for the fill: once
+	// all of them did, alice's (sent before) are waiting too.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for fake.heads.Load() < bobs {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d HEADs at the origin, want at least bob's %d", fake.heads.Load(), bobs)
+		case <-tick.C:
+		}
+	}
+	fake.unblock()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := fake.gets.Load(); got != 1 {
+		t.Errorf("%d upstream GETs, want 1", got)
+	}
+	if got := fake.heads.Load(); got != bobs {
+		t.Errorf("%d upstream HEADs, want %d (bob's, none of alice's)", got, bobs)
+	}
+}

@@ -70,6 +70,7 @@ type Fill struct {
 	changed chan struct{} // closed and replaced on every change
 	state   State
 	refused map[*Asker]error // the origin's refusal of each Asker it refused
+	asking  *Asker           // the Asker the fill is asking the origin with
 
 	// The window: chunks hold bytes [base, state.Written). Only the fill
 	// appends, into the spare capacity of the last chunk: bytes below
@@ -400,6 +401,9 @@ type askedResponse struct {
 // the first failure that is not a refusal, or when nobody is left.
 func (c *Fills) fetchFirst(ctx context.Context, f *Fill, a *Asker) (askedResponse, error) {
 	for {
+		f.mu.Lock()
+		f.asking = a
+		f.mu.Unlock()
 		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
@@ -471,6 +475,39 @@ func (f *Fill) refuse(a *Asker, err error) {
 	f.broadcastLocked()
 	f.mu.Unlock()
 }
+
+// Asking reports whether the fill has not started and is asking the
+// origin with k's credential and repository right now: its answer, given
+// after the call, is then the origin's answer to k (see Shared).
+func (f *Fill) Asking(k access.DecisionKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.state.Started && !f.state.Finished && f.asking != nil && f.asking.Key() == k
+}
+
+// Shared waits for the origin's answer to the fill's request with a's
+// credential and repository, when Asking said it was under way: nil and
+// the fill's state once it started with that credential and repository
+// (the origin's 200 for a's repository and digest), the origin's refusal
+// of them, or the state without error when the fill went on otherwise
+// (started with another credential, or failed without an answer).
+func (f *Fill) Shared(ctx context.Context, a *Asker) (State, error) {
+	k := a.Key()
+	st, err := f.Wait(ctx, func(s State) bool { return s.Started || s.Finished || f.refusedKey(k) != nil })
+	if err != nil {
+		return st, err
+	}
+	if rerr := f.refusedKey(k); rerr != nil {
+		return st, &Refused{rerr}
+	}
+	return st, nil
+}
+
+// Refused is the origin's refusal of a credential and repository.
+type Refused struct{ Err error }
+
+func (r *Refused) Error() string { return r.Err.Error() }
+func (r *Refused) Unwrap() error { return r.Err }
 
 // RefusedFor returns the origin's refusal of a, if the fill asked with it.
 func (f *Fill) RefusedFor(a *Asker) error {

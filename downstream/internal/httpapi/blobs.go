@@ -171,6 +171,25 @@ func (e ownAnswer) Error() string { return e.err.Error() }
 // origin's confirmation of its own repository and digest.
 func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *fill.Asker, leader bool, ra *reqAuth, rl *requestLog) (string, error) {
 	ctx := r.Context()
+	if !leader && !ra.confirmed && !ra.decided && f.Asking(a.Key()) {
+		// The fill is asking the origin for this digest with this very
+		// credential and repository, since this request arrived: that
+		// answer is this request's too, without a HEAD of its own (32
+		// clients of one credential missing one blob: one request to
+		// the origin, not 32).
+		st, err := f.Shared(ctx, a)
+		var refused *fill.Refused
+		switch {
+		case errors.As(err, &refused):
+			return "", ownAnswer{refused.Err}
+		case err != nil:
+			return "", err // the client went away
+		case st.Started && st.By.Key() == a.Key():
+			ra.confirmed = true
+		case !st.Started:
+			return "", preStartError{st.Err}
+		}
+	}
 	if !leader && !ra.confirmed && !ra.decided {
 		// Not known to the cache: ask the origin before waiting, so that
 		// a refusal comes at once and the request may take the fill over.
