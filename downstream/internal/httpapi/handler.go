@@ -67,7 +67,7 @@ func New(d Deps) *API {
 	return &API{
 		cfg: d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
 		metrics: d.Metrics, log: d.Log, now: d.Now, router: newRouter(), redirects: d.Redirects,
-		keys: d.Keys, mem: newManifestMemory(),
+		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now),
 	}
 }
 

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 
@@ -30,7 +31,15 @@ const (
 // reading its manifest. Reading a manifest through distribution (link,
 // blob stat, data, unmarshal) was a quarter of the cache's CPU per
 // manifest by tag.
+//
+// With blobttl, an entry nobody used for half of blobttl is dropped:
+// expiry may have removed the manifest from storage by then (removal needs
+// every pull record to be older than blobttl, and each use records a
+// pull), and the next pull must fetch and store it again.
 type manifestMemory struct {
+	idle time.Duration // 0: entries never go stale
+	now  func() time.Time
+
 	mu        sync.Mutex
 	size      int
 	manifests map[digest.Digest]*manifestEntry
@@ -47,12 +56,18 @@ type manifestEntry struct {
 	digest    digest.Digest
 	mediaType string
 	payload   []byte
-	oci       bool // an OCI image manifest: refused to clients that do not accept it
-	list      bool // a Docker manifest list: by tag, the origin rewrites it for clients that do not accept it
+	oci       bool      // an OCI image manifest: refused to clients that do not accept it
+	list      bool      // a Docker manifest list: by tag, the origin rewrites it for clients that do not accept it
+	used      time.Time // last put or served; under manifestMemory.mu
 }
 
-func newManifestMemory() *manifestMemory {
-	return &manifestMemory{manifests: make(map[digest.Digest]*manifestEntry), tags: make(map[tagKey]digest.Digest)}
+// newManifestMemory keeps manifests; with blobttl, for at most blobttl/2
+// without a use.
+func newManifestMemory(blobTTL time.Duration, now func() time.Time) *manifestMemory {
+	return &manifestMemory{
+		idle: blobTTL / 2, now: now,
+		manifests: make(map[digest.Digest]*manifestEntry), tags: make(map[tagKey]digest.Digest),
+	}
 }
 
 // entryOf is the entry of m, or nil when its payload does not hash to dgst:
@@ -81,11 +96,28 @@ func (e *manifestEntry) asIs(r *http.Request) bool {
 	return (!e.oci || acceptsOCIManifest(r)) && (!e.list || accepts(r, manifestlist.MediaTypeManifestList))
 }
 
-// get returns the entry of dgst, or nil.
+// get returns the entry of dgst, or nil, counting it as used.
 func (m *manifestMemory) get(dgst digest.Digest) *manifestEntry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.manifests[dgst]
+	return m.use(dgst)
+}
+
+// use returns the entry of dgst, or nil when there is none or it is
+// stale (then dropped); under mu.
+func (m *manifestMemory) use(dgst digest.Digest) *manifestEntry {
+	e, ok := m.manifests[dgst]
+	if !ok {
+		return nil
+	}
+	now := m.now()
+	if m.idle > 0 && now.Sub(e.used) >= m.idle {
+		delete(m.manifests, dgst)
+		m.size -= len(e.payload)
+		return nil
+	}
+	e.used = now
+	return e
 }
 
 // put keeps e (nil: nothing).
@@ -95,9 +127,10 @@ func (m *manifestMemory) put(e *manifestEntry) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.manifests[e.digest]; ok {
+	if m.use(e.digest) != nil {
 		return
 	}
+	e.used = m.now()
 	for d, old := range m.manifests {
 		if m.size+len(e.payload) <= maxMemoryBytes && len(m.manifests) < maxMemoryManifests {
 			break
@@ -118,7 +151,7 @@ func (m *manifestMemory) tagged(repo ident.Key, tag string) *manifestEntry {
 	if !ok {
 		return nil
 	}
-	return m.manifests[d]
+	return m.use(d)
 }
 
 // resolved records that the origin just resolved tag of repo to dgst.

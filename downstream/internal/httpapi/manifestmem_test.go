@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 
@@ -45,7 +46,7 @@ func TestEntryOfVerifiesDigest(t *testing.T) {
 // The memory stays within its bounds, and a tag names the entry of the
 // digest it last resolved to while that entry is kept.
 func TestManifestMemoryBounds(t *testing.T) {
-	mem := newManifestMemory()
+	mem := newManifestMemory(0, time.Now)
 	big, bigD := ociManifest(t, 0, maxMemoryManifest+1000)
 	mem.put(entryOf(big, bigD))
 	if mem.get(bigD) != nil {
@@ -81,5 +82,30 @@ func TestManifestMemoryBounds(t *testing.T) {
 	}
 	if len(mem.tags) > maxMemoryTags {
 		t.Fatalf("%d tags kept, over %d", len(mem.tags), maxMemoryTags)
+	}
+}
+
+// With blobttl, an entry unused for half of it is dropped (expiry may have
+// removed the manifest from storage since); each use keeps it.
+func TestManifestMemoryStale(t *testing.T) {
+	now := time.Unix(1000, 0)
+	mem := newManifestMemory(10*time.Second, func() time.Time { return now })
+	m, d := ociManifest(t, 1, 0)
+	mem.put(entryOf(m, d))
+	named, _ := reference.WithName("public/app")
+	repo := ident.Of(named).Key()
+	mem.resolved(repo, "latest", d)
+	for range 3 {
+		now = now.Add(4 * time.Second)
+		if mem.tagged(repo, "latest") == nil {
+			t.Fatal("an entry used 4s ago (blobttl 10s) is gone")
+		}
+	}
+	now = now.Add(5 * time.Second)
+	if mem.get(d) != nil || mem.tagged(repo, "latest") != nil {
+		t.Fatal("an entry unused for blobttl/2 is still served")
+	}
+	if mem.size != 0 {
+		t.Fatalf("%d bytes counted after the only entry went", mem.size)
 	}
 }
