@@ -45,6 +45,10 @@ func TestManifestIfNoneMatch(t *testing.T) {
 		{"weak", http.MethodGet, byDigest, "W/" + quoted, http.StatusOK},
 		{"star", http.MethodGet, byDigest, "*", http.StatusOK},
 		{"in a list", http.MethodGet, byDigest, `"x", ` + quoted, http.StatusOK},
+		{"other etag, by tag", http.MethodGet, byTag, `"sha256:0"`, http.StatusOK},
+		{"unquoted, by tag", http.MethodGet, byTag, img.Digest.String(), http.StatusNotModified},
+		{"weak, by tag", http.MethodGet, byTag, "W/" + quoted, http.StatusOK},
+		{"star, by tag", http.MethodGet, byTag, "*", http.StatusOK},
 	}
 	// Cold: each case on a cache that never saw the manifest.
 	for _, c := range cases {
@@ -108,6 +112,9 @@ func TestManifestAcceptNegotiation(t *testing.T) {
 		{"index, manifest only", "/v2/public/app/manifests/" + idx.String(), accept(v1.MediaTypeImageManifest), http.StatusOK},
 		{"index, no Accept", "/v2/public/app/manifests/" + idx.String(), accept(), http.StatusOK},
 		{"index, OCI index", "/v2/public/app/manifests/" + idx.String(), accept(v1.MediaTypeImageIndex), http.StatusOK},
+		{"manifest by tag, docker only", "/v2/public/app/manifests/" + img.Tag, accept(docker), http.StatusNotFound},
+		{"manifest by tag, OCI", "/v2/public/app/manifests/" + img.Tag, accept(v1.MediaTypeImageManifest), http.StatusOK},
+		{"index by tag, manifest only", "/v2/public/app/manifests/multi", accept(v1.MediaTypeImageManifest), http.StatusOK},
 	}
 	cache := regtest.StartCache(t, origin.URL, map[string]any{"authttl": "1h"})
 	for _, c := range cases {

@@ -62,7 +62,14 @@ func (a *Access) Forget(ck Key, repo ident.Repo) { a.decisions.Forget(ck, repo.K
 // path of repo (a HEAD), and records the decision when it may. The
 // response's body is closed.
 func (a *Access) Confirm(ctx context.Context, r *http.Request, path string, repo ident.Repo) (*upstream.Response, error) {
-	req := upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header}
+	return a.ConfirmUnless(ctx, r, path, repo, "")
+}
+
+// ConfirmUnless is Confirm sending If-None-Match: etag (none when empty).
+// The origin compares it only after its authorization passed, so its 304
+// allows r as a 2xx does: an unchanged tag costs it no manifest read.
+func (a *Access) ConfirmUnless(ctx context.Context, r *http.Request, path string, repo ident.Repo, etag string) (*upstream.Response, error) {
+	req := upstream.Request{Method: http.MethodHead, Path: path, Client: r.Header, IfNoneMatch: etag}
 	if r.Method == http.MethodHead {
 		// A client's HEAD gets the origin's answer to its own HEAD,
 		// ranges included (206 and Content-Range).

@@ -41,6 +41,7 @@ type API struct {
 	router    *mux.Router
 	redirects bool             // storage.redirect is on (see Deps.Redirects)
 	keys      *keyring.Keyring // the origin's keys for signed URLs; nil without signing
+	mem       *manifestMemory  // manifests by digest, and what tags resolved to
 }
 
 // Deps are what the API serves from.
@@ -66,7 +67,7 @@ func New(d Deps) *API {
 	return &API{
 		cfg: d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
 		metrics: d.Metrics, log: d.Log, now: d.Now, router: newRouter(), redirects: d.Redirects,
-		keys: d.Keys,
+		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now),
 	}
 }
 

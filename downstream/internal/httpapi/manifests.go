@@ -14,7 +14,6 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 
 	"github.com/distribution/distribution/v3"
-	"github.com/distribution/distribution/v3/manifest/ocischema"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 	"github.com/distribution/distribution/v3/registry/storage"
 	"github.com/opencontainers/go-digest"
@@ -84,7 +83,19 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 		}
 	}
 	if r.Method == http.MethodHead || !byDigest || storedHere {
-		resp, err := c.access.Confirm(ctx, r, path, repo)
+		// A GET of a tag whose manifest is in memory asks the origin
+		// whether the tag still names it: an unchanged tag costs the
+		// origin no manifest read, and the cache no storage read.
+		var known *manifestEntry
+		etag := ""
+		if !byDigest && r.Method == http.MethodGet {
+			if known = c.mem.tagged(repo.Key(), ref); known != nil && known.asIs(r) {
+				etag = `"` + known.digest.String() + `"`
+			} else {
+				known = nil
+			}
+		}
+		resp, err := c.access.ConfirmUnless(ctx, r, path, repo, etag)
 		if err != nil {
 			if notModifiedUnknown(r, err, dgst) {
 				writeNotModified(w)
@@ -93,6 +104,18 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 			return "", err
 		}
 		rl.upstream = resp.Host.Host
+		if known != nil && resp.StatusCode == http.StatusNotModified {
+			dgst = known.digest
+			rl.digest = dgst
+			if err := hold(dgst); err != nil {
+				return "", err
+			}
+			if _, err := serveEntry(w, r, known); err != nil {
+				return "", err
+			}
+			c.pulled(r, repo, dgst, store.KindManifest)
+			return metrics.ResultHit, nil
+		}
 		if r.Method == http.MethodHead {
 			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && manifestNotModified(r, d) {
 				writeNotModified(w)
@@ -105,10 +128,20 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 		if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil && !byDigest {
 			dgst = d
 			rl.digest = d
+			c.mem.resolved(repo.Key(), ref, d)
 		}
 		if dgst != "" {
 			if err := hold(dgst); err != nil {
 				return "", err
+			}
+			// The origin just allowed this request on this repository and
+			// digest: the bytes may come from memory.
+			if e := c.mem.get(dgst); e != nil {
+				if _, err := serveEntry(w, r, e); err != nil {
+					return "", err
+				}
+				c.pulled(r, repo, dgst, store.KindManifest)
+				return metrics.ResultHit, nil
 			}
 			if served, err := c.serveLocalManifest(w, r, ms, dgst); err != nil {
 				return "", err
@@ -167,6 +200,7 @@ func (c *API) storeManifest(r *http.Request, ms distribution.ManifestService, me
 	ctx := r.Context()
 	m, _, err := distribution.UnmarshalManifest(mediaType, body)
 	if err == nil {
+		c.mem.put(entryOf(m, dgst))
 		var got digest.Digest
 		got, err = ms.Put(ctx, m)
 		if err == nil && got != dgst {
@@ -185,33 +219,40 @@ func (c *API) serveLocalManifest(w http.ResponseWriter, r *http.Request, ms dist
 	if err != nil {
 		return false, nil
 	}
-	if manifestNotModified(r, dgst) {
+	e := entryOf(m, dgst)
+	if e == nil {
+		return false, nil // unreadable or damaged: fetched again
+	}
+	c.mem.put(e)
+	return serveEntry(w, r, e)
+}
+
+// serveEntry answers r with the manifest e as distribution's GetManifest
+// answers with a stored one; an error to answer if the client's Accept
+// refuses it.
+func serveEntry(w http.ResponseWriter, r *http.Request, e *manifestEntry) (bool, error) {
+	if manifestNotModified(r, e.digest) {
 		writeNotModified(w)
 		return true, nil
 	}
-	if _, oci := m.(*ocischema.DeserializedManifest); oci && !acceptsOCIManifest(r) {
+	if e.oci && !acceptsOCIManifest(r) {
 		// distribution's GetManifest refuses it with these words. An OCI
 		// index passes whatever the Accept: it is neither of the types that
 		// GetManifest checks.
 		return false, errcode.ErrorCodeManifestUnknown.WithMessage("OCI manifest found, but accept header does not support OCI manifests")
 	}
-	mediaType, payload, err := m.Payload()
-	if err != nil {
-		return false, nil
-	}
-	if mediaType == "" {
-		mediaType = v1.MediaTypeImageManifest
-	}
-	writeManifest(w, r, mediaType, payload, dgst)
+	writeManifest(w, r, e.mediaType, e.payload, e.digest)
 	return true, nil
 }
 
-// acceptsOCIManifest parses Accept as distribution's GetManifest does:
+func acceptsOCIManifest(r *http.Request) bool { return accepts(r, v1.MediaTypeImageManifest) }
+
+// accepts parses Accept as distribution's GetManifest does:
 // comma-separated media types, parameters (q=) ignored.
-func acceptsOCIManifest(r *http.Request) bool {
+func accepts(r *http.Request, mediaType string) bool {
 	for _, h := range r.Header["Accept"] {
 		for mt := range strings.SplitSeq(h, ",") {
-			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == v1.MediaTypeImageManifest {
+			if mt, _, err := mime.ParseMediaType(mt); err == nil && mt == mediaType {
 				return true
 			}
 		}

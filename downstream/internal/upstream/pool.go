@@ -243,6 +243,9 @@ type Request struct {
 	Client http.Header     // the client's request headers; only forwardedRequestHeaders are sent
 	Range  string          // Range header to send, if any
 	Skip   map[string]bool // upstream hosts not to ask
+	// IfNoneMatch is sent as If-None-Match, if any (the client's own is
+	// never forwarded: the cache compares it itself).
+	IfNoneMatch string
 }
 
 // Response is an upstream's successful answer and who gave it.
@@ -311,6 +314,9 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 	hr.Header.Set("Cache-Control", "no-cache")
 	if req.Range != "" {
 		hr.Header.Set("Range", req.Range)
+	}
+	if req.IfNoneMatch != "" {
+		hr.Header.Set("If-None-Match", req.IfNoneMatch)
 	}
 	start := time.Now()
 	resp, err := u.client.Do(hr)
