@@ -53,6 +53,13 @@ func TestTransparentChain(t *testing.T) {
 		if o1.signedWithCred != 0 {
 			t.Errorf("a credential travelled with the signature")
 		}
+		// Both caches commit after their client's last byte: the warm
+		// pull is a hit once they did.
+		for _, c := range []*regtest.Server{edge, near} {
+			if err := c.WaitFillsDone(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
@@ -89,6 +90,39 @@ func (s *Server) WaitInFlight(ctx context.Context, n int) error {
 		}
 		select {
 		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// WaitFillsDone blocks until the cache serves no request and has no fill
+// in flight: a fill commits to storage after its clients' last byte, so a
+// test that wants the next request to be a hit waits for this.
+func (s *Server) WaitFillsDone(ctx context.Context) error {
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := s.WaitIdle(ctx); err != nil {
+			return err
+		}
+		mfs, err := s.Cache.Gatherer().Gather()
+		if err != nil {
+			return err
+		}
+		busy := false
+		for _, mf := range mfs {
+			if mf.GetName() == "content_cache_fills_in_flight" {
+				for _, m := range mf.GetMetric() {
+					busy = busy || m.GetGauge().GetValue() != 0
+				}
+			}
+		}
+		if !busy {
+			return nil
+		}
+		select {
+		case <-tick.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
