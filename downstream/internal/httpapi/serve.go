@@ -122,8 +122,12 @@ const copyBufferSize = 256 << 10
 // through a buffer sized to the blob.
 func copyBlob(w http.ResponseWriter, r *http.Request, body io.Reader, n int64) (int64, error) {
 	src := io.LimitReader(body, n) // also hides *os.File's WriteTo, which would copy through 32 KiB
-	if _, file := body.(*os.File); file && r.TLS == nil && !onLoopback(r) && readsFrom(w) {
+	f, file := body.(*os.File)
+	if file && r.TLS == nil && !onLoopback(r) && readsFrom(w) {
 		return w.(io.ReaderFrom).ReadFrom(src)
+	}
+	if file && r.ProtoMajor == 1 && os.Getenv("CC_MMAP") != "0" {
+		return copyMapped(w, f, n)
 	}
 	// writerOnly keeps io.CopyBuffer from handing src to a ReadFrom.
 	return io.CopyBuffer(writerOnly{w}, src, make([]byte, min(copyBufferSize, max(n, 1))))
