@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"syscall"
 )
 
@@ -53,7 +52,7 @@ func copyMapped(w io.Writer, f *os.File, n int64) (written int64, err error) {
 	}()
 	for pos := off; pos < last; {
 		start := pos &^ (page - 1)
-		end := min(start+expWindow(), last)
+		end := min(start+mapWindow, last)
 		m, err := writeWindow(w, f, start, end, pos)
 		written += m
 		if err != nil {
@@ -78,7 +77,7 @@ func writeWindow(w io.Writer, f *os.File, start, end, pos int64) (int64, error) 
 	}
 	var m []byte
 	cerr := rc.Control(func(fd uintptr) {
-		m, err = syscall.Mmap(int(fd), start, int(end-start), syscall.PROT_READ, syscall.MAP_SHARED|expPopulate())
+		m, err = syscall.Mmap(int(fd), start, int(end-start), syscall.PROT_READ, syscall.MAP_SHARED)
 	})
 	if err = cmp.Or(cerr, err); err != nil {
 		return 0, err
@@ -86,19 +85,4 @@ func writeWindow(w io.Writer, f *os.File, start, end, pos int64) (int64, error) 
 	defer syscall.Munmap(m) //nolint:errcheck // nothing to do about a failed unmap
 	k, err := w.Write(m[pos-start:])
 	return int64(k), err
-}
-
-// EXPERIMENT knobs, to be removed.
-func expWindow() int64 {
-	if v, err := strconv.ParseInt(os.Getenv("CC_MMAP_WIN"), 10, 64); err == nil {
-		return v << 10
-	}
-	return mapWindow
-}
-
-func expPopulate() int {
-	if os.Getenv("CC_MMAP_POP") == "1" {
-		return syscall.MAP_POPULATE
-	}
-	return 0
 }
