@@ -100,7 +100,8 @@ func loopbackCtx(t *testing.T) context.Context {
 // A filesystem hit on loopback over plain HTTP/1 is written from a mapping
 // of the stored file, whole and ranged (window and page boundaries
 // crossed, a range inside one page, the last page alone), with exact
-// bytes and headers; HEAD writes none. No mapping is left behind, and the
+// bytes and headers; one under minMapped through a buffer; HEAD writes
+// none. No mapping is left behind, and the
 // goroutine's fault setting is as it was.
 func TestServeLocalFromMapping(t *testing.T) {
 	size := 2*mapWindow + 5000 // three windows, the last page partial
@@ -117,6 +118,7 @@ func TestServeLocalFromMapping(t *testing.T) {
 		{"across windows", http.MethodGet, fmt.Sprintf("bytes=%d-%d", page+3, 2*mapWindow+10), page + 3, 2*mapWindow + 11},
 		{"open range", http.MethodGet, fmt.Sprintf("bytes=%d-", mapWindow-7), mapWindow - 7, size},
 		{"inside one page", http.MethodGet, "bytes=5-100", 5, 101},
+		{"under minMapped", http.MethodGet, fmt.Sprintf("bytes=%d-%d", mapWindow-7, mapWindow+minMapped-9), mapWindow - 7, mapWindow + minMapped - 8},
 		{"the last page", http.MethodGet, fmt.Sprintf("bytes=%d-", size-100), size - 100, size},
 		{"HEAD", http.MethodHead, "", 0, 0},
 	} {
@@ -151,8 +153,8 @@ func TestServeLocalFromMapping(t *testing.T) {
 			if sw.bytes != int64(len(want)) {
 				t.Errorf("request log: %d bytes, want %d", sw.bytes, len(want))
 			}
-			if tc.end-tc.start > page && holder != file {
-				t.Errorf("the first write came from %q, want a mapping of %s", holder, file)
+			if mapped := tc.end-tc.start >= minMapped; mapped && holder != file || !mapped && holder != "" {
+				t.Errorf("the first write came from %q; want the mapping of %s: %v", holder, file, mapped)
 			}
 			if _, maps := mappingOf(t, nil, file); maps != 0 {
 				t.Errorf("%d mappings of the file left", maps)
@@ -267,6 +269,33 @@ func TestServeMappedTruncatedOverLoopback(t *testing.T) {
 		}
 		if body, err := get(); err != nil || !bytes.Equal(body, data) {
 			t.Fatalf("after the cut to %d, restored: %d bytes (equal: %v), %v", n, len(body), bytes.Equal(body, data), err)
+		}
+	}
+	if _, maps := mappingOf(t, nil, file); maps != 0 {
+		t.Errorf("%d mappings of the file left", maps)
+	}
+}
+
+// copyMapped writes exact bytes from any offset and length, those under
+// minMapped too (which copyBlob buffers): inside one page, across one
+// page boundary, the last page alone, a window and one byte.
+func TestCopyMappedRanges(t *testing.T) {
+	size := 2*mapWindow + 5000
+	data, _, _, _, file := mappedBlob(t, size)
+	page := os.Getpagesize()
+	for _, r := range [][2]int{{0, 0}, {5, 96}, {page - 3, 10}, {size - 100, 100}, {size - 1, 1}, {page, mapWindow + 1}, {0, size}} {
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Seek(int64(r[0]), io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		n, err := copyMapped(&buf, f, int64(r[1]))
+		f.Close()
+		if want := data[r[0] : r[0]+r[1]]; n != int64(r[1]) || err != nil || !bytes.Equal(buf.Bytes(), want) {
+			t.Errorf("%d bytes from %d: %d, %v, equal %v", r[1], r[0], n, err, bytes.Equal(buf.Bytes(), want))
 		}
 	}
 	if _, maps := mappingOf(t, nil, file); maps != 0 {
