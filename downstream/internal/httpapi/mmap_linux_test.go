@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -154,13 +155,40 @@ func TestServeLocalFromMapping(t *testing.T) {
 				t.Errorf("request log: %d bytes, want %d", sw.bytes, len(want))
 			}
 			if mapped := tc.end-tc.start >= minMapped; mapped && holder != file || !mapped && holder != "" {
-				t.Errorf("the first write came from %q; want the mapping of %s: %v", holder, file, mapped)
+				t.Errorf("the first write came from %q (a mapping of the blob's file wanted: %v)", holder, mapped)
 			}
 			if _, maps := mappingOf(t, nil, file); maps != 0 {
 				t.Errorf("%d mappings of the file left", maps)
 			}
 			if debug.SetPanicOnFault(false) {
 				t.Error("SetPanicOnFault left on")
+			}
+		})
+	}
+}
+
+// HTTP/2 (whose writer copies in its connection's goroutine, out of the
+// fault recovery) and TLS hits are not written from a mapping.
+func TestServeLocalNotMapped(t *testing.T) {
+	data, c, blobs, dgst, file := mappedBlob(t, 2*mapWindow)
+	for _, name := range []string{"HTTP/2", "TLS"} {
+		t.Run(name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			var holder string
+			sw := &statusWriter{ResponseWriter: &hookWriter{ResponseWriter: rec, onWrite: func(p []byte) {
+				holder, _ = mappingOf(t, p, file)
+			}}}
+			req := httptest.NewRequestWithContext(loopbackCtx(t), http.MethodGet, "/v2/a/blobs/"+dgst.String(), nil)
+			if name == "TLS" {
+				req.TLS = &tls.ConnectionState{}
+			} else {
+				req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+			}
+			if !c.serveLocal(sw, req, blobs, dgst) || !bytes.Equal(rec.Body.Bytes(), data) {
+				t.Fatalf("got %d bytes (equal: %v)", rec.Body.Len(), bytes.Equal(rec.Body.Bytes(), data))
+			}
+			if holder != "" {
+				t.Errorf("written from a mapping of %s", holder)
 			}
 		})
 	}
