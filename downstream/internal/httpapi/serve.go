@@ -113,8 +113,8 @@ const copyBufferSize = 256 << 10
 
 // minMapped is the smallest body written from a mapping: below it mmap,
 // the page faults and munmap cost more than the copy they save
-// (BenchmarkCopyToLoopback: 16 KiB 0.5-0.75x the buffered copy's
-// throughput, 32 KiB even, 64 KiB 1.7-2.4x).
+// (BenchmarkCopyToLoopback: 16 KiB 0.5-0.8x the buffered copy's
+// throughput, 32 KiB even, 64 KiB 1.6-2.4x).
 const minMapped = 32 << 10
 
 // copyBlob writes n bytes of a stored blob's data to w. A file (the
