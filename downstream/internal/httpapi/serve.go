@@ -125,7 +125,8 @@ const minMapped = 32 << 10
 // sendfile made the client copy page-cache pages no CPU touched and the
 // whole pull cost more (`bench -only blob`: 0.87-0.93x the origin's warm
 // throughput against 1.13x buffered; see BENCHMARKS.md), and the mapping
-// saves the buffered copy's read (1.13x the buffered warm throughput).
+// saves the buffered copy's read (1.07-1.34x the buffered warm
+// throughput, median 1.19x).
 // TLS (which sendfile cannot reach, and where the mapping measured no
 // better), HTTP/2 (whose writer copies in another goroutine, out of
 // copyMapped's fault recovery) and the other drivers' readers are copied
