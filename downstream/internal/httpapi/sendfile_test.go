@@ -37,8 +37,14 @@ func (w *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
 // and the repository's blobs.
 func fsBlob(t *testing.T, data []byte) (*API, distribution.BlobStore, digest.Digest) {
 	t.Helper()
+	return fsBlobIn(t, t.TempDir(), data)
+}
+
+// fsBlobIn is fsBlob with the driver's root directory given.
+func fsBlobIn(t *testing.T, root string, data []byte) (*API, distribution.BlobStore, digest.Digest) {
+	t.Helper()
 	ctx := t.Context()
-	driver := filesystem.New(filesystem.DriverParameters{RootDirectory: t.TempDir(), MaxThreads: 10})
+	driver := filesystem.New(filesystem.DriverParameters{RootDirectory: root, MaxThreads: 10})
 	ns, err := storage.NewRegistry(ctx, driver)
 	if err != nil {
 		t.Fatal(err)
