@@ -66,11 +66,15 @@ type Fill struct {
 	// gave up.
 	next []*Asker
 
-	mu      sync.Mutex
-	changed chan struct{} // closed and replaced on every change
-	state   State
-	refused map[*Asker]error // the origin's refusal of each Asker it refused
-	asking  *Asker           // the Asker the fill is asking the origin with
+	mu sync.Mutex
+	// Waiters are woken by the kind of change they wait for: readers by
+	// new bytes and state changes, the storage writer by a whole chunk,
+	// the download by room in storage. One channel for all woke every
+	// goroutine of a fill on every read from the upstream.
+	changed, chunkDone, storedMore signal
+	state                          State
+	refused                        map[*Asker]error // the origin's refusal of each Asker it refused
+	asking                         *Asker           // the Asker the fill is asking the origin with
 
 	// The window: chunks hold bytes [base, state.Written). Only the fill
 	// appends, into the spare capacity of the last chunk: bytes below
@@ -109,7 +113,6 @@ func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fi
 	f := &Fill{
 		c:       c,
 		dgst:    dgst,
-		changed: make(chan struct{}),
 		state:   State{Size: -1},
 		refused: make(map[*Asker]error),
 	}
@@ -246,7 +249,7 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 // window's last chunk, or a new chunk. It waits while storage is more than
 // maxStoreLag behind, so that the window stays bounded.
 func (f *Fill) room(ctx context.Context) ([]byte, error) {
-	if err := f.await(ctx, func() bool { return !f.storing || f.state.Written-f.stored < maxStoreLag }); err != nil {
+	if err := f.await(ctx, &f.storedMore, func() bool { return !f.storing || f.state.Written-f.stored < maxStoreLag }); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
@@ -267,7 +270,10 @@ func (f *Fill) appended(n int) {
 	last.buf = last.buf[:len(last.buf)+n]
 	f.state.Written += int64(n)
 	f.trimLocked()
-	f.broadcastLocked()
+	f.changed.fire()
+	if last.full() {
+		f.chunkDone.fire()
+	}
 	f.mu.Unlock()
 }
 
@@ -313,7 +319,7 @@ func (f *Fill) store(ctx context.Context) (err error) {
 	for {
 		var seg []byte
 		done := false
-		if err := f.await(ctx, func() bool {
+		if err := f.await(ctx, &f.chunkDone, func() bool {
 			var ch *chunk
 			seg, ch = f.segmentLocked(f.stored, f.state.Written)
 			done = f.fetched && f.stored == f.state.Written
@@ -339,7 +345,7 @@ func (f *Fill) store(ctx context.Context) (err error) {
 		f.mu.Lock()
 		f.stored += int64(len(seg))
 		f.trimLocked()
-		f.broadcastLocked()
+		f.storedMore.fire()
 		f.mu.Unlock()
 	}
 }
@@ -570,8 +576,28 @@ func (f *Fill) update(change func(*State)) {
 
 // broadcastLocked wakes every waiter; f.mu is held.
 func (f *Fill) broadcastLocked() {
-	close(f.changed)
-	f.changed = make(chan struct{})
+	f.changed.fire()
+	f.chunkDone.fire()
+	f.storedMore.fire()
+}
+
+// signal wakes the goroutines waiting for one kind of change of a fill. Its
+// channel is made only when someone waits; both methods run under the
+// fill's lock.
+type signal struct{ ch chan struct{} }
+
+func (s *signal) wait() <-chan struct{} {
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) fire() {
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
 }
 
 // Wait blocks until ready holds for the state, or ctx ends. ready runs
@@ -579,7 +605,7 @@ func (f *Fill) broadcastLocked() {
 func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) {
 	for {
 		f.mu.Lock()
-		s, ch := f.state, f.changed
+		s, ch := f.state, f.changed.wait()
 		f.mu.Unlock()
 		if ready(s) {
 			return s, nil
@@ -593,10 +619,10 @@ func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) 
 }
 
 // await blocks until cond, called with f.mu held, holds, or ctx ends.
-func (f *Fill) await(ctx context.Context, cond func() bool) error {
+func (f *Fill) await(ctx context.Context, sig *signal, cond func() bool) error {
 	for {
 		f.mu.Lock()
-		ok, ch := cond(), f.changed
+		ok, ch := cond(), sig.wait()
 		f.mu.Unlock()
 		if ok {
 			return nil

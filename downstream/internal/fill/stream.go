@@ -28,7 +28,7 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 			ch     *chunk
 			behind bool
 		)
-		err := f.await(ctx, func() bool {
+		err := f.await(ctx, &f.changed, func() bool {
 			st = f.state
 			limit := available(st, end)
 			switch {
