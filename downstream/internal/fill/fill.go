@@ -309,6 +309,11 @@ func (f *Fill) store(ctx context.Context) (err error) {
 		f.broadcastLocked()
 		f.mu.Unlock()
 	}()
+	// Created once the first bytes are in the window: its directories and
+	// fsync do not compete with the origin's first byte and the client's.
+	if err := f.await(ctx, &f.changed, func() bool { return f.state.Written > 0 || f.fetched }); err != nil {
+		return err
+	}
 	up, err := f.c.store.NewUpload(ctx, f.repo, f.c.now())
 	f.mu.Lock()
 	f.upload = up
