@@ -130,8 +130,8 @@ func writeHtpasswd(path string, cost int) error {
 }
 
 // startProc writes the configuration and starts `bin serve` on it; its
-// request lines go to p.log. The process gets its own TMPDIR (the cache
-// spools fills there) under dir.
+// request lines go to p.log. The process gets its own TMPDIR under dir
+// (content-cache before issue #16 spooled fills there: an A/B base may).
 func startProc(ctx context.Context, hc *http.Client, spec procSpec) (*proc, error) {
 	dir, name, bin := spec.dir, spec.name, spec.bin
 	p := &proc{name: name, kind: spec.kind, scheme: spec.scheme(), addr: freeAddr(), debug: freeAddr(), root: filepath.Join(dir, name, "storage"), done: make(chan struct{}), log: newReqLog()}
