@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/content-cache/content-cache/downstream/internal/store"
 )
@@ -98,14 +97,11 @@ func (f *Fill) streamBehind(ctx context.Context, w io.Writer, off, end int64) (i
 		rd, err := up.ReadWritten(ctx, off)
 		if err == nil {
 			defer rd.Close()
-			n, err := io.CopyN(w, rd, limit-off)
-			if n == limit-off {
-				return n, nil
+			n, err := io.CopyN(w, storageReader{rd, "the upload in progress"}, limit-off)
+			if err == io.EOF {
+				err = fmt.Errorf("%w: the upload in progress ends at byte %d", ErrFailed, off+n)
 			}
-			if err != nil && !errors.Is(err, io.EOF) {
-				return n, err
-			}
-			return n, fmt.Errorf("%w: the upload in progress ends at byte %d", ErrFailed, off+n)
+			return n, err
 		}
 		if !store.IsNotFound(err) {
 			return 0, fmt.Errorf("%w: reading the upload in progress: %w", ErrFailed, err)
@@ -128,15 +124,24 @@ func (f *Fill) streamBehind(ctx context.Context, w io.Writer, off, end int64) (i
 	if end >= 0 {
 		n = end - off
 	}
-	m, err := io.CopyN(w, rd, n)
-	if err != nil && !isClientGone(ctx, err) {
-		err = fmt.Errorf("%w: reading the stored blob: %w", ErrFailed, err)
+	m, err := io.CopyN(w, storageReader{rd, "the stored blob"}, n)
+	if err == io.EOF {
+		err = fmt.Errorf("%w: the stored blob ends at byte %d", ErrFailed, off+m)
 	}
 	return m, err
 }
 
-// isClientGone reports an error of writing to a client that went away
-// (rather than of reading the storage).
-func isClientGone(ctx context.Context, err error) bool {
-	return ctx.Err() != nil || errors.Is(err, http.ErrHandlerTimeout)
+// storageReader marks its failures as the fill's (ErrFailed), so that they
+// are told apart from the client's going away in the same copy.
+type storageReader struct {
+	r    io.Reader
+	what string
+}
+
+func (s storageReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%w: reading %s: %w", ErrFailed, s.what, err)
+	}
+	return n, err
 }

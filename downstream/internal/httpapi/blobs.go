@@ -280,8 +280,11 @@ func (c *API) streamFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, s
 			return st, err // the client went away
 		}
 		// Headers are out: all that is left is to cut the response short,
-		// so that it never looks complete.
-		c.log.WithError(err).WithField("digest", f.Digest()).Warn("fill failed; aborting the client's response")
+		// so that it never looks complete (a body of unknown size would
+		// otherwise end cleanly). A failed write is the client's going.
+		if errors.Is(err, fill.ErrFailed) {
+			c.log.WithError(err).WithField("digest", f.Digest()).Warn("fill failed; aborting the client's response")
+		}
 		panic(http.ErrAbortHandler)
 	}
 	return st, nil
