@@ -2,6 +2,7 @@ package downstream_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -126,15 +127,10 @@ func blobGETs(origin *regtest.Server, img regtest.Image) int {
 // to storage after its clients received their last byte.
 func fillsDone(t *testing.T, s *regtest.Server) {
 	t.Helper()
-	idle(t, s)
-	deadline := time.Now().Add(60 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for scrape(t, s.Cache.Gatherer())["content_cache_fills_in_flight"] != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("fills still in flight after 60s")
-		}
-		<-tick.C
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	if err := s.WaitFillsDone(ctx); err != nil {
+		t.Fatalf("fills still in flight: %v", err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -67,15 +68,8 @@ func TestStorageLateJoinerBehindWindow(t *testing.T) {
 				if l.rng != "" {
 					req.Header.Set("Range", l.rng)
 				}
-				resp, err := client.Do(req)
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer resp.Body.Close()
-				body, err := io.ReadAll(resp.Body)
-				if err != nil || !bytes.Equal(body, l.want) {
-					errs <- errors.New("late client " + l.rng + ": wrong or short body (" + resp.Status + ")")
+				if err := getExpect(client, req, l.want); err != nil {
+					errs <- errors.New("late client " + l.rng + ": " + err.Error())
 				}
 			}()
 		}
@@ -205,15 +199,8 @@ func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
 			defer wg.Done()
 			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 			req.SetBasicAuth(user, "secret")
-			resp, err := client.Do(req)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(body, fake.blob) {
-				errs <- errors.New(user + ": did not get the blob (" + resp.Status + ")")
+			if err := getExpect(client, req, fake.blob); err != nil {
+				errs <- errors.New(user + ": " + err.Error())
 			}
 		}()
 	}
@@ -255,4 +242,19 @@ func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
 	if got := fake.heads.Load(); got != bobs {
 		t.Errorf("%d upstream HEADs, want %d (bob's, none of alice's)", got, bobs)
 	}
+}
+
+// getExpect sends req and checks that the answer is a 200 or 206 with
+// exactly want.
+func getExpect(client *http.Client, req *http.Request, want []byte) error {
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode/100 != 2 || !bytes.Equal(body, want) {
+		return fmt.Errorf("%s, %d bytes, %v: not the %d bytes wanted", resp.Status, len(body), err, len(want))
+	}
+	return nil
 }

@@ -104,9 +104,6 @@ type State struct {
 	Err      error // why the download failed, when finished unverified
 }
 
-// OK reports a finished, verified fill.
-func (s State) OK() bool { return s.Finished && s.Err == nil }
-
 // startFill registers and starts a fill that fetches with a first; the
 // caller holds c.mu, so it does nothing slow.
 func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fill {
@@ -325,10 +322,11 @@ func (f *Fill) store(ctx context.Context) (err error) {
 		var seg []byte
 		done := false
 		if err := f.await(ctx, &f.chunkDone, func() bool {
-			var ch *chunk
-			seg, ch = f.segmentLocked(f.stored, f.state.Written)
+			seg, _ = f.segmentLocked(f.stored, f.state.Written)
 			done = f.fetched && f.stored == f.state.Written
-			if seg != nil && !f.fetched && !(ch.full() && &seg[len(seg)-1] == &ch.buf[Chunk-1]) {
+			// A segment reaches the end of its chunk, which is then
+			// full, when it runs to its capacity.
+			if seg != nil && !f.fetched && len(seg) < cap(seg) {
 				// Whole chunks only while the download runs: a write
 				// per read from the upstream socket (a few KiB) cost
 				// more CPU than the rest of the fill.
@@ -489,11 +487,14 @@ func (f *Fill) refuse(a *Asker, err error) {
 
 // Asking reports whether the fill has not started and is asking the
 // origin with k's credential and repository right now: its answer, given
-// after the call, is then the origin's answer to k (see Shared).
+// after the call, is then the origin's answer to k (see Shared). Never for
+// a signed asker: a signature is no credential's answer, whatever key a
+// client's Authorization header makes.
 func (f *Fill) Asking(k access.DecisionKey) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return !f.state.Started && !f.state.Finished && f.asking != nil && f.asking.Key() == k
+	a := f.asking
+	return !f.state.Started && !f.state.Finished && a != nil && a.Query == "" && a.Key() == k
 }
 
 // Shared waits for the origin's answer to the fill's request with a's

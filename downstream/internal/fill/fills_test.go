@@ -6,7 +6,9 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/internal/testkit"
+	"github.com/distribution/reference"
 )
 
 // A request that reaches Join after the fill of its blob committed and
@@ -29,5 +31,22 @@ func TestJoinAfterCommit(t *testing.T) {
 	c.mu.Unlock()
 	if kept {
 		t.Fatal("a commit is remembered past storedFor")
+	}
+}
+
+// A fill asking with a signed URL shares its answer with no credential,
+// even one whose key is the signed asker's.
+func TestAskingNeverSharesASignature(t *testing.T) {
+	named, _ := reference.WithName("repo")
+	repo := ident.Of(named)
+	signed := &Asker{Repo: repo, Query: "cc-sig=x"}
+	k := signed.Key() // a client whose Authorization keys as the signature
+	f := &Fill{asking: signed}
+	if f.Asking(k) {
+		t.Fatal("a signed fetch's answer was offered to a credential")
+	}
+	f.asking = &Asker{Repo: repo}
+	if !f.Asking(k) {
+		t.Fatal("a credential's own fetch was not offered to it")
 	}
 }
