@@ -70,14 +70,12 @@ func TestExpiryInBinary(t *testing.T) {
 		}
 	}
 	get()
-	data0 := filepath.Join(root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
-	if _, err := os.Stat(data0); err != nil {
-		t.Fatalf("not stored: %v", err)
-	}
-
-	// Sweeps run every second; the blob goes once 1.1s passed unpulled.
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
+	waitStored(ctx, t, root, img.Repo, d, len(img.Layers[0]))
+	data0 := filepath.Join(root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
+
+	// Sweeps run every second; the blob goes once 1.1s passed unpulled.
 	line, err := p.stderr.WaitFor(ctx, "expiry: removed", d.String())
 	if err != nil {
 		t.Fatal(err)

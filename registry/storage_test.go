@@ -53,19 +53,7 @@ func TestS3SampleConfig(t *testing.T) {
 	}
 	// In the bucket (versitygw's posix back end: a file per object) once
 	// the fill committed.
-	data := filepath.Join(f.s3.Server.Dir, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if fi, err := os.Stat(data); err == nil && fi.Size() == int64(len(img.Layers[0])) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the blob never reached the bucket (%s)", data)
-		case <-tick.C:
-		}
-	}
+	waitStored(ctx, t, f.s3.Server.Dir, img.Repo, d, len(img.Layers[0]))
 	get()
 	if _, err := cache.proc.stderr.WaitFor(ctx, "result=hit", d.String()); err != nil {
 		t.Fatal(err)
@@ -115,19 +103,7 @@ func TestS3CranePullTwice(t *testing.T) {
 	defer cancel()
 	run("pull", "--format", "oci", host+"/"+img.Repo+":"+img.Tag, filepath.Join(t.TempDir(), "first"))
 	// The fill commits after crane's last byte: wait for it in the bucket.
-	data := filepath.Join(f.s3.Server.Dir, "docker/registry/v2/blobs/sha256", layer.Encoded()[:2], layer.Encoded(), "data")
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if fi, err := os.Stat(data); err == nil && fi.Size() == int64(len(img.Layers[0])) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the layer never reached the bucket (%s)\n%s", data, cache.proc.stderr.String())
-		case <-tick.C:
-		}
-	}
+	waitStored(ctx, t, f.s3.Server.Dir, img.Repo, layer, len(img.Layers[0]))
 	run("pull", "--format", "oci", host+"/"+img.Repo+":"+img.Tag, filepath.Join(t.TempDir(), "second"))
 	if _, err := cache.proc.stderr.WaitFor(ctx, "result=hit", layer.String()); err != nil {
 		t.Fatal(err)
@@ -137,5 +113,29 @@ func TestS3CranePullTwice(t *testing.T) {
 	}
 	if strings.Contains(cache.proc.stderr.String(), "cannot store blob locally") {
 		t.Fatalf("the cache could not store a blob:\n%s", cache.proc.stderr.String())
+	}
+}
+
+// waitStored waits until the storage under root (a filesystem root, or
+// versitygw's posix directory: a file per object) holds dgst's data of
+// size bytes and its link in repo: a fill commits, and links, after its
+// client's last byte.
+func waitStored(ctx context.Context, t *testing.T, root, repo string, dgst digest.Digest, size int) {
+	t.Helper()
+	data := filepath.Join(root, "docker/registry/v2/blobs", string(dgst.Algorithm()), dgst.Encoded()[:2], dgst.Encoded(), "data")
+	link := filepath.Join(root, "docker/registry/v2/repositories", repo, "_layers", string(dgst.Algorithm()), dgst.Encoded(), "link")
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		fi, err := os.Stat(data)
+		_, lerr := os.Stat(link)
+		if err == nil && fi.Size() == int64(size) && lerr == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s was not stored and linked in %s (%s)", dgst, repo, data)
+		case <-tick.C:
+		}
 	}
 }

@@ -123,6 +123,10 @@ func TestTransparentPull(t *testing.T) {
 			if cold.signedWithCred != 0 {
 				t.Errorf("the cache forwarded a client credential with a signature %d times", cold.signedWithCred)
 			}
+			// The fills commit after their clients' last byte.
+			if err := s.cache.WaitFillsDone(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 
 			for i, layer := range s.img.Layers {
 				p := "/v2/" + s.img.Repo + "/blobs/" + digestOf(layer)
