@@ -214,6 +214,8 @@ func TestChainOverTLS(t *testing.T) {
 	c := &regtest.Client{Base: edge.URL, User: "carol", Pass: "carol-pw", HTTP: ca.Client()}
 	pullImage(t, c, img)
 	pullImage(t, c, img)
+	fillsDone(t, middle) // fills commit after their clients' last byte
+	fillsDone(t, edge)
 	for _, layer := range img.Layers {
 		d := digest.FromBytes(layer)
 		for _, hop := range []*regtest.Server{middle, edge} {
