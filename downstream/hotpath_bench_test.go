@@ -140,11 +140,11 @@ func BenchmarkCoalescedFanOut(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		// Cold again: the blob's data goes, its link in the repository
-		// stays (a Stat then misses).
-		if err := os.RemoveAll(blobs); err != nil {
+		// stays (a Stat then misses), once the last fill committed.
+		if err := cache.WaitFillsDone(b.Context()); err != nil {
 			b.Fatal(err)
 		}
-		if err := cache.WaitIdle(b.Context()); err != nil {
+		if err := os.RemoveAll(blobs); err != nil {
 			b.Fatal(err)
 		}
 		gate := make(chan struct{})
