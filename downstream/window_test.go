@@ -151,7 +151,7 @@ func TestLastByteBeforeCommit(t *testing.T) {
 
 	// Bounded only so that a failure does not hang the run: the commit
 	// waits for the gate, which opens after the body was read.
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	resp, err := blobGETWith(ctx, client, url)
 	if err != nil {
@@ -219,7 +219,7 @@ func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
 	}
 	// bob's requests ask the origin before they wait for the fill: once
 	// all of them did, alice's (sent before) are waiting too.
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
@@ -257,4 +257,34 @@ func getExpect(client *http.Client, req *http.Request, want []byte) error {
 		return fmt.Errorf("%s, %d bytes, %v: not the %d bytes wanted", resp.Status, len(body), err, len(want))
 	}
 	return nil
+}
+
+// Bytes a fill received reach the client while the upstream holds the
+// rest: net/http buffers a response's writes below 4 KiB, and the first
+// upstream read is often the few KiB that came with the headers, which
+// would otherwise wait for the next upstream read.
+func TestFirstBytesNotHeldInTheResponseBuffer(t *testing.T) {
+	noLeaks(t)
+	// The upstream sends 1000 bytes and holds the other 1000.
+	fake, srv := newFakeUpstream(t, "slow", 2000)
+	cache := regtest.StartCache(t, srv.URL, nil)
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := blobGETWith(ctx, client, cache.URL+"/v2/test/blob/blobs/"+fake.dgst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("the first 1000 bytes did not arrive while the upstream held the rest: %v", err)
+	}
+	fake.unblock()
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(got, rest...), fake.blob) {
+		t.Fatalf("wrong body (%v)", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -165,6 +166,11 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 		// committed.
 		f.storing = true
 	})
+	// The requests waiting for the start are runnable now; yield so that
+	// they send their headers before this goroutine reads and hashes its
+	// way through the body (on a busy process they would wait for its
+	// time slice: milliseconds of time to first byte).
+	runtime.Gosched()
 	stored := make(chan error, 1)
 	go func() { stored <- f.store(ctx) }()
 
@@ -209,6 +215,9 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 			_, _ = verifier.Write(buf[:n])
 			written += int64(n)
 			f.appended(n)
+			if written == int64(n) {
+				runtime.Gosched() // the first bytes go out now, likewise
+			}
 		}
 		if rerr == io.EOF && (size < 0 || written == size) {
 			break
@@ -626,12 +635,23 @@ func (f *Fill) Wait(ctx context.Context, ready func(State) bool) (State, error) 
 
 // await blocks until cond, called with f.mu held, holds, or ctx ends.
 func (f *Fill) await(ctx context.Context, sig *signal, cond func() bool) error {
+	return f.awaitIdle(ctx, sig, cond, nil)
+}
+
+// awaitIdle is await that calls idle, without the lock, the first time cond
+// does not hold, and then looks again before blocking.
+func (f *Fill) awaitIdle(ctx context.Context, sig *signal, cond func() bool, idle func()) error {
 	for {
 		f.mu.Lock()
 		ok, ch := cond(), sig.wait()
 		f.mu.Unlock()
 		if ok {
 			return nil
+		}
+		if idle != nil {
+			idle()
+			idle = nil
+			continue
 		}
 		select {
 		case <-ch:

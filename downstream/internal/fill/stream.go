@@ -20,6 +20,15 @@ var ErrFailed = errors.New("fill failed")
 // left the window come from the upload in progress, or from storage once
 // committed.
 func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
+	// A writer that buffers is flushed (FlushError, the method
+	// http.ResponseController knows) whenever this reader caught up and
+	// waits: net/http holds writes below 4 KiB, and the first upstream read
+	// is often the few KiB that came with the headers, which would
+	// otherwise wait for the next upstream read.
+	var idle func()
+	if fl, ok := w.(interface{ FlushError() error }); ok {
+		idle = func() { _ = fl.FlushError() }
+	}
 	for end < 0 || off < end {
 		var (
 			st     State
@@ -27,7 +36,7 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 			ch     *chunk
 			behind bool
 		)
-		err := f.await(ctx, &f.changed, func() bool {
+		err := f.awaitIdle(ctx, &f.changed, func() bool {
 			st = f.state
 			limit := available(st, end)
 			switch {
@@ -43,7 +52,7 @@ func (f *Fill) Stream(ctx context.Context, w io.Writer, off, end int64) error {
 				ch.readers++ // not recycled while this sends from it
 			}
 			return seg != nil
-		})
+		}, idle)
 		if err != nil {
 			return err // the client went away
 		}

@@ -111,5 +111,11 @@ func (s *statusWriter) readsFrom() bool {
 	return ok
 }
 
+// FlushError sends what the writers below buffer: Fill.Stream calls it
+// whenever it waits for upstream bytes.
+func (s *statusWriter) FlushError() error {
+	return http.NewResponseController(s.ResponseWriter).Flush()
+}
+
 // Unwrap lets http.ResponseController reach the real writer (flushes).
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
