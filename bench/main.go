@@ -51,6 +51,7 @@ type options struct {
 	bin, crane       string
 	repeats          int
 	blobSize         size
+	ttfbSize         size
 	concurrency      int
 	concSize         size
 	imageSize        size
@@ -79,11 +80,12 @@ type options struct {
 }
 
 func main() {
-	o := options{blobSize: 64 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, rssSize: 1 << 30, wanBlobSize: 16 << 20}
+	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, rssSize: 1 << 30, wanBlobSize: 16 << 20}
 	flag.StringVar(&o.bin, "bin", "bin/content-cache", "the content-cache binary (make build)")
 	flag.StringVar(&o.crane, "crane", ".tools/bin/crane", "crane, for the image pulls (make tools); PATH is searched when missing")
 	flag.IntVar(&o.repeats, "repeats", 7, "repeats of each scenario (medians are reported)")
 	flag.Var(&o.blobSize, "blob-size", "size of the blob of the cold/warm blob scenario")
+	flag.Var(&o.ttfbSize, "ttfb-size", "size of each blob of the cold time-to-first-byte scenario")
 	flag.IntVar(&o.concurrency, "concurrency", 32, "concurrent GETs of one cold blob")
 	flag.Var(&o.concSize, "conc-size", "size of the blob of the concurrent-miss scenario")
 	flag.Var(&o.imageSize, "image-size", "total size of the image pulled with crane")
@@ -98,7 +100,7 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,concurrent,manifest,image,pull-trace,rss,profile,storage (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
@@ -236,6 +238,7 @@ func run(ctx context.Context, o options) (string, error) {
 		run  func(context.Context) error
 	}{
 		{"blob", b.blobScenario},
+		{"ttfb", b.ttfbScenario},
 		{"concurrent", b.concurrentScenario},
 		{"manifest", b.manifestScenario},
 		{"image", b.imageScenario},
