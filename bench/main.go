@@ -51,6 +51,9 @@ type options struct {
 	bin, crane       string
 	repeats          int
 	blobSize         size
+	relayListen      string
+	relayUpstream    string
+	relayDir         string
 	ttfbSize         size
 	concurrency      int
 	concSize         size
@@ -100,7 +103,7 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
@@ -110,8 +113,18 @@ func main() {
 	flag.BoolVar(&o.http1, "http1", false, "with -tls: the harness's own client speaks HTTP/1.1 (by default it takes HTTP/2 when offered, as crane does)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "A/B: also run this content-cache binary as \"content-cache (base)\", side by side in the same repeats of every scenario, with new/base ratios")
 	flag.StringVar(&o.baseRev, "base-rev", "", "A/B: build the base binary from this git revision (git archive + go build into the working directory); instead of -base-bin")
+	flag.StringVar(&o.relayListen, "relay-listen", "", "internal: run as the floor scenario's relay on this address")
+	flag.StringVar(&o.relayUpstream, "relay-upstream", "", "internal: the relay's upstream")
+	flag.StringVar(&o.relayDir, "relay-dir", "", "internal: where the relay keeps verified blobs")
 	flag.BoolVar(&o.trace, "trace", false, "also run the pull-trace scenario (selected alone with -only pull-trace): a timeline of cold crane pulls from the registries' logs")
 	flag.Parse()
+	if o.relayListen != "" {
+		if err := relayMain(o.relayListen, o.relayUpstream, o.relayDir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o.commandLine = commandLine()
 	o.scenarioSelected = map[string]bool{}
 	for _, s := range strings.Split(o.only, ",") {
@@ -246,6 +259,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"rss", b.rssScenario},
 		{"profile", b.profileScenario},
 		{"storage", b.storageScenario},
+		{"floor", b.floorScenario},
 	}
 	for _, s := range steps {
 		if !o.selected(s.name) {
@@ -375,7 +389,7 @@ func (b *bench) start(ctx context.Context) error {
 			hosts = append(hosts, baseW.addr)
 		}
 	}
-	if b.o.selected("image") || b.o.selected("pull-trace") {
+	if b.o.selected("image") || b.o.selected("pull-trace") || b.o.selected("floor") {
 		bin := b.o.crane
 		if _, err := os.Stat(bin); err != nil {
 			if bin, err = exec.LookPath("crane"); err != nil {
