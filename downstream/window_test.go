@@ -288,3 +288,89 @@ func TestFirstBytesNotHeldInTheResponseBuffer(t *testing.T) {
 		t.Fatalf("wrong body (%v)", err)
 	}
 }
+
+// partDriver is the filesystem driver named as s3's, whose upload writers
+// block inside Write once they took a first MiB, until its gate is closed:
+// an object store's writer uploading a part.
+type partDriver struct {
+	storagedriver.StorageDriver
+	gate chan struct{}
+}
+
+func (d partDriver) Name() string { return "s3aws" }
+
+func (d partDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
+	w, err := d.StorageDriver.Writer(ctx, path, append)
+	if err != nil || !strings.Contains(path, "/_uploads/") {
+		return w, err
+	}
+	return &partWriter{FileWriter: w, gate: d.gate}, nil
+}
+
+type partWriter struct {
+	storagedriver.FileWriter
+	gate    chan struct{}
+	written int64
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	if w.written >= 1<<20 {
+		<-w.gate
+	}
+	w.written += int64(len(p))
+	return w.FileWriter.Write(p)
+}
+
+var registerPart = sync.OnceFunc(func() {
+	factory.Register("part", partFactory{})
+})
+
+type partFactory struct{}
+
+func (partFactory) Create(_ context.Context, params map[string]any) (storagedriver.StorageDriver, error) {
+	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": params["rootdirectory"]})
+	if err != nil {
+		return nil, err
+	}
+	return partDriver{StorageDriver: d, gate: params["gate"].(chan struct{})}, nil
+}
+
+// On an object store, a fill's download goes on while the store's writer
+// uploads a part inside Write: the fill may run a part size (10 MiB on s3)
+// further ahead of storage than on the filesystem, so a client gets 12 MiB
+// while storage took 1 MiB and waits.
+func TestDownloadGoesOnWhileAPartUploads(t *testing.T) {
+	registerPart()
+	gate := make(chan struct{})
+	fake, srv := newFakeUpstream(t, "ok", 16<<20)
+	st := regtest.Storage{Driver: "part", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate}}
+	cache := regtest.StartCacheOn(t, st, srv.URL, nil)
+	t.Cleanup(func() {
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	})
+	client := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(client.CloseIdleConnections)
+
+	// Bounded only so that a failure does not hang the run.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := blobGETWith(ctx, client, cache.URL+"/v2/test/blob/blobs/"+fake.dgst.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got := make([]byte, 12<<20)
+	if n, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatalf("got %d bytes while the part uploaded: %v", n, err)
+	}
+	close(gate)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(got, rest...), fake.blob) {
+		t.Fatalf("wrong body (%v)", err)
+	}
+	fillsDone(t, cache)
+}

@@ -29,6 +29,10 @@ type Fills struct {
 	log     *logrus.Entry
 	now     func() time.Time
 	timeout time.Duration // filltimeout
+	// storeLag is how far a fill may run ahead of its storage writes:
+	// past the part an object store's writer uploads inside Write, so that
+	// the download goes on while a part uploads.
+	storeLag int64
 
 	// Fills run until ctx ends (Close), each for at most timeout.
 	ctx    context.Context
@@ -67,6 +71,7 @@ func New(d Deps) *Fills {
 	c := &Fills{
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
 		log: d.Log, now: d.Now, timeout: d.Timeout,
+		storeLag: storeLag + d.Store.PartSize(),
 		fills:  make(map[digest.Digest]*Fill),
 		stored: make(map[digest.Digest]time.Time),
 	}

@@ -95,6 +95,24 @@ func (u *Upload) Cancel(ctx context.Context) {
 	_ = u.s.driver.Delete(ctx, u.dir)
 }
 
+// PartSize is how many bytes the driver's writer gathers before it uploads
+// them as one part, inside a Write that blocks meanwhile: distribution's
+// defaults for s3 (chunksize 10 MiB), gcs (16 MiB) and azure (4 MiB
+// blocks); 0 for the filesystem and in memory. A writer configured with a
+// larger chunksize still works, with less of its upload overlapping the
+// download.
+func (s *Store) PartSize() int64 {
+	switch s.driver.Name() {
+	case "s3aws":
+		return 10 << 20
+	case "gcs":
+		return 16 << 20
+	case "azure":
+		return 4 << 20
+	}
+	return 0
+}
+
 // Readable reports whether an upload's bytes can be read back while it is
 // being written: on the filesystem driver they are in a plain file (all
 // but the writer's small buffer); object stores show nothing before the
