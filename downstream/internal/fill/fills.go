@@ -72,8 +72,8 @@ func New(d Deps) *Fills {
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
 		log: d.Log, now: d.Now, timeout: d.Timeout,
 		storeLag: storeLag + d.Store.PartSize(),
-		fills:  make(map[digest.Digest]*Fill),
-		stored: make(map[digest.Digest]time.Time),
+		fills:    make(map[digest.Digest]*Fill),
+		stored:   make(map[digest.Digest]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
