@@ -129,6 +129,37 @@ func (s *Server) WaitFillsDone(ctx context.Context) error {
 	}
 }
 
+// WaitUpstreamBytes blocks until the cache received at least n bytes of
+// bodies of kind ("blob", "manifest") from its upstreams: how far its fills
+// are, without depending on any client keeping up.
+func (s *Server) WaitUpstreamBytes(ctx context.Context, kind string, n float64) error {
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		mfs, err := s.Cache.Gatherer().Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "content_cache_upstream_bytes_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "kind" && l.GetValue() == kind && m.GetCounter().GetValue() >= n {
+						return nil
+					}
+				}
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // baseConfig is a registry with filesystem storage under a fresh temp dir.
 func baseConfig(t testing.TB) (*configuration.Configuration, string) {
 	root := t.TempDir()
