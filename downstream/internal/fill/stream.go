@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/content-cache/content-cache/downstream/internal/store"
 )
@@ -106,7 +107,7 @@ func (f *Fill) streamBehind(ctx context.Context, w io.Writer, off, end int64) (i
 		rd, err := up.ReadWritten(ctx, off)
 		if err == nil {
 			defer rd.Close()
-			n, err := io.CopyN(w, storageReader{rd, "the upload in progress"}, limit-off)
+			n, err := io.CopyN(w, storageSource(rd, "the upload in progress"), limit-off)
 			if err == io.EOF {
 				err = fmt.Errorf("%w: the upload in progress ends at byte %d", ErrFailed, off+n)
 			}
@@ -133,11 +134,24 @@ func (f *Fill) streamBehind(ctx context.Context, w io.Writer, off, end int64) (i
 	if end >= 0 {
 		n = end - off
 	}
-	m, err := io.CopyN(w, storageReader{rd, "the stored blob"}, n)
+	m, err := io.CopyN(w, storageSource(rd, "the stored blob"), n)
 	if err == io.EOF {
 		err = fmt.Errorf("%w: the stored blob ends at byte %d", ErrFailed, off+m)
 	}
 	return m, err
+}
+
+// storageSource is what a reader behind the window copies from: a file
+// (the filesystem driver's) as it is, so that the response's ReadFrom
+// hands it to sendfile (no copy through this process, instead of 32 KiB
+// reads and writes); anything else as a storageReader. A file that ends
+// early still fails the copy (io.CopyN's EOF, turned into ErrFailed);
+// only its rarer read errors are no longer told apart from the client's.
+func storageSource(rd io.Reader, what string) io.Reader {
+	if f, ok := rd.(*os.File); ok {
+		return f
+	}
+	return storageReader{rd, what}
 }
 
 // storageReader marks its failures as the fill's (ErrFailed), so that they
