@@ -210,7 +210,7 @@ func (b *bench) floorScenario(ctx context.Context) error {
 		}
 		for i := range ts {
 			t := ts[(i+r)%len(ts)]
-			settle()
+			b.settle(ctx)
 			c0, _ := cpuTime(t.pid)
 			tm, err := get(ctx, b.hc, "http://"+t.host+path, nil, n)
 			if err != nil {
@@ -222,7 +222,7 @@ func (b *bench) floorScenario(ctx context.Context) error {
 			if cr == nil {
 				continue
 			}
-			settle()
+			b.settle(ctx)
 			c0, _ = cpuTime(t.pid)
 			d, err := cr.pull(ctx, t.host+"/"+img.Repo+":"+img.Tag)
 			if err != nil {

@@ -445,15 +445,71 @@ func rotate(ts []target, r int) []target {
 	return append(slices.Clone(ts[r:]), ts[:r]...)
 }
 
-// settle writes dirty pages back to disk (sync(2)) before a measurement:
-// otherwise the kernel flushes the previous step's writes during it, taking
-// CPU from one of the few cores.
-func settle() { syscall.Sync() }
+// settle waits until no content-cache has a fill in flight, then writes
+// dirty pages back to disk (sync(2)), before a measurement. A fill commits
+// after its client's last byte (an fsync, a rename, a link), and the
+// kernel would flush the previous step's writes during the next
+// measurement, taking CPU from one of the few cores. distribution's proxy
+// commits before its request ends, which the log sync already waits for.
+func (b *bench) settle(ctx context.Context) {
+	for _, p := range b.procs {
+		if p.kind == kindCache {
+			if err := waitFillsDone(ctx, b.hc, p); err != nil {
+				logf("settle: %s: %v", p.name, err)
+			}
+		}
+	}
+	syscall.Sync()
+}
+
+// waitFillsDone polls p's metrics until content_cache_fills_in_flight is
+// 0, for at most a minute.
+func waitFillsDone(ctx context.Context, hc *http.Client, p *proc) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy, err := fillsInFlight(ctx, hc, p)
+		if err != nil || !busy {
+			return err
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// fillsInFlight reads p's content_cache_fills_in_flight from its debug
+// server's Prometheus page.
+func fillsInFlight(ctx context.Context, hc *http.Client, p *proc) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.debug+"/metrics", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, "content_cache_fills_in_flight "); ok {
+			return strings.TrimSpace(v) != "0", nil
+		}
+	}
+	return false, fmt.Errorf("no content_cache_fills_in_flight at %s", req.URL)
+}
 
 // measure runs fn, after settle, and returns what the origin served
 // meanwhile.
 func (b *bench) measure(ctx context.Context, fn func() error) (upstreamCount, error) {
-	settle()
+	b.settle(ctx)
 	mark := b.origin.log.mark()
 	if err := fn(); err != nil {
 		return upstreamCount{}, err
@@ -680,7 +736,7 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 		}
 		logf("blob %s, repeat %d/%d: warm", fmtBytes(float64(n)), r+1, repeats)
 		w, wt := map[string][]float64{}, map[string][]float64{}
-		settle()
+		b.settle(ctx)
 		for range warmGets {
 			for _, t := range rotate(ts, r) {
 				tm, err := get(ctx, b.hc, t.url()+path, nil, n)
@@ -1059,7 +1115,7 @@ func (b *bench) rssScenario(ctx context.Context) error {
 					resetFailed = true
 				}
 			}
-			settle()
+			b.settle(ctx)
 			anon := sampleMax(pid, "RssAnon")
 			tm, err := get(ctx, b.hc, tg.url()+path, nil, n)
 			maxAnon := anon()

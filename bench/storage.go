@@ -171,7 +171,7 @@ func (b *bench) storageScenario(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			settle()
+			b.settle(ctx)
 			tm, err := get(ctx, b.hc, t.url()+path, nil, n)
 			if err != nil {
 				return err

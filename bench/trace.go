@@ -88,7 +88,7 @@ func (b *bench) traceScenario(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			settle()
+			b.settle(ctx)
 			if tr.replay, err = replayPull(ctx, b.hc, t.url(), img2, craneJobs); err != nil {
 				return err
 			}
@@ -106,7 +106,7 @@ func (b *bench) tracePull(ctx context.Context, t target, ref string, mib float64
 		return pullTrace{}, err
 	}
 	tMark, oMark := t.p.log.mark(), b.origin.log.mark()
-	settle()
+	b.settle(ctx)
 	u0, s0, _ := cpuTimes(t.p.pid())
 	o0 := cpuOf(b.origin)
 	t0 := time.Now()

@@ -29,7 +29,7 @@ func (b *bench) ttfbScenario(ctx context.Context) error {
 			}
 			got := map[string]float64{}
 			for _, t := range rotate(ts, r*ttfbBlobsPerRepeat+i) {
-				settle()
+				b.settle(ctx)
 				tm, err := get(ctx, b.hc, t.url()+path, nil, sz)
 				if err != nil {
 					return err
