@@ -57,7 +57,7 @@ func relayMain(listen, upstream, dir string) error {
 			return err
 		}
 		want := strings.TrimPrefix(path[i:], "/blobs/sha256:")
-		resp.Body = &relayBody{rc: resp.Body, f: f, w: bufio.NewWriterSize(f, 256<<10), h: sha256.New(), want: want, dir: dir}
+		resp.Body = &relayBody{rc: resp.Body, f: f, w: bufio.NewWriterSize(f, 32<<10), h: sha256.New(), want: want, dir: dir}
 		return nil
 	}
 	l, err := net.Listen("tcp", listen)

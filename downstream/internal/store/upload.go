@@ -40,8 +40,32 @@ func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (
 	return u, nil
 }
 
-// Write appends to the upload.
-func (u *Upload) Write(p []byte) (int, error) { return u.fw.Write(p) }
+// Write appends to the upload. On the filesystem it writes at most
+// fileWrite bytes per call: Linux sizes a page-cache folio after the write
+// that creates it, and a folio above 32 KiB is a costly allocation that,
+// once memory is fragmented (a cache host's normal state), stalls in
+// compaction. With 256 KiB writes the bench measured 3.4 times the CPU per
+// byte of distribution's proxy (which writes 32 KiB at a time) in such a
+// state, and the same CPU otherwise.
+func (u *Upload) Write(p []byte) (int, error) {
+	if u.s.driver.Name() != "filesystem" {
+		return u.fw.Write(p)
+	}
+	var n int
+	for len(p) > 0 {
+		k, err := u.fw.Write(p[:min(len(p), fileWrite)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+// fileWrite is the largest write to a file: 32 KiB, the largest folio
+// the kernel allocates without compaction (PAGE_ALLOC_COSTLY_ORDER 3).
+const fileWrite = 32 << 10
 
 // Commit keeps the upload as dgst, which the caller verified was size
 // bytes, and links it into repo (the repository the origin confirmed). The
