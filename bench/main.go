@@ -245,6 +245,7 @@ func run(ctx context.Context, o options) (string, error) {
 		return "", err
 	}
 	b.header()
+	r0, c0 := memoryStalls()
 
 	steps := []struct {
 		name string
@@ -271,6 +272,8 @@ func run(ctx context.Context, o options) (string, error) {
 		}
 	}
 	b.goalsTable()
+	r1, c1 := memoryStalls()
+	b.md.WriteString(memoryNote(r0, c0, r1, c1))
 	return b.md.String(), nil
 }
 
