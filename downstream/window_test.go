@@ -3,6 +3,7 @@ package downstream_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -268,32 +269,46 @@ func getExpect(client *http.Client, req *http.Request, want []byte) error {
 }
 
 // Bytes a fill received reach the client while the upstream holds the
-// rest: net/http buffers a response's writes below 4 KiB, and the first
-// upstream read is often the few KiB that came with the headers, which
-// would otherwise wait for the next upstream read.
+// rest: net/http buffers a response's writes below 4 KiB (and HTTP/2 its
+// frames), and the first upstream read is often the few KiB that came with
+// the headers, which would otherwise wait for the next upstream read.
 func TestFirstBytesNotHeldInTheResponseBuffer(t *testing.T) {
-	noLeaks(t)
-	// The upstream sends 1000 bytes and holds the other 1000.
-	fake, srv := newFakeUpstream(t, "slow", 2000)
-	cache := regtest.StartCache(t, srv.URL, nil)
-	client := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(client.CloseIdleConnections)
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			noLeaks(t)
+			// The upstream sends 1000 bytes and holds the other 1000.
+			fake, srv := newFakeUpstream(t, "slow", 2000)
+			var cache *regtest.Server
+			client := &http.Client{Transport: &http.Transport{}}
+			if proto == "HTTP/2.0" {
+				ca := regtest.NewCA(t)
+				cache = regtest.StartCacheTLS(t, srv.URL, nil, ca)
+				client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}}
+			} else {
+				cache = regtest.StartCache(t, srv.URL, nil)
+			}
+			t.Cleanup(client.CloseIdleConnections)
 
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	resp, err := blobGETWith(ctx, client, cache.URL+"/v2/test/blob/blobs/"+fake.dgst.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	got := make([]byte, 1000)
-	if _, err := io.ReadFull(resp.Body, got); err != nil {
-		t.Fatalf("the first 1000 bytes did not arrive while the upstream held the rest: %v", err)
-	}
-	fake.unblock()
-	rest, err := io.ReadAll(resp.Body)
-	if err != nil || !bytes.Equal(append(got, rest...), fake.blob) {
-		t.Fatalf("wrong body (%v)", err)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := blobGETWith(ctx, client, cache.URL+"/v2/test/blob/blobs/"+fake.dgst.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.Proto != proto {
+				t.Fatalf("the response came over %s, not %s", resp.Proto, proto)
+			}
+			got := make([]byte, 1000)
+			if _, err := io.ReadFull(resp.Body, got); err != nil {
+				t.Fatalf("the first 1000 bytes did not arrive while the upstream held the rest: %v", err)
+			}
+			fake.unblock()
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil || !bytes.Equal(append(got, rest...), fake.blob) {
+				t.Fatalf("wrong body (%v)", err)
+			}
+		})
 	}
 }
 

@@ -266,6 +266,8 @@ func serve(t testing.TB, cfg *configuration.Configuration, root string, h http.H
 	srv := httptest.NewUnstartedServer(counts.wrap(h))
 	if ca != nil {
 		srv.TLS = ca.ServerTLS(t)
+		// As distribution serves TLS: HTTP/2 for clients that offer it.
+		srv.EnableHTTP2 = true
 		srv.StartTLS()
 	} else {
 		srv.Start()
