@@ -232,21 +232,17 @@ func (b *bench) floorScenario(ctx context.Context) error {
 			s.add(t.label+" image s", d.Seconds())
 			s.add(t.label+" image cpu", (c1-c0).Seconds()*1e3/(float64(layer*b.o.imageLayers)/(1<<20)))
 		}
-		last := func(k string) float64 { v := s[k]; return v[len(v)-1] }
-		for _, t := range ts[:2] {
-			s.add(t.label+" blob cpu/floor", last(t.label+" blob cpu")/last(ts[2].label+" blob cpu"))
-			if cr != nil {
-				s.add(t.label+" image s/floor", last(t.label+" image s")/last(ts[2].label+" image s"))
-				s.add(t.label+" image cpu/floor", last(t.label+" image cpu")/last(ts[2].label+" image cpu"))
-			}
-		}
 	}
+	// vs is the median over the repeats of a's measure k over b's: each
+	// repeat pairs pulls of the same blob or image.
+	vs := func(a, b floorTarget, k string) float64 { return median(ratiosOf(s[a.label+" "+k], s[b.label+" "+k])) }
+	cache, proxy, floor := ts[0], ts[1], ts[2]
 	t := &table{head: []string{"", "cold blob: MB/s", "cold blob: CPU per MiB", "vs the floor", "image pull: time", "vs the floor", "image pull: CPU per MiB", "vs the floor"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	for i, tg := range ts {
 		r1, r2, r3 := "1 (itself)", "1 (itself)", "1 (itself)"
 		if i < 2 {
-			r1, r2, r3 = fmtRatio(s.med(tg.label+" blob cpu/floor")), fmtRatio(s.med(tg.label+" image s/floor")), fmtRatio(s.med(tg.label+" image cpu/floor"))
+			r1, r2, r3 = fmtRatio(vs(tg, floor, "blob cpu")), fmtRatio(vs(tg, floor, "image s")), fmtRatio(vs(tg, floor, "image cpu"))
 		}
 		img, imgCPU := "–", "–"
 		if cr != nil {
@@ -261,14 +257,11 @@ func (b *bench) floorScenario(ctx context.Context) error {
 	fmt.Fprintf(&b.md, "The relay (`bench/floor.go`) is a reverse proxy that tees each blob body into a file and SHA-256 on its way to the client and syncs and keeps the file if the digest matches: "+
 		"the copies every verifying cache makes, and nothing else (no authorization, no last byte held, no log, no metrics). "+
 		"Ratios are medians of the per-repeat ratios. If the relay needs X of a cache's CPU, no change to that cache's per-byte path takes it below X.\n\n")
-	// Both per-repeat ratios pair pulls of the same blob or image.
-	fc := median(ratiosOf(s[ts[2].label+" blob cpu"], s[ts[1].label+" blob cpu"]))
-	cc := median(ratiosOf(s[ts[0].label+" blob cpu"], s[ts[1].label+" blob cpu"]))
-	fmt.Fprintf(&b.md, "Cold CPU per byte of a blob, against distribution's proxy's: the relay %s, content-cache %s.", fmtRatio(fc), fmtRatio(cc))
+	fmt.Fprintf(&b.md, "Cold CPU per byte of a blob, against distribution's proxy's: the relay %s, content-cache %s.",
+		fmtRatio(vs(floor, proxy, "blob cpu")), fmtRatio(vs(cache, proxy, "blob cpu")))
 	if cr != nil {
-		fi := median(ratiosOf(s[ts[2].label+" image s"], s[ts[1].label+" image s"]))
-		ci := median(ratiosOf(s[ts[0].label+" image s"], s[ts[1].label+" image s"]))
-		fmt.Fprintf(&b.md, " Cold image pull time, against distribution's proxy's: the relay %s, content-cache %s.", fmtRatio(fi), fmtRatio(ci))
+		fmt.Fprintf(&b.md, " Cold image pull time, against distribution's proxy's: the relay %s, content-cache %s.",
+			fmtRatio(vs(floor, proxy, "image s")), fmtRatio(vs(cache, proxy, "image s")))
 	}
 	b.md.WriteString("\n\n")
 	return nil

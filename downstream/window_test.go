@@ -103,15 +103,26 @@ func TestStorageLateJoinerBehindWindow(t *testing.T) {
 	})
 }
 
-// gatedDriver is the filesystem driver whose moves into the blob store
-// (a fill's commit) wait until its gate is closed.
+// gatedDriver is the filesystem driver with one step held until its gate
+// is closed: "commit", its moves into the blob store (a fill's commit), or
+// "write", its writes to uploads (an object store's writer uploading a
+// part inside Write). name, when set, is the driver's name it reports.
 type gatedDriver struct {
 	storagedriver.StorageDriver
 	gate chan struct{}
+	hold string
+	name string
+}
+
+func (d gatedDriver) Name() string {
+	if d.name != "" {
+		return d.name
+	}
+	return d.StorageDriver.Name()
 }
 
 func (d gatedDriver) Move(ctx context.Context, from, to string) error {
-	if strings.Contains(to, "/blobs/") {
+	if d.hold == "commit" && strings.Contains(to, "/blobs/") {
 		select {
 		case <-d.gate:
 		case <-ctx.Done():
@@ -119,6 +130,24 @@ func (d gatedDriver) Move(ctx context.Context, from, to string) error {
 		}
 	}
 	return d.StorageDriver.Move(ctx, from, to)
+}
+
+func (d gatedDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
+	w, err := d.StorageDriver.Writer(ctx, path, append)
+	if err != nil || d.hold != "write" || !strings.Contains(path, "/_uploads/") {
+		return w, err
+	}
+	return gatedWriter{FileWriter: w, gate: d.gate}, nil
+}
+
+type gatedWriter struct {
+	storagedriver.FileWriter
+	gate chan struct{}
+}
+
+func (w gatedWriter) Write(p []byte) (int, error) {
+	<-w.gate
+	return w.FileWriter.Write(p)
 }
 
 // registerGated makes the storage driver "gated" known to distribution
@@ -134,7 +163,21 @@ func (gatedFactory) Create(_ context.Context, params map[string]any) (storagedri
 	if err != nil {
 		return nil, err
 	}
-	return gatedDriver{StorageDriver: d, gate: params["gate"].(chan struct{})}, nil
+	name, _ := params["name"].(string)
+	return gatedDriver{StorageDriver: d, gate: params["gate"].(chan struct{}), hold: params["hold"].(string), name: name}, nil
+}
+
+// startGated starts a cache in front of upstream over a gatedDriver that
+// holds hold (reporting name, if set); open lets it go on (once), as the
+// test's cleanup does at the latest.
+func startGated(t *testing.T, upstream, hold, name string) (cache *regtest.Server, open func()) {
+	registerGated()
+	gate := make(chan struct{})
+	open = sync.OnceFunc(func() { close(gate) })
+	st := regtest.Storage{Driver: "gated", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate, "hold": hold, "name": name}}
+	cache = regtest.StartCacheOn(t, st, upstream, nil)
+	t.Cleanup(open)
+	return cache, open
 }
 
 // A client gets its last byte once the blob is verified, not once it is
@@ -142,18 +185,8 @@ func (gatedFactory) Create(_ context.Context, params map[string]any) (storagedri
 // does not hold the response. The blob is stored once the commit is let
 // through, and then served without the upstream.
 func TestLastByteBeforeCommit(t *testing.T) {
-	registerGated()
-	gate := make(chan struct{})
 	fake, srv := newFakeUpstream(t, "ok", 3<<20)
-	st := regtest.Storage{Driver: "gated", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate}}
-	cache := regtest.StartCacheOn(t, st, srv.URL, nil)
-	t.Cleanup(func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-	})
+	cache, open := startGated(t, srv.URL, "commit", "")
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	url := cache.URL + "/v2/test/blob/blobs/" + fake.dgst.String()
@@ -174,7 +207,7 @@ func TestLastByteBeforeCommit(t *testing.T) {
 	if !bytes.Equal(body, fake.blob) {
 		t.Fatalf("got %d bytes, not the blob", len(body))
 	}
-	close(gate)
+	open()
 	fillsDone(t, cache)
 	resp, err = blobGETWith(t.Context(), client, url)
 	if err != nil {
@@ -312,66 +345,15 @@ func TestFirstBytesNotHeldInTheResponseBuffer(t *testing.T) {
 	}
 }
 
-// partDriver is the filesystem driver named as s3's, whose upload writers
-// block inside Write until its gate is closed: an object store's writer
-// uploading a part. Nothing is stored meanwhile, so no byte leaves the
-// window and a client cannot fall behind it, however slow.
-type partDriver struct {
-	storagedriver.StorageDriver
-	gate chan struct{}
-}
-
-func (d partDriver) Name() string { return "s3aws" }
-
-func (d partDriver) Writer(ctx context.Context, path string, append bool) (storagedriver.FileWriter, error) {
-	w, err := d.StorageDriver.Writer(ctx, path, append)
-	if err != nil || !strings.Contains(path, "/_uploads/") {
-		return w, err
-	}
-	return &partWriter{FileWriter: w, gate: d.gate}, nil
-}
-
-type partWriter struct {
-	storagedriver.FileWriter
-	gate chan struct{}
-}
-
-func (w *partWriter) Write(p []byte) (int, error) {
-	<-w.gate
-	return w.FileWriter.Write(p)
-}
-
-var registerPart = sync.OnceFunc(func() {
-	factory.Register("part", partFactory{})
-})
-
-type partFactory struct{}
-
-func (partFactory) Create(_ context.Context, params map[string]any) (storagedriver.StorageDriver, error) {
-	d, err := filesystem.FromParameters(map[string]any{"rootdirectory": params["rootdirectory"]})
-	if err != nil {
-		return nil, err
-	}
-	return partDriver{StorageDriver: d, gate: params["gate"].(chan struct{})}, nil
-}
-
 // On an object store, a fill's download goes on while the store's writer
 // uploads a part inside Write: the fill may run a part size (10 MiB on s3)
 // further ahead of storage than on the filesystem, so a client gets 12 MiB
 // while storage waits.
 func TestDownloadGoesOnWhileAPartUploads(t *testing.T) {
-	registerPart()
-	gate := make(chan struct{})
+	// Named as s3's; nothing is stored while the gate is closed, so no
+	// byte leaves the window and the client cannot fall behind it.
 	fake, srv := newFakeUpstream(t, "ok", 16<<20)
-	st := regtest.Storage{Driver: "part", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate}}
-	cache := regtest.StartCacheOn(t, st, srv.URL, nil)
-	t.Cleanup(func() {
-		select {
-		case <-gate:
-		default:
-			close(gate)
-		}
-	})
+	cache, open := startGated(t, srv.URL, "write", "s3aws")
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 
@@ -387,7 +369,7 @@ func TestDownloadGoesOnWhileAPartUploads(t *testing.T) {
 	if n, err := io.ReadFull(resp.Body, got); err != nil {
 		t.Fatalf("got %d bytes while the part uploaded: %v", n, err)
 	}
-	close(gate)
+	open()
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil || !bytes.Equal(append(got, rest...), fake.blob) {
 		t.Fatalf("wrong body (%v)", err)
