@@ -160,11 +160,14 @@ func requestRate(ctx context.Context, c *http.Client, url string, workers int, d
 
 // crane runs `crane pull --format oci` of ref into a fresh directory and
 // returns the wall time of the pull (the directory is removed after).
+// lastCPU is the user and system time crane used in its last pull (from
+// wait4, microseconds).
 type crane struct {
 	bin       string
 	dockerCfg string // DOCKER_CONFIG directory with the bench credentials
 	work      string
 	env       []string
+	lastCPU   time.Duration
 }
 
 // newCrane writes the credentials of hosts for crane; with tls, crane
@@ -204,5 +207,6 @@ func (c *crane) pull(ctx context.Context, ref string) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("crane pull %s: %v: %s", ref, err, strings.TrimSpace(string(out)))
 	}
+	c.lastCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return elapsed, nil
 }

@@ -938,6 +938,7 @@ func (b *bench) imageScenario(ctx context.Context) error {
 		return err
 	}
 	b.imageTable(fmt.Sprintf("Image of %d layers (%s) pulled with crane, on loopback", b.o.imageLayers, fmtBytes(float64(b.o.imageSize))), s, b.direct)
+	b.cpuBudgetTable(s, b.direct)
 	cold := s.med("ratio cold cache/proxy")
 	b.addGoal("cold image pull (crane): content-cache's time / distribution's proxy's", fmtRatio(cold), spread(s["ratio cold cache/proxy"], fmtRatio), "≤ 0.8×", cold <= 0.8, !math.IsNaN(cold))
 	if !b.o.wan {
@@ -970,10 +971,16 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 		mib := float64(layer*b.o.imageLayers) / (1 << 20)
 		pull := func(t target, name string) error {
 			var d, cpu, ocpu time.Duration
+			var host hostCPU
 			up, err := b.measure(ctx, func() (err error) {
 				c0, o0 := cpuOf(t.p), cpuOf(b.origin)
+				h0, herr := readHostCPU()
 				d, err = b.crane.pull(ctx, ref(t))
+				h1, herr1 := readHostCPU()
 				cpu, ocpu = cpuOf(t.p)-c0, cpuOf(b.origin)-o0
+				if herr == nil && herr1 == nil {
+					host = h1.sub(h0)
+				}
 				return err
 			})
 			if err != nil {
@@ -984,6 +991,9 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 				s.add(name+" cpu", cpu.Seconds()*1e3/mib)
 			}
 			s.add(name+" origin cpu", ocpu.Seconds()*1e3/mib)
+			s.add(name+" crane cpu", b.crane.lastCPU.Seconds()*1e3/mib)
+			s.add(name+" host busy", host.share())
+			s.add(name+" host cpu", host.busy.Seconds()*1e3/mib)
 			s.add(name+" upstream GETs", float64(up.blobGets))
 			s.add(name+" upstream bytes", float64(up.blobBytes))
 			return nil
