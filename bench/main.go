@@ -245,7 +245,7 @@ func run(ctx context.Context, o options) (string, error) {
 		return "", err
 	}
 	b.header()
-	r0, c0 := memoryStalls()
+	mem0 := readMemState()
 
 	steps := []struct {
 		name string
@@ -272,8 +272,8 @@ func run(ctx context.Context, o options) (string, error) {
 		}
 	}
 	b.goalsTable()
-	r1, c1 := memoryStalls()
-	b.md.WriteString(memoryNote(r0, c0, r1, c1))
+	mem1 := readMemState()
+	b.md.WriteString(memoryNote(mem0, mem1))
 	return b.md.String(), nil
 }
 
