@@ -58,6 +58,8 @@ type options struct {
 	concurrency      int
 	concSize         size
 	imageSize        size
+	memoryLimit      size
+	memoryNote       string // what confineMemory did, for the header
 	imageLayers      int
 	rpsDuration      time.Duration
 	rpsWorkers       int
@@ -83,7 +85,7 @@ type options struct {
 }
 
 func main() {
-	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, rssSize: 1 << 30, wanBlobSize: 16 << 20}
+	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, memoryLimit: 4 << 30, rssSize: 1 << 30, wanBlobSize: 16 << 20}
 	flag.StringVar(&o.bin, "bin", "bin/content-cache", "the content-cache binary (make build)")
 	flag.StringVar(&o.crane, "crane", ".tools/bin/crane", "crane, for the image pulls (make tools); PATH is searched when missing")
 	flag.IntVar(&o.repeats, "repeats", 7, "repeats of each scenario (medians are reported)")
@@ -110,6 +112,7 @@ func main() {
 	flag.StringVar(&o.storage, "storage", "filesystem", "the caches' storage: filesystem, or s3 (versitygw started by the harness; adds the storage scenario)")
 	flag.StringVar(&o.versitygw, "versitygw", ".tools/bin/versitygw", "versitygw, for -storage s3 (make tools)")
 	flag.BoolVar(&o.tls, "tls", false, "every registry (origin, caches) serves HTTPS with a certificate of a CA the harness makes; the caches reach the origin over HTTPS, and crane and the harness trust the CA")
+	flag.Var(&o.memoryLimit, "memory-limit", "run the harness and every registry, relay and client in a memory cgroup of this size, so that page cache is recycled within it (needs root; 0: unconfined). On a VM whose freed memory goes back to the host, a run whose page cache grows past what the host backs measured writes 30 times as costly")
 	flag.BoolVar(&o.http1, "http1", false, "with -tls: the harness's own client speaks HTTP/1.1 (by default it takes HTTP/2 when offered, as crane does)")
 	flag.StringVar(&o.baseBin, "base-bin", "", "A/B: also run this content-cache binary as \"content-cache (base)\", side by side in the same repeats of every scenario, with new/base ratios")
 	flag.StringVar(&o.baseRev, "base-rev", "", "A/B: build the base binary from this git revision (git archive + go build into the working directory); instead of -base-bin")
@@ -126,6 +129,19 @@ func main() {
 		return
 	}
 	o.commandLine = commandLine()
+	// Before any process starts: they inherit the cgroup. The default
+	// limit is best effort (not root: unconfined, and the header says
+	// so); a limit asked for on the command line must hold.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "memory-limit" })
+	if note, err := confineMemory(int64(o.memoryLimit)); err == nil {
+		o.memoryNote = note
+	} else if explicit {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	} else {
+		o.memoryNote = fmt.Sprintf("Memory: not confined (%v).", err)
+	}
 	o.scenarioSelected = map[string]bool{}
 	for _, s := range strings.Split(o.only, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -535,6 +551,7 @@ func (b *bench) header() {
 		"Repeats: %d; values are medians over the repeats; ratios are medians of the per-repeat ratios, measured side by side "+
 		"in the same repeat, the order of the targets rotating from repeat to repeat. Dirty pages are written back (sync) before each measurement. Upstream fetches are counted from the origin's log. "+
 		"MB/s is 10^6 bytes per second, for the whole request.\n", o.bcryptCost, o.repeats)
+	fmt.Fprintf(&b.md, "- %s\n", o.memoryNote)
 	if b.store != nil {
 		fmt.Fprintf(&b.md, "- Storage (-storage s3): the two caches keep their content in versitygw (posix back end, same disk), one bucket each, "+
 			"through distribution's s3 driver, redirects off; the origin keeps the filesystem.\n")
