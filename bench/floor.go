@@ -131,6 +131,7 @@ func (r *relayBody) Close() error {
 // relayProc is the relay's process.
 type relayProc struct {
 	addr string
+	dir  string // where it keeps blobs, and its upload-* files in progress
 	cmd  *exec.Cmd
 }
 
@@ -139,7 +140,8 @@ func (b *bench) startRelay(ctx context.Context) (*relayProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "-relay-listen", "127.0.0.1:0", "-relay-upstream", b.origin.URL(), "-relay-dir", filepath.Join(b.work, "relay"))
+	dir := filepath.Join(b.work, "relay")
+	cmd := exec.CommandContext(ctx, exe, "-relay-listen", "127.0.0.1:0", "-relay-upstream", b.origin.URL(), "-relay-dir", dir)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -155,7 +157,7 @@ func (b *bench) startRelay(ctx context.Context) (*relayProc, error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("the relay did not start: %q %v", line, err)
 	}
-	return &relayProc{addr: addr, cmd: cmd}, nil
+	return &relayProc{addr: addr, dir: dir, cmd: cmd}, nil
 }
 
 func (r *relayProc) stop() {
@@ -176,14 +178,16 @@ func (b *bench) floorScenario(ctx context.Context) error {
 	}
 	defer relay.stop()
 	type floorTarget struct {
-		label string
-		host  string
-		pid   int
+		label   string
+		host    string
+		pid     int
+		p       *proc  // nil for the relay
+		uploads string // its files in progress (quiesce)
 	}
 	ts := []floorTarget{
-		{b.direct[1].label, b.direct[1].host, b.direct[1].p.pid()},
-		{b.direct[2].label, b.direct[2].host, b.direct[2].p.pid()},
-		{"relay (the floor)", relay.addr, relay.cmd.Process.Pid},
+		{b.direct[1].label, b.direct[1].host, b.direct[1].p.pid(), b.direct[1].p, b.uploadsGlob(b.direct[1].p)},
+		{b.direct[2].label, b.direct[2].host, b.direct[2].p.pid(), b.direct[2].p, b.uploadsGlob(b.direct[2].p)},
+		{"relay (the floor)", relay.addr, relay.cmd.Process.Pid, nil, filepath.Join(relay.dir, "upload-*")},
 	}
 	var cr *crane
 	if b.crane != nil {
@@ -216,6 +220,7 @@ func (b *bench) floorScenario(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			b.quiesce(ctx, t.p, t.uploads)
 			c1, _ := cpuTime(t.pid)
 			s.add(t.label+" blob MB/s", tm.mbps())
 			s.add(t.label+" blob cpu", (c1-c0).Seconds()*1e3/(float64(n)/(1<<20)))
@@ -228,6 +233,7 @@ func (b *bench) floorScenario(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			b.quiesce(ctx, t.p, t.uploads)
 			c1, _ = cpuTime(t.pid)
 			s.add(t.label+" image s", d.Seconds())
 			s.add(t.label+" image cpu", (c1-c0).Seconds()*1e3/(float64(layer*b.o.imageLayers)/(1<<20)))

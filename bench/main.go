@@ -713,7 +713,7 @@ func (b *bench) blobRun(ctx context.Context, ts []target, n int64, repeats int, 
 			up, err := b.measure(ctx, func() (err error) {
 				c0, o0 := cpuOf(t.p), cpuOf(b.origin)
 				tm, err = get(ctx, b.hc, t.url()+path, nil, n)
-				cpu, originCPU = cpuOf(t.p)-c0, cpuOf(b.origin)-o0
+				cpu, originCPU = b.cpuAfterWork(ctx, t.p)-c0, cpuOf(b.origin)-o0
 				return err
 			})
 			if err != nil {
@@ -993,8 +993,9 @@ func (b *bench) imageRun(ctx context.Context, ts []target, repeats int) (series,
 				c0, o0 := cpuOf(t.p), cpuOf(b.origin)
 				h0, herr := readHostCPU()
 				d, err = b.crane.pull(ctx, ref(t))
+				cpu = b.cpuAfterWork(ctx, t.p) - c0
 				h1, herr1 := readHostCPU()
-				cpu, ocpu = cpuOf(t.p)-c0, cpuOf(b.origin)-o0
+				ocpu = cpuOf(b.origin) - o0
 				if herr == nil && herr1 == nil {
 					host = h1.sub(h0)
 				}
