@@ -58,7 +58,7 @@ type options struct {
 	concurrency      int
 	concSize         size
 	imageSize        size
-	memoryLimit      size
+	memoryLimit      memLimit
 	memoryNote       string // what confineMemory did, for the header
 	imageLayers      int
 	rpsDuration      time.Duration

@@ -55,3 +55,26 @@ func hasMemoryController(root, limitFile string) bool {
 	b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers"))
 	return err == nil && slices.Contains(strings.Fields(string(b)), "memory")
 }
+
+// memLimit is -memory-limit: a size, or 0 (or "off") for no cgroup.
+type memLimit int64
+
+func (m *memLimit) String() string {
+	if *m == 0 {
+		return "0"
+	}
+	return fmtBytes(float64(*m))
+}
+
+func (m *memLimit) Set(v string) error {
+	if v = strings.TrimSpace(v); v == "0" || v == "off" {
+		*m = 0
+		return nil
+	}
+	var s size
+	if err := s.Set(v); err != nil {
+		return fmt.Errorf("expected a size such as 4GiB, or 0 to run without a memory cgroup")
+	}
+	*m = memLimit(s)
+	return nil
+}

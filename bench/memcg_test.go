@@ -34,3 +34,16 @@ func TestHasMemoryController(t *testing.T) {
 		t.Errorf("confineMemory(0) = %q, %v; want a note that nothing is confined", note, err)
 	}
 }
+
+func TestMemLimitFlag(t *testing.T) {
+	for in, want := range map[string]memLimit{"4GiB": 4 << 30, "512MiB": 512 << 20, "0": 0, "off": 0} {
+		var m memLimit
+		if err := m.Set(in); err != nil || m != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, m, err, want)
+		}
+	}
+	var m memLimit
+	if err := m.Set("-1GiB"); err == nil || !strings.Contains(err.Error(), "or 0 to run without a memory cgroup") {
+		t.Errorf("Set(-1GiB): %v, want the expected forms", err)
+	}
+}
