@@ -114,6 +114,7 @@ func (b *bench) tracePull(ctx context.Context, t target, ref string, mib float64
 	if err != nil {
 		return pullTrace{}, err
 	}
+	b.quiesce(ctx, t.p, b.uploadsGlob(t.p)) // its commits count (quiesce.go)
 	u1, s1, _ := cpuTimes(t.p.pid())
 	cpu, sys, ocpu := u1+s1-u0-s0, s1-s0, cpuOf(b.origin)-o0
 	if t.p != b.origin {
