@@ -30,6 +30,11 @@ func confineMemory(limit int64) (string, error) {
 		if !hasMemoryController(c.root, c.limitFile) {
 			continue
 		}
+		if c.limitFile == "memory.max" {
+			// v2: a child has memory.max only if its parent hands the
+			// controller down (already so on most systemd hosts).
+			_ = os.WriteFile(filepath.Join(c.root, "cgroup.subtree_control"), []byte("+memory"), 0o644)
+		}
 		dir := filepath.Join(c.root, "content-cache-bench")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return "", fmt.Errorf("-memory-limit: %w (root needed; -memory-limit 0 runs unconfined)", err)
