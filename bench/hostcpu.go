@@ -83,8 +83,8 @@ func (b *bench) cpuBudgetTable(s series, ts []target) {
 	fmt.Fprintf(&b.md, "#### Where the CPU of the cold image pulls went (per MiB of the image)\n\n%s\n", t)
 	mib := float64(int(b.o.imageSize)/b.o.imageLayers*b.o.imageLayers) / (1 << 20)
 	goal := 0.8 * s.med("proxy cold") // seconds
-	others := s.med("cache cold crane cpu") + s.med("cache cold origin cpu") +
-		(s.med("cache cold host cpu") - s.med("cache cold crane cpu") - s.med("cache cold origin cpu") - s.med("cache cold cpu"))
+	// Everything but the cache: crane, the origin and the rest.
+	others := s.med("cache cold host cpu") - s.med("cache cold cpu")
 	left := goal*ncpu*1e3/mib - others
 	fmt.Fprintf(&b.md, "CPUs busy: the machine's busy time during the pull (/proc/stat) over its wall time. crane: from wait4; origin and the cache: /proc/PID/stat (10 ms ticks); "+
 		"the rest: the machine's busy time charged to none of them (softirq, the harness). "+
