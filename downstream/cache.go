@@ -95,7 +95,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	}
 	c.access = access.New(up, cfg.AuthTTL, opts.Now, m)
 	c.store = store.New(local, opts.Driver)
-	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, log, m)
+	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, log, m, expiry.Cluster{})
 	c.fills = fill.New(fill.Deps{
 		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
 		Log: log, Now: opts.Now, Timeout: cfg.FillTimeout,

@@ -136,6 +136,9 @@ func CheckConfiguration(config *configuration.Configuration) error {
 	if cfg.BlobTTL > 0 && !deleteEnabled(config) {
 		return fmt.Errorf("downstream: option \"blobttl\" (%s) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl", ccconfig.ShortDuration(cfg.BlobTTL))
 	}
+	if cfg.Redis != nil && strings.TrimSpace(config.HTTP.Secret) == "" {
+		return fmt.Errorf("downstream: option \"redis\" (%s) needs http.secret, but it is not set; expected the same http.secret on every replica (it also keys the replicas' internal endpoint)", cfg.Redis.Addr)
+	}
 	if len(config.Middleware["registry"]) > 0 {
 		var names []string
 		for _, mw := range config.Middleware["registry"] {

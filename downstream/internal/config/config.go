@@ -75,6 +75,13 @@ type Config struct {
 	ClientIdleTimeout   time.Duration
 	// Signing: the origin's signed blob URLs are accepted (see signing.go).
 	Signing *Signing
+	// Redis turns replicas on: they coordinate through it (see redis.go).
+	// Nil: a single node, with everything in memory.
+	Redis *Redis
+	// Advertise is the URL the other replicas reach this one at. Nil: the
+	// loopback address at http.addr's port, which works for replicas on one
+	// host.
+	Advertise *url.URL
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -171,6 +178,8 @@ func options() map[string]option {
 		"upstreams":           {parse: parseUpstreams},
 		"cas":                 {parse: parseCAs},
 		"signing":             {parse: parseSigning},
+		"redis":               {parse: parseRedis},
+		"advertise":           {parse: parseAdvertise},
 	}
 }
 

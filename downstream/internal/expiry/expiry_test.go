@@ -194,53 +194,6 @@ func TestSweepInterval(t *testing.T) {
 	}
 }
 
-func TestInUse(t *testing.T) {
-	u := newInUse()
-	d := digest.FromString("d")
-	release, err := u.hold(t.Context(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again := u.holdAgain(d)
-	if u.beginRemoval(d) {
-		t.Fatal("removal began while held")
-	}
-	release()
-	if u.beginRemoval(d) {
-		t.Fatal("removal began while still held once")
-	}
-	again()
-	if !u.beginRemoval(d) {
-		t.Fatal("removal refused when nothing holds it")
-	}
-	// A request during the removal waits for it: with a context that has
-	// ended it gives up instead of holding.
-	ended, cancel := context.WithCancel(t.Context())
-	cancel()
-	if _, err := u.hold(ended, d); !errors.Is(err, context.Canceled) {
-		t.Fatalf("hold during removal: %v, want to wait (context.Canceled)", err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		r, err := u.hold(t.Context(), d)
-		if err == nil {
-			r()
-		}
-		got <- err
-	}()
-	u.endRemoval(d)
-	if err := <-got; err != nil {
-		t.Fatalf("hold after the removal: %v", err)
-	}
-	var none *inUse // no blobttl
-	r, err := none.hold(t.Context(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r()
-	none.holdAgain(d)()
-}
-
 // sweepFixture is expiry over an in-memory storage, swept by hand.
 type sweepFixture struct {
 	t      *testing.T
@@ -267,7 +220,7 @@ func newSweepFixture(t *testing.T, ttl time.Duration) *sweepFixture {
 
 // newCache is the expiry of another instance over the same storage.
 func (f *sweepFixture) newCache(ttl time.Duration) *Expiry {
-	return New(f.st, ttl, f.clock.Now, quietLogger(), metrics.New(nil))
+	return New(f.st, ttl, f.clock.Now, quietLogger(), metrics.New(nil), Cluster{})
 }
 
 // put stores data as a blob linked into repo.
@@ -356,7 +309,7 @@ func TestSweep(t *testing.T) {
 
 	// In use: skipped, then removed once released.
 	f.clock.Advance(6 * time.Minute)
-	release, err := f.c.inUse.hold(f.ctx, x)
+	release, err := f.c.inUse.Hold(f.ctx, x)
 	if err != nil {
 		t.Fatal(err)
 	}

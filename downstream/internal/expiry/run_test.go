@@ -38,7 +38,7 @@ func TestRunSweepsOnSchedule(t *testing.T) {
 			t.Fatal(err)
 		}
 		const ttl = 10 * time.Minute // window and interval: 1m
-		e := New(st, ttl, time.Now, quietLogger(), metrics.New(nil))
+		e := New(st, ttl, time.Now, quietLogger(), metrics.New(nil), Cluster{})
 		e.Record(ctx, store.Ref{Digest: desc.Digest, Repo: "lib/a", Kind: store.KindLayer})
 		done := make(chan struct{})
 		go func() {

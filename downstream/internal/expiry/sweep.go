@@ -1,6 +1,7 @@
 // Package expiry removes what nobody pulled for blobttl: last-pull records
 // in the storage (records.go), the sweeper (this file), and the in-use
-// guard that keeps it away from content being filled or served (inuse.go).
+// guard that keeps it away from content being filled or served
+// (cluster.InUse: this process's, or every replica's through Redis).
 //
 // Content nobody pulled through any cache sharing the storage for blobttl
 // is removed, data included. A digest goes only when every record of it
@@ -20,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
+	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/config"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
@@ -43,21 +45,34 @@ type Expiry struct {
 	log     *logrus.Entry
 	metrics *metrics.Metrics
 	pulls   *pulls
-	inUse   *inUse
+	inUse   cluster.InUse
+	cl      Cluster
 
 	sweepMu sync.Mutex // one sweep at a time
 	adopted bool       // the first sweep adopted unrecorded content; under sweepMu
 }
 
+// Cluster is what expiry shares with the other replicas on its storage.
+// The zero value is a single node: holds in memory, pull records written
+// to storage directly, every sweep run here.
+type Cluster struct {
+	// InUse covers the pulls and fills of every replica. Nil: this
+	// process's only (cluster.MemoryInUse).
+	InUse cluster.InUse
+}
+
 // New is the expiry of content in st after ttl; nil when ttl is 0.
-func New(st *store.Store, ttl time.Duration, now func() time.Time, log *logrus.Entry, m *metrics.Metrics) *Expiry {
+func New(st *store.Store, ttl time.Duration, now func() time.Time, log *logrus.Entry, m *metrics.Metrics, cl Cluster) *Expiry {
 	if ttl <= 0 {
 		return nil
+	}
+	if cl.InUse == nil {
+		cl.InUse = cluster.NewMemoryInUse()
 	}
 	return &Expiry{
 		store: st, ttl: ttl, now: now, log: log, metrics: m,
 		pulls: newPulls(st.Driver(), ttl, now, log),
-		inUse: newInUse(),
+		inUse: cl.InUse, cl: cl,
 	}
 }
 
@@ -80,7 +95,7 @@ func (e *Expiry) Hold(ctx context.Context, dgst digest.Digest) (release func(), 
 	if e == nil {
 		return func() {}, nil
 	}
-	return e.inUse.hold(ctx, dgst)
+	return e.inUse.Hold(ctx, dgst)
 }
 
 // HoldAgain adds a hold on a digest the caller already holds: it never
@@ -89,7 +104,7 @@ func (e *Expiry) HoldAgain(dgst digest.Digest) (release func()) {
 	if e == nil {
 		return func() {}
 	}
-	return e.inUse.holdAgain(dgst)
+	return e.inUse.HoldAgain(dgst)
 }
 
 // Run sweeps at once (adopting what it finds), then every Interval until
@@ -146,12 +161,15 @@ func (e *Expiry) Sweep(ctx context.Context) (SweepStats, error) {
 			st.Kept++
 			continue
 		}
-		if !e.inUse.beginRemoval(dgst) {
+		if ok, err := e.inUse.BeginRemoval(ctx, dgst); !ok {
+			if err != nil {
+				e.log.WithError(err).WithField("digest", dgst).Warn("expiry: cannot tell whether it is in use; keeping it until the next sweep")
+			}
 			st.Busy++
 			continue
 		}
 		removed, bytes, err := e.remove(ctx, dgst, limit)
-		e.inUse.endRemoval(dgst)
+		e.inUse.EndRemoval(context.WithoutCancel(ctx), dgst)
 		switch {
 		case err != nil:
 			e.log.WithError(err).WithField("digest", dgst).Warn("expiry: cannot remove; retrying at the next sweep")
