@@ -65,7 +65,7 @@ func NewRedis(cfg *config.Redis, o RedisOptions) *Redis {
 		WriteTimeout: cmpDur(o.IO, time.Second),
 		MaxRetries:   1,
 		// No client-side identity calls (CLIENT SETINFO) to old servers.
-		DisableIndentity: true,
+		DisableIdentity: true,
 	}
 	if cfg.CA != "" {
 		pool := x509.NewCertPool()

@@ -57,7 +57,7 @@ func startRedis(t *testing.T) *redisServer {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	})
-	c := redis.NewClient(&redis.Options{Addr: addr, DisableIndentity: true})
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for c.Ping(t.Context()).Err() != nil {
