@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 // authorization flow), the store, fills, expiry and the HTTP API.
 type Cache struct {
 	cfg     Config
-	up      *upstream.Pool
+	up      *upstream.Set
 	access  *access.Access
 	store   *store.Store
 	fills   *fill.Fills
@@ -84,10 +85,21 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		return nil, errors.New("downstream: Options.Driver is nil; expected the storage driver under the local namespace")
 	}
 	log := opts.Logger.WithField("component", "downstream")
-	m := metrics.New(cfg.Upstreams.Hosts())
-	up, err := upstream.New(cfg, opts.Now, log, m)
+	labels := map[string]string{}
+	var hosts []*url.URL
+	for _, r := range cfg.All() {
+		labels[r.Name] = r.Label()
+		hosts = append(hosts, r.Upstreams.Hosts()...)
+	}
+	m := metrics.New(hosts, metrics.WithRegistries(labels))
+	up, err := upstream.NewSet(cfg, opts.Now, log, m)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Anonymous != nil {
+		// The spec: upstream credentials are not sent for a client
+		// unless explicitly configured. This is; say what it means.
+		log.WithField("username", cfg.Anonymous.Username).Warn("option \"anonymous\" is set on the default registry: every request without credentials, from anyone who can reach this cache, pulls with this account")
 	}
 	c := &Cache{cfg: cfg, up: up, metrics: m, log: log, closeGrace: opts.CloseGrace}
 	if c.closeGrace <= 0 {

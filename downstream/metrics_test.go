@@ -122,6 +122,7 @@ func TestMetricsCounters(t *testing.T) {
 	noLeaks(t)
 	fake, srv := newFakeUpstream(t, "slow", 1<<20)
 	cache := regtest.StartCache(t, srv.URL, nil)
+	host := mustHost(t, srv.URL)
 	client := &http.Client{Transport: &http.Transport{}}
 	t.Cleanup(client.CloseIdleConnections)
 	blobURL := cache.URL + "/v2/test/blob/blobs/" + fake.dgst.String()
@@ -130,11 +131,11 @@ func TestMetricsCounters(t *testing.T) {
 	// Nothing yet, but every series a dashboard needs exists at 0.
 	all := scrape(t, cache.Cache.Gatherer())
 	for _, k := range []string{
-		`content_cache_requests_total{kind="blob",result="hit"}`,
-		`content_cache_requests_total{kind="manifest",result="miss"}`,
-		`content_cache_served_bytes_total{kind="blob",result="coalesced"}`,
-		`content_cache_upstream_bytes_total{kind="blob"}`,
-		`content_cache_authorization_decisions_total{decision="denied",source="asked"}`,
+		`content_cache_requests_total{kind="blob",registry="` + host + `",result="hit"}`,
+		`content_cache_requests_total{kind="manifest",registry="` + host + `",result="miss"}`,
+		`content_cache_served_bytes_total{kind="blob",registry="` + host + `",result="coalesced"}`,
+		`content_cache_upstream_bytes_total{kind="blob",registry="` + host + `"}`,
+		`content_cache_authorization_decisions_total{decision="denied",registry="` + host + `",source="asked"}`,
 		`content_cache_fills_in_flight`,
 		`content_cache_evictions_total`,
 		`content_cache_evicted_bytes_total`,
@@ -193,15 +194,15 @@ func TestMetricsCounters(t *testing.T) {
 
 	all = scrape(t, cache.Cache.Gatherer())
 	checkSeries(t, all, "content_cache_requests_total", map[string]float64{
-		`content_cache_requests_total{kind="blob",result="miss"}`:      1,
-		`content_cache_requests_total{kind="blob",result="coalesced"}`: 1,
-		`content_cache_requests_total{kind="blob",result="hit"}`:       1,
-		`content_cache_requests_total{kind="blob",result="denied"}`:    1,
-		`content_cache_requests_total{kind="manifest",result="error"}`: 1,
-		`content_cache_requests_total{kind="base",result="forwarded"}`: 1,
+		`content_cache_requests_total{kind="blob",registry="` + host + `",result="miss"}`:      1,
+		`content_cache_requests_total{kind="blob",registry="` + host + `",result="coalesced"}`: 1,
+		`content_cache_requests_total{kind="blob",registry="` + host + `",result="hit"}`:       1,
+		`content_cache_requests_total{kind="blob",registry="` + host + `",result="denied"}`:    1,
+		`content_cache_requests_total{kind="manifest",registry="` + host + `",result="error"}`: 1,
+		`content_cache_requests_total{kind="base",registry="` + host + `",result="forwarded"}`: 1,
 	})
 	for _, result := range []string{"miss", "coalesced", "hit"} {
-		k := `content_cache_served_bytes_total{kind="blob",result="` + result + `"}`
+		k := `content_cache_served_bytes_total{kind="blob",registry="` + host + `",result="` + result + `"}`
 		if all[k] != size {
 			t.Errorf("%s = %v, want the blob's %v", k, all[k], size)
 		}
@@ -209,14 +210,14 @@ func TestMetricsCounters(t *testing.T) {
 	// The blob came from upstream once, for the miss and the coalesced
 	// request together; the ping had an empty body.
 	checkSeries(t, all, "content_cache_upstream_bytes_total", map[string]float64{
-		`content_cache_upstream_bytes_total{kind="blob"}`: size,
+		`content_cache_upstream_bytes_total{kind="blob",registry="` + host + `"}`: size,
 	})
 	// The fill's GET allowed the credential (asked); the coalesced request
 	// and the hit found that answer (cached); the origin refused private/x.
 	checkSeries(t, all, "content_cache_authorization_decisions_total", map[string]float64{
-		`content_cache_authorization_decisions_total{decision="allowed",source="asked"}`:  1,
-		`content_cache_authorization_decisions_total{decision="allowed",source="cached"}`: 2,
-		`content_cache_authorization_decisions_total{decision="denied",source="asked"}`:   1,
+		`content_cache_authorization_decisions_total{decision="allowed",registry="` + host + `",source="asked"}`:  1,
+		`content_cache_authorization_decisions_total{decision="allowed",registry="` + host + `",source="cached"}`: 2,
+		`content_cache_authorization_decisions_total{decision="denied",registry="` + host + `",source="asked"}`:   1,
 	})
 	checkSeries(t, all, "content_cache_fills_in_flight", nil)
 	if fake.gets.Load() != 1 {
@@ -286,7 +287,7 @@ func TestMetricsPerInstance(t *testing.T) {
 	}
 	readBlob(t, resp, fake)
 	idle(t, a)
-	const miss = `content_cache_requests_total{kind="blob",result="miss"}`
+	miss := `content_cache_requests_total{kind="blob",registry="` + mustHost(t, srv.URL) + `",result="miss"}`
 	if got := scrape(t, a.Cache.Gatherer())[miss]; got != 1 {
 		t.Errorf("first cache: %s = %v, want 1", miss, got)
 	}

@@ -122,11 +122,11 @@ func TestObservability(t *testing.T) {
 	originHost := strings.TrimPrefix(origin.base, "http://")
 	wants := []string{
 		// waitReady's anonymous ping and the wrong password.
-		`content_cache_requests_total{kind="base",result="denied"} 2` + "\n",
-		`content_cache_requests_total{kind="base",result="forwarded"} 1` + "\n",
-		`content_cache_requests_total{kind="blob",result="error"} 1` + "\n",
-		`content_cache_requests_total{kind="blob",result="denied"} 1` + "\n",
-		`content_cache_requests_total{kind="blob",result="hit"} 0` + "\n",
+		`content_cache_requests_total{kind="base",registry="` + originHost + `",result="denied"} 2` + "\n",
+		`content_cache_requests_total{kind="base",registry="` + originHost + `",result="forwarded"} 1` + "\n",
+		`content_cache_requests_total{kind="blob",registry="` + originHost + `",result="error"} 1` + "\n",
+		`content_cache_requests_total{kind="blob",registry="` + originHost + `",result="denied"} 1` + "\n",
+		`content_cache_requests_total{kind="blob",registry="` + originHost + `",result="hit"} 0` + "\n",
 		`content_cache_fills_in_flight 0` + "\n",
 		`content_cache_upstream_up{upstream="` + originHost + `"} 1` + "\n",
 		"# TYPE content_cache_upstream_request_duration_seconds histogram\n",

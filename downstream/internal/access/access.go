@@ -27,18 +27,35 @@ import (
 
 // Access authorizes the requests of one cache instance.
 type Access struct {
-	pool      *upstream.Pool
+	pools     *upstream.Set
 	decisions *Decisions
 	creds     Hasher
 }
 
-// New authorizes at pool's upstreams, keeping "allowed" answers for ttl.
-func New(pool *upstream.Pool, ttl time.Duration, now func() time.Time, m *metrics.Metrics) *Access {
-	return &Access{pool: pool, decisions: NewDecisions(ttl, now, m), creds: NewHasher()}
+// New authorizes at the upstreams of each registry of pools, keeping
+// "allowed" answers for ttl, or for the authttl of the registry.
+func New(pools *upstream.Set, ttl time.Duration, now func() time.Time, m *metrics.Metrics) *Access {
+	d := NewDecisions(ttl, now, m)
+	for _, r := range pools.Registries() {
+		d = d.WithTTL(r.Name, r.AuthTTL)
+	}
+	return &Access{pools: pools, decisions: d, creds: NewHasher()}
 }
 
-// Cred is the key of r's credential.
-func (a *Access) Cred(r *http.Request) Key { return a.creds.Key(r.Header.Get("Authorization")) }
+// Cred is the key of r's credential at the registry named origin. A
+// request without credentials, at a registry with an anonymous account,
+// is that account's: its decisions are the account's, apart from every
+// client's own and from those of requests without credentials elsewhere.
+func (a *Access) Cred(r *http.Request, origin string) Key {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		if p := a.pools.For(origin); p != nil && p.Anonymous() {
+			// No header holds a NUL: no client's credential keys the same.
+			return a.creds.Key("\x00anonymous account of " + origin)
+		}
+	}
+	return a.creds.Key(auth)
+}
 
 // KeyOf keys another secret than a credential (a signed URL's query), as
 // Cred keys credentials.
@@ -75,12 +92,12 @@ func (a *Access) ConfirmUnless(ctx context.Context, r *http.Request, path string
 		// ranges included (206 and Content-Range).
 		req.Range = r.Header.Get("Range")
 	}
-	resp, err := a.pool.Do(ctx, req)
+	resp, err := a.pools.Do(ctx, repo.Origin(), req)
 	if err != nil {
 		return nil, err
 	}
 	resp.Body.Close()
-	a.decisions.Allow(a.Cred(r), repo.Key())
+	a.decisions.Allow(a.Cred(r, repo.Origin()), repo.Key())
 	return resp, nil
 }
 

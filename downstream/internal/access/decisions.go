@@ -59,6 +59,7 @@ type DecisionKey struct {
 // (cached), and each answer of the origin (asked).
 type Decisions struct {
 	ttl     time.Duration
+	ttls    map[string]time.Duration // by registry (ident's origin), when set
 	now     func() time.Time
 	metrics *metrics.Metrics // nil counts nothing
 
@@ -71,9 +72,26 @@ func NewDecisions(ttl time.Duration, now func() time.Time, m *metrics.Metrics) *
 	return &Decisions{ttl: ttl, now: now, metrics: m, allowed: make(map[DecisionKey]time.Time)}
 }
 
+// WithTTL sets the lifetime of the decisions on repositories of the
+// registry named origin (its authttl); before use only.
+func (d *Decisions) WithTTL(origin string, ttl time.Duration) *Decisions {
+	if d.ttls == nil {
+		d.ttls = map[string]time.Duration{}
+	}
+	d.ttls[origin] = ttl
+	return d
+}
+
+func (d *Decisions) ttlOf(repo ident.Key) time.Duration {
+	if t, ok := d.ttls[repo.Origin]; ok {
+		return t
+	}
+	return d.ttl
+}
+
 // IsAllowed reports whether a still-valid "allowed" answer exists.
 func (d *Decisions) IsAllowed(cred Key, repo ident.Key) bool {
-	if d.ttl <= 0 {
+	if d.ttlOf(repo) <= 0 {
 		return false
 	}
 	d.mu.Lock()
@@ -86,14 +104,15 @@ func (d *Decisions) IsAllowed(cred Key, repo ident.Key) bool {
 		delete(d.allowed, DecisionKey{cred, repo})
 		return false
 	}
-	d.metrics.Decision(metrics.DecisionAllowed, metrics.SourceCached)
+	d.metrics.Decision(repo.Origin, metrics.DecisionAllowed, metrics.SourceCached)
 	return true
 }
 
 // Allow records that the origin just allowed cred to pull from repo.
 func (d *Decisions) Allow(cred Key, repo ident.Key) {
-	d.metrics.Decision(metrics.DecisionAllowed, metrics.SourceAsked)
-	if d.ttl <= 0 {
+	d.metrics.Decision(repo.Origin, metrics.DecisionAllowed, metrics.SourceAsked)
+	ttl := d.ttlOf(repo)
+	if ttl <= 0 {
 		return
 	}
 	d.mu.Lock()
@@ -109,12 +128,12 @@ func (d *Decisions) Allow(cred Key, repo ident.Key) {
 			clear(d.allowed)
 		}
 	}
-	d.allowed[DecisionKey{cred, repo}] = now.Add(d.ttl)
+	d.allowed[DecisionKey{cred, repo}] = now.Add(ttl)
 }
 
 // Forget drops what is known of cred for repo, after the origin refused it.
 func (d *Decisions) Forget(cred Key, repo ident.Key) {
-	d.metrics.Decision(metrics.DecisionDenied, metrics.SourceAsked)
+	d.metrics.Decision(repo.Origin, metrics.DecisionDenied, metrics.SourceAsked)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.allowed, DecisionKey{cred, repo})

@@ -82,6 +82,12 @@ type Config struct {
 	// loopback address at http.addr's port, which works for replicas on one
 	// host.
 	Advertise *url.URL
+	// Anonymous is the default registry's account for requests that carry
+	// no credentials (registries.go); nil: none.
+	Anonymous *Anonymous
+	// Registries are the other registries the cache serves, by canonical
+	// ns (see NS); the top-level options are the default registry.
+	Registries map[string]Registry
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -93,6 +99,22 @@ func (c Config) Validate() error {
 	for _, u := range c.Upstreams.Hosts() {
 		if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("downstream: Config.Upstreams holds %q; expected http:// or https:// and a host", u)
+		}
+	}
+	for name, r := range c.Registries {
+		if canon, err := NS(name); err != nil || canon != name {
+			return fmt.Errorf("downstream: Config.Registries has the key %q; expected a canonical registry host[:port] (config.NS)", name)
+		}
+		if r.Upstreams.Origin == nil {
+			return fmt.Errorf("downstream: Config.Registries[%q].Upstreams.Origin is nil; expected the registry's URL", name)
+		}
+		for _, u := range r.Upstreams.Hosts() {
+			if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("downstream: Config.Registries[%q].Upstreams holds %q; expected http:// or https:// and a host", name, u)
+			}
+		}
+		if r.DialTimeout <= 0 || r.HeaderTimeout <= 0 || r.IdleTimeout <= 0 || r.Backoff <= 0 || r.AuthTTL < 0 {
+			return fmt.Errorf("downstream: Config.Registries[%q] has a timeout, backoff or authttl out of range; expected positive durations (authttl >= 0)", name)
 		}
 	}
 	for _, d := range []struct {
@@ -180,6 +202,8 @@ func options() map[string]option {
 		"signing":             {parse: parseSigning},
 		"redis":               {parse: parseRedis},
 		"advertise":           {parse: parseAdvertise},
+		"anonymous":           {parse: parseAnonymous},
+		"registries":          {parse: parseRegistries},
 	}
 }
 
@@ -203,7 +227,8 @@ func Parse(raw map[string]any) (Config, error) {
 	for k := range raw {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys) // report the first bad key deterministically
+	sort.Strings(keys)      // report the first bad key deterministically
+	var registries []string // parsed last: their entries inherit the top level's timeouts
 	for _, k := range keys {
 		if strings.HasPrefix(k, InternalKeyPrefix) {
 			continue
@@ -212,6 +237,10 @@ func Parse(raw map[string]any) (Config, error) {
 		if !ok {
 			return Config{}, fmt.Errorf("downstream: unknown option %q; valid options are %s", k, yamlopt.Keys(known))
 		}
+		if strings.ToLower(k) == "registries" {
+			registries = append(registries, k)
+			continue
+		}
 		if err := opt.parse(&c, raw[k]); err != nil {
 			return Config{}, err
 		}
@@ -219,13 +248,25 @@ func Parse(raw map[string]any) (Config, error) {
 	if c.Upstreams.Origin == nil {
 		return Config{}, fmt.Errorf("downstream: option \"upstreams\" is missing; expected %s", upstreamsHelp)
 	}
+	if len(registries) > 1 {
+		return Config{}, fmt.Errorf("downstream: option \"registries\" is given %d times (%s); expected once", len(registries), strings.Join(registries, ", "))
+	}
+	for _, k := range registries {
+		if err := parseRegistries(&c, raw[k]); err != nil {
+			return Config{}, err
+		}
+	}
 	return c, nil
 }
+
+// Roots returns the certificates trusted for the default registry's
+// upstream TLS (see Registry.Roots).
+func (c Config) Roots() (*x509.CertPool, error) { return c.Default().Roots() }
 
 // Roots returns the certificates trusted for upstream TLS: the system's
 // roots plus those of CAs, as Parse read them (a Config built in code has
 // its CAs read now).
-func (c Config) Roots() (*x509.CertPool, error) {
+func (c Registry) Roots() (*x509.CertPool, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()

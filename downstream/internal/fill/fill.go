@@ -57,6 +57,7 @@ var errBlobCorrupt = errors.New("upstream blob does not match its digest or size
 // waiters keep streaming when that client goes away.
 type Fill struct {
 	c    *Fills
+	key  fillKey
 	dgst digest.Digest
 	// repo is the repository the fill fetches through: that of the Asker
 	// the origin answered 200. Set before the fill shows as started, read
@@ -112,11 +113,12 @@ type State struct {
 func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fill {
 	f := &Fill{
 		c:       c,
+		key:     fillKey{a.Repo.Origin(), dgst},
 		dgst:    dgst,
 		state:   State{Size: -1},
 		refused: make(map[*Asker]error),
 	}
-	c.fills[dgst] = f
+	c.fills[f.key] = f
 	// The caller holds dgst; the fill keeps it from expiry until it is
 	// committed, however long it outlives that request.
 	releaseHold := c.expiry.HoldAgain(dgst)
@@ -132,8 +134,8 @@ func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fi
 		// stored everything it fetched.
 		c.metrics.FillDone()
 		c.mu.Lock()
-		if c.fills[dgst] == f {
-			delete(c.fills, dgst)
+		if c.fills[f.key] == f {
+			delete(c.fills, f.key)
 		}
 		if f.isStored() {
 			c.committed(dgst)
@@ -210,7 +212,7 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 		}
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			m.UpstreamBody(v2.RouteNameBlob, int64(n))
+			m.UpstreamBody(f.key.origin, v2.RouteNameBlob, int64(n))
 			if size >= 0 && written+int64(n) > size {
 				return written, fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
 			}
@@ -234,7 +236,7 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 			if ctx.Err() != nil {
 				return written, failure
 			}
-			c.up.MarkDown(host, failure)
+			c.up.MarkDown(f.key.origin, host, failure)
 			failed[host.Host] = true
 			body.Close()
 			body, host, err = c.resume(ctx, f, hdr, query, written, failed)
@@ -425,7 +427,7 @@ func (c *Fills) fetchFirst(ctx context.Context, f *Fill, a *Asker) (askedRespons
 		f.mu.Lock()
 		f.asking = a
 		f.mu.Unlock()
-		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr})
+		resp, err := c.up.Do(ctx, f.key.origin, upstream.Request{Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr})
 		if err == nil && resp.StatusCode != http.StatusOK {
 			resp.Body.Close()
 			err = &upstream.StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
@@ -453,7 +455,7 @@ func (c *Fills) enlist(f *Fill, a *Asker) bool {
 
 // enlistLocked is enlist with c.mu held.
 func (c *Fills) enlistLocked(f *Fill, a *Asker) bool {
-	if c.fills[f.dgst] != f {
+	if c.fills[f.key] != f || a.Repo.Origin() != f.key.origin {
 		return false
 	}
 	f.mu.Lock()
@@ -482,8 +484,8 @@ func (c *Fills) nextAsker(f *Fill) *Asker {
 		}
 		return a
 	}
-	if c.fills[f.dgst] == f {
-		delete(c.fills, f.dgst)
+	if c.fills[f.key] == f {
+		delete(c.fills, f.key)
 	}
 	return nil
 }
@@ -557,7 +559,7 @@ func (f *Fill) refusedKey(k access.DecisionKey) error {
 // it yet, with a Range request (or, if that upstream ignores ranges, by
 // skipping the bytes already received).
 func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query string, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
-	resp, err := c.up.Do(ctx, upstream.Request{
+	resp, err := c.up.Do(ctx, f.key.origin, upstream.Request{
 		Method: http.MethodGet, Path: upstream.BlobPath(f.repo.Name(), f.dgst), Query: query, Client: hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
@@ -570,7 +572,7 @@ func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query stri
 	case resp.StatusCode == http.StatusOK:
 		// No range support: the bytes before offset come again.
 		n, err := io.CopyN(io.Discard, resp.Body, offset)
-		c.metrics.UpstreamBody(v2.RouteNameBlob, n)
+		c.metrics.UpstreamBody(f.key.origin, v2.RouteNameBlob, n)
 		if err != nil {
 			resp.Body.Close()
 			return nil, nil, err

@@ -21,7 +21,7 @@ import (
 
 // Fills are the fills in flight of one cache instance.
 type Fills struct {
-	up      *upstream.Pool
+	up      *upstream.Set
 	store   *store.Store
 	access  *access.Access
 	expiry  *expiry.Expiry
@@ -41,12 +41,21 @@ type Fills struct {
 
 	chunks sync.Pool // free *chunk of finished fills' windows
 
-	mu    sync.Mutex
-	fills map[digest.Digest]*Fill
+	mu sync.Mutex
+	// fills are by registry and digest: a blob of one digest at two
+	// registries is fetched by each from its own upstreams, with its own
+	// credentials; no request of one registry waits on the other's fill.
+	fills map[fillKey]*Fill
 	// stored are the digests fills committed lately: a request that
 	// looked at storage before a fill committed and reaches Join after it
 	// ended finds the blob stored, instead of fetching it a second time.
 	stored map[digest.Digest]time.Time
+}
+
+// fillKey names a fill: a digest at a registry (ident's origin).
+type fillKey struct {
+	origin string
+	dgst   digest.Digest
 }
 
 // storedFor is how long a committed fill answers Join: far longer than a
@@ -56,7 +65,7 @@ const storedFor = time.Minute
 
 // Deps are what fills use.
 type Deps struct {
-	Upstream *upstream.Pool
+	Upstream *upstream.Set
 	Store    *store.Store
 	Access   *access.Access
 	Expiry   *expiry.Expiry // nil without blobttl
@@ -72,7 +81,7 @@ func New(d Deps) *Fills {
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
 		log: d.Log, now: d.Now, timeout: d.Timeout,
 		storeLag: storeLag + d.Store.PartSize(),
-		fills:    make(map[digest.Digest]*Fill),
+		fills:    make(map[fillKey]*Fill),
 		stored:   make(map[digest.Digest]time.Time),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -91,7 +100,7 @@ func New(d Deps) *Fills {
 func (c *Fills) Join(ctx context.Context, a *Asker, dgst digest.Digest, allowed, fetch bool) (f *Fill, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if f = c.fills[dgst]; f == nil {
+	if f = c.fills[fillKey{a.Repo.Origin(), dgst}]; f == nil {
 		if at, ok := c.stored[dgst]; ok && !fetch && c.now().Sub(at) < storedFor {
 			return nil, false
 		}

@@ -16,7 +16,7 @@ import (
 // memory of a commit lasts storedFor, and is forgotten after.
 func TestJoinAfterCommit(t *testing.T) {
 	clock := &testkit.Clock{}
-	c := &Fills{fills: map[digest.Digest]*Fill{}, stored: map[digest.Digest]time.Time{}, now: clock.Now}
+	c := &Fills{fills: map[fillKey]*Fill{}, stored: map[digest.Digest]time.Time{}, now: clock.Now}
 	d := digest.FromString("committed")
 	c.mu.Lock()
 	c.committed(d)

@@ -33,7 +33,7 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 	}
 	// ---
 	ctx := r.Context()
-	ck := c.access.Cred(r)
+	ck := c.access.Cred(r, repo.Origin())
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		return "", err

@@ -13,7 +13,7 @@ import (
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
 func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) (string, error) {
-	resp, err := c.up.Do(r.Context(), upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
+	resp, err := c.up.Do(r.Context(), rl.registry, upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
 	if err != nil {
 		return "", err
 	}

@@ -30,7 +30,7 @@ import (
 // API serves the /v2/ routes of one cache instance.
 type API struct {
 	cfg       config.Config
-	up        *upstream.Pool
+	up        *upstream.Set
 	access    *access.Access
 	store     *store.Store
 	fills     *fill.Fills
@@ -47,7 +47,7 @@ type API struct {
 // Deps are what the API serves from.
 type Deps struct {
 	Config   config.Config
-	Upstream *upstream.Pool
+	Upstream *upstream.Set
 	Access   *access.Access
 	Store    *store.Store
 	Fills    *fill.Fills
@@ -101,10 +101,16 @@ func (c *API) Handler(next http.Handler) http.Handler {
 		w = sw
 		rl := c.newRequestLog(sw, r, route)
 		defer rl.done()
-		if ns := wrongNamespace(r, c.cfg.Upstreams.Origin); ns != "" {
-			c.finish(w, r, rl, "", errNamespace(ns, c.cfg.Upstreams.Origin))
+		nsr, err := c.registryOf(r)
+		if nsr.ns != "" {
+			w.Header().Set(headerNamespace, nsr.ns)
+		}
+		if err != nil {
+			rl.registry = unknownRegistry
+			c.finish(w, r, rl, "", err)
 			return
 		}
+		rl.registry = nsr.registry
 		switch route {
 		case v2.RouteNameBase, v2.RouteNameCatalog, v2.RouteNameTags, metrics.KindReferrers:
 			// Answered by the origin, with the client's credentials: the
@@ -118,7 +124,17 @@ func (c *API) Handler(next http.Handler) http.Handler {
 				c.finish(w, r, rl, "", errNameInvalid(match.Vars["name"], err))
 				return
 			}
-			repo := ident.Of(named)
+			if nsr.registry == "" {
+				if reg, ok := c.reservedName(named); ok {
+					c.finish(w, r, rl, "", errReservedName(named.Name(), reg))
+					return
+				}
+			}
+			repo, err := ident.At(nsr.registry, named)
+			if err != nil {
+				c.finish(w, r, rl, "", errNameInvalid(match.Vars["name"], err))
+				return
+			}
 			rl.repo, rl.id = repo.String(), repo
 			var result string
 			if route == v2.RouteNameBlob {
@@ -172,5 +188,5 @@ func newRouter() *mux.Router {
 func (c *API) refuseWrite(w http.ResponseWriter, r *http.Request, route string) {
 	c.log.WithFields(map[string]any{"method": r.Method, "route": route, "path": r.URL.Path}).Info("refused write to read-only cache")
 	writeError(w, errcode.ErrorCodeUnsupported.WithMessage(
-		"content-cache is a read-only cache of "+c.up.Origin().String()+": push to and delete from the origin registry instead"))
+		"content-cache is a read-only cache of "+c.up.Default().Origin().String()+": push to and delete from the origin registry instead"))
 }

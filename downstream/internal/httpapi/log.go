@@ -21,6 +21,7 @@ type requestLog struct {
 	start    time.Time
 	method   string
 	route    string
+	registry string     // ident's origin of the registry the request names ("" the default), or unknownRegistry
 	repo     string     // for the log
 	id       ident.Repo // of blob and manifest routes
 	digest   digest.Digest
@@ -42,6 +43,9 @@ func (rl *requestLog) done() {
 		"bytes":    rl.w.bytes,
 		"duration": rl.c.now().Sub(rl.start).String(),
 	}
+	if label := rl.c.registryLabel(rl.registry); label != "" {
+		fields["registry"] = label
+	}
 	if rl.repo != "" {
 		fields["repository"] = rl.repo
 	}
@@ -54,12 +58,28 @@ func (rl *requestLog) done() {
 	rl.c.log.WithFields(fields).Info("request")
 
 	m := rl.c.metrics
-	m.Request(rl.route, rl.result, rl.w.bytes)
+	m.Request(rl.registry, rl.route, rl.result, rl.w.bytes)
 	// Bodies that came from upstream and went to the client as they were.
 	// A blob miss is counted by its fill instead, once for all its clients.
 	if rl.result == metrics.ResultForwarded || rl.result == metrics.ResultMiss && rl.route == v2.RouteNameManifest {
-		m.UpstreamBody(rl.route, rl.w.bytes)
+		m.UpstreamBody(rl.registry, rl.route, rl.w.bytes)
 	}
+}
+
+// unknownRegistry is the registry of a request whose ns names none of
+// the cache's: no origin of ident is ever spelled so (a NUL).
+const unknownRegistry = "\x00unknown"
+
+// registryLabel names a registry in the log, as in metrics: the registry's
+// ns, the default registry's origin host, or "unknown".
+func (c *API) registryLabel(registry string) string {
+	switch {
+	case registry == unknownRegistry:
+		return metrics.UnknownRegistry
+	case registry != "":
+		return registry
+	}
+	return c.cfg.Upstreams.Origin.Host
 }
 
 // statusWriter records the status and body size of a response for the log.

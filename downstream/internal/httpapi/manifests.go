@@ -29,7 +29,7 @@ const maxManifestSize = 4 << 20
 // of a digest are served from local storage once stored and allowed.
 func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.Repo, ref string, rl *requestLog) (string, error) {
 	ctx := r.Context()
-	ck := c.access.Cred(r)
+	ck := c.access.Cred(r, repo.Origin())
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		return "", err
@@ -153,7 +153,7 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 		}
 	}
 
-	resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodGet, Path: path, Client: r.Header})
+	resp, err := c.up.Do(ctx, repo.Origin(), upstream.Request{Method: http.MethodGet, Path: path, Client: r.Header})
 	if err != nil {
 		if notModifiedUnknown(r, err, dgst) {
 			writeNotModified(w)

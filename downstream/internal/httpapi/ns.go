@@ -4,25 +4,72 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
+
+	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/distribution/reference"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
 )
 
 // The ns query parameter (OCI distribution-spec, "Registry Proxying") names
-// the registry a mirror is asked for. containerd sends it on every request
-// to a mirror of hosts.toml. The cache mirrors one origin only: another
-// registry's name must not get the origin's content under that name.
+// the registry a request is for: containerd sends it on every request to a
+// mirror of hosts.toml. A request with no ns, or with the default
+// registry's, is the default registry's (Docker's registry-mirrors sends
+// none); one naming a registry of the registries option is that
+// registry's; any other ns is refused, never answered from another
+// registry. Answers to a request with an ns carry it back in OCI-Namespace,
+// as the spec says a registry that scopes requests by ns should.
 
-// wrongNamespace returns the ns the request names when it is not the
-// origin's, or "" when the request may go on (no ns, or the origin's).
-func wrongNamespace(r *http.Request, origin *url.URL) string {
+// headerNamespace is the spec's response header.
+const headerNamespace = "OCI-Namespace"
+
+// nsRequest is what a request's ns says: the registry (ident's origin, ""
+// for the default registry) and the ns as the client sent it ("" for
+// none).
+type nsRequest struct {
+	registry string
+	ns       string
+}
+
+// registryOf reads r's ns. Every non-empty ns of the request must name the
+// same registry.
+func (c *API) registryOf(r *http.Request) (nsRequest, error) {
+	var out nsRequest
+	first := true
 	for _, ns := range r.URL.Query()["ns"] {
-		if ns != "" && !sameRegistry(ns, origin) {
-			return ns
+		if ns == "" {
+			continue
+		}
+		reg, err := c.resolveNS(ns)
+		if err != nil {
+			return nsRequest{ns: ns}, err
+		}
+		if !first && reg != out.registry {
+			return nsRequest{ns: out.ns}, errcode.ErrorCodeUnsupported.WithMessage(fmt.Sprintf(
+				"the request names two registries, %q and %q (query parameter ns); expected one", out.ns, ns))
+		}
+		if first {
+			out, first = nsRequest{registry: reg, ns: ns}, false
 		}
 	}
-	return ""
+	return out, nil
+}
+
+// resolveNS is the registry ns names, or the error to answer.
+func (c *API) resolveNS(ns string) (string, error) {
+	canon, err := config.NS(ns)
+	if err != nil {
+		return "", errNamespaceInvalid(ns, err)
+	}
+	if sameRegistry(canon, c.cfg.Upstreams.Origin) {
+		return "", nil
+	}
+	if _, ok := c.cfg.Registries[canon]; ok {
+		return canon, nil
+	}
+	return "", errNamespace(ns, c.cfg)
 }
 
 // sameRegistry reports whether ns (host[:port], no scheme) names origin:
@@ -50,10 +97,57 @@ func defaultPort(scheme string) string {
 	return ":443"
 }
 
-// errNamespace is the answer to an ns that is not the origin's: 404, so
-// that containerd goes on to the next host of hosts.toml.
-func errNamespace(ns string, origin *url.URL) error {
+// errNamespace is the answer to an ns that names no registry of the cache:
+// 404, so that containerd goes on to the next host of hosts.toml.
+func errNamespace(ns string, cfg config.Config) error {
+	names := make([]string, 0, len(cfg.Registries)+1)
+	names = append(names, cfg.Upstreams.Origin.Host)
+	for n := range cfg.Registries {
+		names = append(names, n)
+	}
+	sort.Strings(names[1:])
+	what := "mirrors " + names[0] + " only"
+	if len(names) > 1 {
+		what = "serves the registries " + strings.Join(names, ", ") + " only"
+	}
 	return errcode.ErrorCodeNameUnknown.WithMessage(fmt.Sprintf(
-		"this content cache mirrors %s only; the request names registry %q (query parameter ns)", origin.Host, ns)).
-		WithDetail(map[string]string{"ns": ns, "origin": origin.Host})
+		"this content cache %s; the request names registry %q (query parameter ns)", what, ns)).
+		WithDetail(map[string]string{"ns": ns, "origin": cfg.Upstreams.Origin.Host, "registries": strings.Join(names, ",")})
+}
+
+// errNamespaceInvalid answers an ns that is no registry host[:port]: it
+// is never read as some registry.
+func errNamespaceInvalid(ns string, err error) error {
+	return errcode.ErrorCodeNameInvalid.WithMessage(fmt.Sprintf("query parameter ns: %v", err)).
+		WithDetail(map[string]string{"ns": ns})
+}
+
+// reservedName reports the registry whose stored repositories a name of
+// the default registry would meet in storage: other registries' are
+// stored under "<registry>/<name>", so the default registry's repository
+// "docker.io/library/x" is refused when docker.io is configured, rather
+// than served from docker.io's links.
+func (c *API) reservedName(named reference.Named) (string, bool) {
+	if len(c.cfg.Registries) == 0 {
+		return "", false
+	}
+	first, _, ok := strings.Cut(named.Name(), "/")
+	if !ok {
+		return "", false
+	}
+	canon, err := config.NS(first)
+	if err != nil {
+		return "", false
+	}
+	if _, ok := c.cfg.Registries[canon]; ok && canon == first {
+		return canon, true
+	}
+	return "", false
+}
+
+func errReservedName(name, registry string) error {
+	return errcode.ErrorCodeNameUnknown.WithMessage(fmt.Sprintf(
+		"repository %q of the default registry: names starting with %s/ hold registry %s's content in this cache; pull %s with ns=%s",
+		name, registry, registry, strings.TrimPrefix(name, registry+"/"), registry)).
+		WithDetail(map[string]string{"repository": name, "registry": registry})
 }

@@ -95,7 +95,7 @@ func (c *API) serveSigned(w http.ResponseWriter, r *http.Request, repo ident.Rep
 	hdr := r.Header.Clone()
 	hdr.Del("Authorization") // the signature stands for the client
 	if r.Method == http.MethodHead {
-		resp, err := c.up.Do(ctx, upstream.Request{Method: http.MethodHead, Path: upstream.BlobPath(repo.Name(), dgst), Query: q, Client: hdr})
+		resp, err := c.up.Do(ctx, repo.Origin(), upstream.Request{Method: http.MethodHead, Path: upstream.BlobPath(repo.Name(), dgst), Query: q, Client: hdr})
 		if err != nil {
 			return c.answerSignedError(w, r, repo, err, rl)
 		}

@@ -81,26 +81,50 @@ type Metrics struct {
 	ns  *gometrics.Namespace
 	reg *prometheus.Registry // this instance's collectors only
 
-	requests      gometrics.LabeledCounter // kind, result
-	servedBytes   gometrics.LabeledCounter // kind, result
-	upstreamBytes gometrics.LabeledCounter // kind
+	requests      gometrics.LabeledCounter // registry, kind, result
+	servedBytes   gometrics.LabeledCounter // registry, kind, result
+	upstreamBytes gometrics.LabeledCounter // registry, kind
 	upstreamReqs  gometrics.LabeledCounter // upstream, class
 	upstreamTime  gometrics.LabeledTimer   // upstream
 	upstreamUp    gometrics.LabeledGauge   // upstream
 	fillsInFlight gometrics.Gauge
 	evictions     gometrics.Counter
 	evictedBytes  gometrics.Counter
-	decisions     gometrics.LabeledCounter // decision, source
+	decisions     gometrics.LabeledCounter // registry, decision, source
 
 	// The series of the fixed label values, resolved at New: a label
 	// lookup (WithValues) costs 100-500 ns and allocates, on every request.
 	// Values outside these sets still go through WithValues.
+	regs      map[string]*registrySeries // by ident's origin ("" the default registry); read-only after New
+	upstreams map[string]*upstreamSeries // by host:port; read-only after New
+}
+
+// registrySeries are the series of one registry: the registry label's
+// values are the configured registries only (and "unknown" for requests
+// naming none), so that clients cannot grow the series.
+type registrySeries struct {
+	label        string
 	req          [len(requestKinds)][len(requestResults)]series
 	upBody       [len(requestKinds)]gometrics.Counter
-	upstreams    map[string]*upstreamSeries // by host:port; read-only after New
 	allowedCache gometrics.Counter
 	allowedAsked gometrics.Counter
 	deniedAsked  gometrics.Counter
+}
+
+// UnknownRegistry is the registry label of requests whose ns names no
+// configured registry.
+const UnknownRegistry = "unknown"
+
+// Option configures New.
+type Option func(*options)
+
+type options struct{ registries map[string]string }
+
+// WithRegistries labels the series of each registry: by ident's origin
+// ("" the default registry), the value of the registry label. Without it
+// there is one registry, labelled "default".
+func WithRegistries(labels map[string]string) Option {
+	return func(o *options) { o.registries = labels }
 }
 
 // series are the counters of one kind and result.
@@ -178,19 +202,26 @@ func classIndex(class string) int {
 
 // New builds the collectors of one instance for the given upstreams
 // (their series start at zero, so that rates are defined from the start).
-func New(hosts []*url.URL) *Metrics {
+func New(hosts []*url.URL, opts ...Option) *Metrics {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.registries == nil {
+		o.registries = map[string]string{"": "default"}
+	}
 	ns := gometrics.NewNamespace(Namespace, "", nil)
 	m := &Metrics{
 		ns: ns,
 		requests: ns.NewLabeledCounter("requests",
 			"Requests answered by the cache, by kind (blob, manifest, tags, catalog, base, referrers) and result: hit (from local storage), miss (fetched from upstream for this request), coalesced (streamed from a fetch another request started), forwarded (the upstream's answer passed on), denied (the origin refused the credential) or error. Refused writes are not counted.",
-			"kind", "result"),
+			"registry", "kind", "result"),
 		servedBytes: ns.NewLabeledCounter("served_bytes",
-			"Bytes of response bodies sent to clients, by kind and result. The hit and coalesced results are bytes the upstreams did not send again.",
-			"kind", "result"),
+			"Bytes of response bodies sent to clients, by registry, kind and result. The hit and coalesced results are bytes the upstreams did not send again.",
+			"registry", "kind", "result"),
 		upstreamBytes: ns.NewLabeledCounter("upstream_bytes",
-			"Bytes of bodies received from upstreams, by kind: blob fills (counted as they arrive, verified or not), manifests, and the answers passed on (tag lists, catalog, referrers, ping).",
-			"kind"),
+			"Bytes of bodies received from upstreams, by kind: blob fills (counted as they arrive, verified or not), manifests, and the answers passed on (tag lists, catalog, referrers, ping), by registry.",
+			"registry", "kind"),
 		upstreamReqs: ns.NewLabeledCounter("upstream_requests",
 			"Round trips to upstreams, by upstream (host:port) and class of the answer's status: 2xx, 3xx, 4xx, 5xx, or error when no answer came (refused, reset, timed out).",
 			"upstream", "class"),
@@ -209,8 +240,34 @@ func New(hosts []*url.URL) *Metrics {
 			"Bytes freed by expiry (blobttl)."),
 		decisions: ns.NewLabeledCounter("authorization_decisions",
 			"Authorizations of a credential for a repository (blobs and manifests), by decision (allowed, denied) and source: cached (an allowed answer of the origin within authttl) or asked (the origin's answer just now). Denials are never cached.",
-			"decision", "source"),
+			"registry", "decision", "source"),
 	}
+	m.regs = make(map[string]*registrySeries, len(o.registries))
+	for origin, label := range o.registries {
+		m.regs[origin] = m.newRegistrySeries(label)
+	}
+	m.upstreams = make(map[string]*upstreamSeries, len(hosts))
+	for _, h := range hosts {
+		us := &upstreamSeries{time: m.upstreamTime.WithValues(h.Host)}
+		for i, class := range statusClasses {
+			us.reqs[i] = m.upstreamReqs.WithValues(h.Host, class)
+			us.reqs[i].Inc(0)
+		}
+		m.upstreams[h.Host] = us
+	}
+
+	// A pedantic registry checks that what is collected matches what is
+	// described. Registering a fresh namespace in a fresh registry fails
+	// only on a programming error here.
+	m.reg = prometheus.NewPedanticRegistry()
+	m.reg.MustRegister(ns)
+	return m
+}
+
+// newRegistrySeries resolves (and exports at zero) the series of one
+// registry label.
+func (m *Metrics) newRegistrySeries(label string) *registrySeries {
+	rs := &registrySeries{label: label}
 	for i, kind := range requestKinds {
 		// Resolving a series creates it: only the combinations that
 		// happen are exported (at zero from the start), as before.
@@ -222,36 +279,21 @@ func New(hosts []*url.URL) *Metrics {
 			results = append(results, ResultHit, ResultMiss)
 		}
 		for _, result := range results {
-			sr := series{requests: m.requests.WithValues(kind, result), bytes: m.servedBytes.WithValues(kind, result)}
+			sr := series{requests: m.requests.WithValues(label, kind, result), bytes: m.servedBytes.WithValues(label, kind, result)}
 			sr.requests.Inc(0)
 			sr.bytes.Inc(0)
-			m.req[i][resultIndex(result)] = sr
+			rs.req[i][resultIndex(result)] = sr
 		}
-		m.upBody[i] = m.upstreamBytes.WithValues(kind)
-		m.upBody[i].Inc(0)
+		rs.upBody[i] = m.upstreamBytes.WithValues(label, kind)
+		rs.upBody[i].Inc(0)
 	}
-	m.upstreams = make(map[string]*upstreamSeries, len(hosts))
-	for _, h := range hosts {
-		us := &upstreamSeries{time: m.upstreamTime.WithValues(h.Host)}
-		for i, class := range statusClasses {
-			us.reqs[i] = m.upstreamReqs.WithValues(h.Host, class)
-			us.reqs[i].Inc(0)
-		}
-		m.upstreams[h.Host] = us
-	}
-	m.allowedCache = m.decisions.WithValues(DecisionAllowed, SourceCached)
-	m.allowedAsked = m.decisions.WithValues(DecisionAllowed, SourceAsked)
-	m.deniedAsked = m.decisions.WithValues(DecisionDenied, SourceAsked)
-	m.allowedCache.Inc(0)
-	m.allowedAsked.Inc(0)
-	m.deniedAsked.Inc(0)
-
-	// A pedantic registry checks that what is collected matches what is
-	// described. Registering a fresh namespace in a fresh registry fails
-	// only on a programming error here.
-	m.reg = prometheus.NewPedanticRegistry()
-	m.reg.MustRegister(ns)
-	return m
+	rs.allowedCache = m.decisions.WithValues(label, DecisionAllowed, SourceCached)
+	rs.allowedAsked = m.decisions.WithValues(label, DecisionAllowed, SourceAsked)
+	rs.deniedAsked = m.decisions.WithValues(label, DecisionDenied, SourceAsked)
+	rs.allowedCache.Inc(0)
+	rs.allowedAsked.Inc(0)
+	rs.deniedAsked.Inc(0)
+	return rs
 }
 
 // ErrShared reports a second instance in one process: its metrics are
@@ -274,30 +316,44 @@ func (m *Metrics) RegisterDefault(r prometheus.Registerer) (unregister func(), e
 	return func() { r.Unregister(m.ns) }, nil
 }
 
-// Request counts one answered request and its body bytes.
-func (m *Metrics) Request(kind, result string, bytes int64) {
+// registry is the series of the registry named origin (ident's origin),
+// and its label: UnknownRegistry, with nil series, for an origin not
+// configured (a request whose ns names no registry of the cache).
+func (m *Metrics) registry(origin string) (*registrySeries, string) {
+	if rs := m.regs[origin]; rs != nil {
+		return rs, rs.label
+	}
+	return nil, UnknownRegistry
+}
+
+// Request counts one answered request of the registry named origin and
+// its body bytes.
+func (m *Metrics) Request(origin, kind, result string, bytes int64) {
 	if m == nil {
 		return
 	}
-	if k, r := kindIndex(kind), resultIndex(result); k >= 0 && r >= 0 && m.req[k][r].requests != nil {
-		m.req[k][r].requests.Inc()
-		m.req[k][r].bytes.Inc(float64(bytes))
+	rs, label := m.registry(origin)
+	if k, r := kindIndex(kind), resultIndex(result); rs != nil && k >= 0 && r >= 0 && rs.req[k][r].requests != nil {
+		rs.req[k][r].requests.Inc()
+		rs.req[k][r].bytes.Inc(float64(bytes))
 		return
 	}
-	m.requests.WithValues(kind, result).Inc()
-	m.servedBytes.WithValues(kind, result).Inc(float64(bytes))
+	m.requests.WithValues(label, kind, result).Inc()
+	m.servedBytes.WithValues(label, kind, result).Inc(float64(bytes))
 }
 
-// UpstreamBody counts bytes of a body received from an upstream.
-func (m *Metrics) UpstreamBody(kind string, bytes int64) {
+// UpstreamBody counts bytes of a body received from an upstream of the
+// registry named origin.
+func (m *Metrics) UpstreamBody(origin, kind string, bytes int64) {
 	if m == nil || bytes <= 0 {
 		return
 	}
-	if k := kindIndex(kind); k >= 0 {
-		m.upBody[k].Inc(float64(bytes))
+	rs, label := m.registry(origin)
+	if k := kindIndex(kind); rs != nil && k >= 0 {
+		rs.upBody[k].Inc(float64(bytes))
 		return
 	}
-	m.upstreamBytes.WithValues(kind).Inc(float64(bytes))
+	m.upstreamBytes.WithValues(label, kind).Inc(float64(bytes))
 }
 
 // UpstreamRequest records one upstream round trip: its upstream (the URL's
@@ -351,20 +407,24 @@ func (m *Metrics) Evicted(bytes int64) {
 	m.evictedBytes.Inc(float64(bytes))
 }
 
-// Decision counts one authorization.
-func (m *Metrics) Decision(decision, source string) {
+// Decision counts one authorization on a repository of the registry
+// named origin.
+func (m *Metrics) Decision(origin, decision, source string) {
 	if m == nil {
 		return
 	}
+	rs, label := m.registry(origin)
 	switch {
+	case rs == nil:
+		m.decisions.WithValues(label, decision, source).Inc()
 	case decision == DecisionAllowed && source == SourceCached:
-		m.allowedCache.Inc()
+		rs.allowedCache.Inc()
 	case decision == DecisionAllowed && source == SourceAsked:
-		m.allowedAsked.Inc()
+		rs.allowedAsked.Inc()
 	case decision == DecisionDenied && source == SourceAsked:
-		m.deniedAsked.Inc()
+		rs.deniedAsked.Inc()
 	default:
-		m.decisions.WithValues(decision, source).Inc()
+		m.decisions.WithValues(label, decision, source).Inc()
 	}
 }
 

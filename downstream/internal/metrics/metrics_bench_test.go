@@ -14,13 +14,13 @@ func BenchmarkHotPath(b *testing.B) {
 	b.Run("Request", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			m.Request("blob", ResultHit, 4096)
+			m.Request("", "blob", ResultHit, 4096)
 		}
 	})
 	b.Run("Decision", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			m.Decision(DecisionAllowed, SourceCached)
+			m.Decision("", DecisionAllowed, SourceCached)
 		}
 	})
 	b.Run("UpstreamRequest", func(b *testing.B) {
@@ -32,7 +32,7 @@ func BenchmarkHotPath(b *testing.B) {
 	b.Run("UpstreamBody", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			m.UpstreamBody("manifest", 1024)
+			m.UpstreamBody("", "manifest", 1024)
 		}
 	})
 }

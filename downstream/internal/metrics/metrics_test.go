@@ -71,14 +71,14 @@ func value(t *testing.T, g prometheus.Gatherer, name string, labels map[string]s
 // records nothing without failing.
 func TestMetricsMethods(t *testing.T) {
 	var none *Metrics
-	none.Request("blob", ResultHit, 10)
-	none.UpstreamBody("blob", 10)
+	none.Request("", "blob", ResultHit, 10)
+	none.UpstreamBody("", "blob", 10)
 	none.UpstreamRequest("h", "2xx", time.Second)
 	none.SetUpstreamUp("h", true)
 	none.FillStarted()
 	none.FillDone()
 	none.Evicted(10)
-	none.Decision(DecisionAllowed, SourceCached)
+	none.Decision("", DecisionAllowed, SourceCached)
 
 	u, _ := url.Parse("https://registry.example.com:5000")
 	m := New([]*url.URL{u})
@@ -152,11 +152,11 @@ func TestResolvedSeries(t *testing.T) {
 	m := New([]*url.URL{u})
 	for i, kind := range requestKinds {
 		for j, result := range requestResults {
-			if m.req[i][j].requests == nil {
+			if m.regs[""].req[i][j].requests == nil {
 				continue
 			}
-			m.Request(kind, result, int64(100*i+j+1))
-			labels := map[string]string{"kind": kind, "result": result}
+			m.Request("", kind, result, int64(100*i+j+1))
+			labels := map[string]string{"registry": "default", "kind": kind, "result": result}
 			if got := value(t, m.reg, "content_cache_requests_total", labels); got != 1 {
 				t.Errorf("requests%v = %v, want 1", labels, got)
 			}
@@ -164,8 +164,8 @@ func TestResolvedSeries(t *testing.T) {
 				t.Errorf("served_bytes%v = %v, want %d", labels, got, 100*i+j+1)
 			}
 		}
-		m.UpstreamBody(kind, int64(i+1))
-		if got := value(t, m.reg, "content_cache_upstream_bytes_total", map[string]string{"kind": kind}); got != float64(i+1) {
+		m.UpstreamBody("", kind, int64(i+1))
+		if got := value(t, m.reg, "content_cache_upstream_bytes_total", map[string]string{"registry": "default", "kind": kind}); got != float64(i+1) {
 			t.Errorf("upstream_bytes{kind=%s} = %v, want %d", kind, got, i+1)
 		}
 	}
@@ -177,28 +177,28 @@ func TestResolvedSeries(t *testing.T) {
 			t.Errorf("upstream_requests{class=%s} = %v, want %d", class, got, i+1)
 		}
 	}
-	m.Decision(DecisionAllowed, SourceCached)
-	m.Decision(DecisionAllowed, SourceAsked)
-	m.Decision(DecisionAllowed, SourceAsked)
+	m.Decision("", DecisionAllowed, SourceCached)
+	m.Decision("", DecisionAllowed, SourceAsked)
+	m.Decision("", DecisionAllowed, SourceAsked)
 	for range 3 {
-		m.Decision(DecisionDenied, SourceAsked)
+		m.Decision("", DecisionDenied, SourceAsked)
 	}
 	for _, tc := range []struct {
 		decision, source string
 		want             float64
 	}{{DecisionAllowed, SourceCached, 1}, {DecisionAllowed, SourceAsked, 2}, {DecisionDenied, SourceAsked, 3}} {
-		if got := value(t, m.reg, "content_cache_authorization_decisions_total", map[string]string{"decision": tc.decision, "source": tc.source}); got != tc.want {
+		if got := value(t, m.reg, "content_cache_authorization_decisions_total", map[string]string{"registry": "default", "decision": tc.decision, "source": tc.source}); got != tc.want {
 			t.Errorf("decisions{%s,%s} = %v, want %v", tc.decision, tc.source, got, tc.want)
 		}
 	}
 	// Outside the fixed sets: an unconfigured upstream, a result a kind
 	// does not start with.
 	m.UpstreamRequest("other:443", "2xx", time.Millisecond)
-	m.Request("tags", ResultHit, 7)
+	m.Request("", "tags", ResultHit, 7)
 	if got := value(t, m.reg, "content_cache_upstream_requests_total", map[string]string{"upstream": "other:443", "class": "2xx"}); got != 1 {
 		t.Errorf("unconfigured upstream: %v, want 1", got)
 	}
-	if got := value(t, m.reg, "content_cache_served_bytes_total", map[string]string{"kind": "tags", "result": ResultHit}); got != 7 {
+	if got := value(t, m.reg, "content_cache_served_bytes_total", map[string]string{"registry": "default", "kind": "tags", "result": ResultHit}); got != 7 {
 		t.Errorf("tags hit: %v, want 7", got)
 	}
 }

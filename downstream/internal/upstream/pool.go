@@ -44,13 +44,17 @@ type Pool struct {
 	via     string // this instance's token in the Via header
 	log     *logrus.Entry
 	metrics *metrics.Metrics // counts round trips (nil: none)
+	anon    *anonymous       // the account for requests without credentials, or nil
+	ns      string           // the registry's ns ("" for the default registry), sent to upstreams that are not the registry itself
 
 	mu        sync.Mutex
 	next      int
 	downUntil map[string]time.Time
 }
 
-func New(cfg config.Config, now func() time.Time, log *logrus.Entry, m *metrics.Metrics) (*Pool, error) {
+// New is the pool of one registry's upstreams. via is the cache's token in
+// the Via header, one for all its registries.
+func New(cfg config.Registry, via string, now func() time.Time, log *logrus.Entry, m *metrics.Metrics) (*Pool, error) {
 	roots, err := cfg.Roots()
 	if err != nil {
 		return nil, err
@@ -71,8 +75,6 @@ func New(cfg config.Config, now func() time.Time, log *logrus.Entry, m *metrics.
 		// change what we hash.
 		DisableCompression: true,
 	}
-	token := make([]byte, 8)
-	_, _ = rand.Read(token)
 	u := &Pool{
 		metrics:   m,
 		hosts:     cfg.Upstreams.Hosts(),
@@ -80,9 +82,15 @@ func New(cfg config.Config, now func() time.Time, log *logrus.Entry, m *metrics.
 		idle:      cfg.IdleTimeout,
 		backoff:   cfg.Backoff,
 		now:       now,
-		via:       "content-cache-" + hex.EncodeToString(token),
+		via:       via,
+		ns:        cfg.Name,
 		log:       log,
 		downUntil: make(map[string]time.Time),
+	}
+	if cfg.Anonymous != nil {
+		if u.anon, err = newAnonymous(cfg.Anonymous, u.client); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Upstreams.Equivalent || len(cfg.Upstreams.Caches) == 0 {
 		u.rr = u.hosts
@@ -291,8 +299,8 @@ func (u *Pool) Do(ctx context.Context, req Request) (*Response, error) {
 // try sends req to one upstream.
 func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Response, error) {
 	target := host.String() + req.Path
-	if req.Query != "" {
-		target += "?" + req.Query
+	if q := u.query(host, req.Query); q != "" {
+		target += "?" + q
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	hr, err := http.NewRequestWithContext(ctx, req.Method, target, nil)
@@ -319,7 +327,12 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 		hr.Header.Set("If-None-Match", req.IfNoneMatch)
 	}
 	start := time.Now()
-	resp, err := u.client.Do(hr)
+	var resp *http.Response
+	if u.anon != nil && hr.Header.Get("Authorization") == "" {
+		resp, err = u.anon.do(hr)
+	} else {
+		resp, err = u.client.Do(hr)
+	}
 	u.metrics.UpstreamRequest(host.Host, metrics.StatusClass(resp, err), time.Since(start))
 	if err != nil {
 		cancel()
@@ -333,6 +346,43 @@ func (u *Pool) try(ctx context.Context, host *url.URL, req Request) (*http.Respo
 	}
 	resp.Body = newIdleBody(resp.Body, u.idle, cancel)
 	return resp, nil
+}
+
+// query is the query sent to host: the request's without the client's
+// ns, plus the registry's own ns for an upstream that is not the registry
+// itself (a content cache of it, which serves several registries by ns
+// too). The default registry's requests carry no ns, as before registries.
+func (u *Pool) query(host *url.URL, q string) string {
+	if strings.Contains(q, "ns=") {
+		parts := strings.Split(q, "&")
+		kept := parts[:0]
+		for _, p := range parts {
+			if !strings.HasPrefix(p, "ns=") && p != "ns" {
+				kept = append(kept, p)
+			}
+		}
+		q = strings.Join(kept, "&")
+	}
+	if u.ns == "" || sameHost(u.ns, host) {
+		return q
+	}
+	if q != "" {
+		q += "&"
+	}
+	return q + "ns=" + url.QueryEscape(u.ns)
+}
+
+// sameHost reports whether the registry named ns (canonical) is host
+// itself, rather than a cache of it.
+func sameHost(ns string, host *url.URL) bool {
+	h, err := config.NS(host.Host)
+	if err != nil {
+		return false
+	}
+	if host.Scheme == "http" {
+		h, ns = strings.TrimSuffix(h, ":80"), strings.TrimSuffix(ns, ":80")
+	}
+	return h == ns
 }
 
 // Looped reports whether a client request already passed this cache.
@@ -427,3 +477,14 @@ func CopyResponseHeaders(dst, src http.Header, host *url.URL) {
 func BlobPath(repo string, dgst digest.Digest) string {
 	return "/v2/" + repo + "/blobs/" + dgst.String()
 }
+
+// NewVia is a cache instance's token in the Via header.
+func NewVia() string {
+	token := make([]byte, 8)
+	_, _ = rand.Read(token)
+	return "content-cache-" + hex.EncodeToString(token)
+}
+
+// Anonymous reports whether the pool asks with an account when a request
+// carries no credentials.
+func (u *Pool) Anonymous() bool { return u.anon != nil }
