@@ -23,6 +23,8 @@ ORAS_VERSION   := v1.3.6
 # ./.tools/azurite-$(AZURITE_VERSION). The tests skip a missing server
 # unless CI is set.
 VERSITYGW_VERSION := v1.8.0
+# helm for the chart checks in deploy/check (make test), into ./.tools/bin.
+HELM_VERSION      := v4.3.2
 FAKE_GCS_VERSION  := v1.56.1
 AZURITE_VERSION   := 3.37.0
 AZURITE           := $(TOOLS)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
@@ -33,7 +35,7 @@ OCI_CONFORMANCE_VERSION := v0.0.0-20260831232431-97274622c111
 OCI_CONFORMANCE         := $(TOOLS)/oci-conformance-$(OCI_CONFORMANCE_VERSION)/conformance
 
 .DEFAULT_GOAL := help
-.PHONY: help build test lint demo conformance bench bench-tls bench-ab bench-trace clean
+.PHONY: help build image test lint demo conformance bench bench-tls bench-ab bench-trace clean
 
 help: ## List the targets (the default)
 	@echo "usage: make TARGET"
@@ -43,12 +45,21 @@ help: ## List the targets (the default)
 build: ## Build bin/content-cache, versioned by git describe
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/content-cache ./cmd/content-cache
 
+# The container image's tag for `make image`.
+IMAGE ?= content-cache:$(VERSION)
+
+image: build ## Build the container image from bin/content-cache, offline (FROM scratch; a private dockerd if no engine answers)
+	deploy/image/build.sh bin/content-cache $(IMAGE)
+
 test: export PATH := $(CURDIR)/.tools/bin:$(PATH)
 test: tools ## Run every test with the race detector
 	$(GO) test -race -count=1 ./...
+	@# The deployment checks (Helm chart, compose and stack files) are a
+	@# module of their own, to keep Kubernetes' libraries out of go.mod.
+	cd deploy/check && $(GO) test -race -count=1 ./...
 
 .PHONY: tools
-tools: ## Install the pinned crane, regctl, oras, versitygw and fake-gcs-server into .tools/bin, and Azurite when npm is there
+tools: ## Install the pinned crane, regctl, oras, versitygw, fake-gcs-server and helm into .tools/bin, and Azurite when npm is there
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install oras.land/oras/cmd/oras@$(ORAS_VERSION)
@@ -57,6 +68,10 @@ tools: ## Install the pinned crane, regctl, oras, versitygw and fake-gcs-server 
 		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)"; \
 		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION) && \
 		echo $(VERSITYGW_VERSION) > .tools/bin/.versitygw-version; fi
+	@if [ "$$(cat .tools/bin/.helm-version 2>/dev/null)" != "$(HELM_VERSION)" ]; then \
+		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)"; \
+		GOBIN=$(CURDIR)/.tools/bin $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION) && \
+		echo $(HELM_VERSION) > .tools/bin/.helm-version; fi
 	@if [ "$$(cat .tools/bin/.fake-gcs-server-version 2>/dev/null)" != "$(FAKE_GCS_VERSION)" ]; then \
 		echo "GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION)"; \
 		GOBIN=$(CURDIR)/.tools/bin $(GO) install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_VERSION) && \
@@ -75,6 +90,7 @@ lint: $(STATICCHECK) ## gofmt, go vet and staticcheck (pinned)
 	if [ -n "$$unformatted" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd deploy/check && $(GO) vet ./... && $(STATICCHECK) ./...
 
 $(STATICCHECK):
 	GOBIN=$(dir $@) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
