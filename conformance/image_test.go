@@ -112,7 +112,7 @@ func TestImage(t *testing.T) {
 // (for those who can pull golang) and deploy/image/Dockerfile (make image,
 // offline) end in the same stage, so both images have the same layout.
 func TestDockerfilesShareFinalStage(t *testing.T) {
-	final := func(path, strip string) []string {
+	final := func(path string, strip *strings.Replacer) []string {
 		t.Helper()
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -127,12 +127,12 @@ func TestDockerfilesShareFinalStage(t *testing.T) {
 			if strings.HasPrefix(l, "FROM ") {
 				lines = nil
 			}
-			lines = append(lines, strings.ReplaceAll(l, strip, ""))
+			lines = append(lines, strip.Replace(l))
 		}
 		return lines
 	}
-	multi := final("../Dockerfile", "--from=build /out/")
-	offline := final("../deploy/image/Dockerfile", "")
+	multi := final("../Dockerfile", strings.NewReplacer("--from=build ", "", "/out/", ""))
+	offline := final("../deploy/image/Dockerfile", strings.NewReplacer())
 	if !slices.Equal(multi, offline) {
 		t.Errorf("final stages differ:\nDockerfile:\n  %s\ndeploy/image/Dockerfile:\n  %s",
 			strings.Join(multi, "\n  "), strings.Join(offline, "\n  "))
@@ -283,10 +283,21 @@ func runContainer(t *testing.T, d *tool, name string, args ...string) {
 	t.Helper()
 	d.run(t, append([]string{"run", "--name", name}, args...)...)
 	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("docker logs %s:\n%s", name, d.exec(t, "", "logs", name).output)
+		// t.Context() is done by now: these run on their own.
+		docker := func(args ...string) ([]byte, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, d.path, args...)
+			cmd.Env = d.env
+			return cmd.CombinedOutput()
 		}
-		d.run(t, "rm", "--force", name)
+		if t.Failed() {
+			out, _ := docker("logs", name)
+			t.Logf("docker logs %s:\n%s", name, out)
+		}
+		if out, err := docker("rm", "--force", name); err != nil {
+			t.Errorf("docker rm --force %s: %v\n%s", name, err, out)
+		}
 	})
 }
 
