@@ -105,7 +105,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	if c.closeGrace <= 0 {
 		c.closeGrace = DefaultCloseGrace
 	}
-	c.access = access.New(up, cfg.AuthTTL, opts.Now, m)
+	c.access = access.New(up, cfg.AuthTTL, cfg.OfflineGrace, opts.Now, m)
 	c.store = store.New(local, opts.Driver)
 	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, log, m, expiry.Cluster{})
 	c.fills = fill.New(fill.Deps{

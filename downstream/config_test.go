@@ -24,7 +24,7 @@ const (
 	wantPositive = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantZeroOK   = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantUps      = "a list of upstream URLs (https://host:port) or a list with one {originhost: URL, upstreamhosts: [URL, ...]}"
-	wantKeys     = "advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, redis, registries, signing, upstreams"
+	wantKeys     = "advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, offlinegrace, redis, registries, signing, upstreams"
 )
 
 // writeCA writes a CA certificate as PEM into dir and returns its path.
@@ -102,6 +102,8 @@ func TestParseOptionsDurations(t *testing.T) {
 		{"blobttl", int64(86400000000000), blob, 24 * time.Hour},
 		{"blobttl", uint64(7), blob, 7},
 		{"BlobTTL", "1h", blob, time.Hour}, // keys are case-insensitive
+		{"offlinegrace", "24h", func(c Config) time.Duration { return c.OfflineGrace }, 24 * time.Hour},
+		{"offlinegrace", "0", func(c Config) time.Duration { return c.OfflineGrace }, 0},
 		{"authttl", 0, auth, 0},
 		{"authttl", "0", auth, 0},
 		{"authttl", "0s", auth, 0},
@@ -284,6 +286,10 @@ func TestParseOptionsErrors(t *testing.T) {
 			`downstream: option "blobttl": found integer 9223372036854775808, expected ` + wantPositive},
 
 		// authttl and the timeouts
+		{"offlinegrace negative", origin(map[string]any{"offlinegrace": "-1h"}),
+			`downstream: option "offlinegrace": found string "-1h", expected ` + wantZeroOK},
+		{"offlinegrace unit typo", origin(map[string]any{"offlinegrace": "1d"}),
+			`downstream: option "offlinegrace": found string "1d", expected ` + wantZeroOK},
 		{"authttl negative", origin(map[string]any{"authttl": "-1s"}),
 			`downstream: option "authttl": found string "-1s", expected ` + wantZeroOK},
 		{"authttl garbage", origin(map[string]any{"authttl": "soon"}),

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"go.yaml.in/yaml/v2"
 
 	"github.com/content-cache/content-cache/internal/regtest"
 )
@@ -28,27 +27,13 @@ func TestExpiryInBinary(t *testing.T) {
 	}
 
 	path, base := f.rewrite(t, filepath.Join(configsDir, "cache.yml"))
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[any]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	storage, _ := mapAt(doc, "storage")
-	fs, _ := mapAt(storage, "filesystem")
-	root, _ := fs["rootdirectory"].(string)
-	mw, _ := mapAt(doc, "middleware")
-	entry, _ := mw["registry"].([]any)[0].(map[any]any)
-	opts, _ := mapAt(entry, "options")
-	opts["blobttl"] = "1s"
-	if data, err = yaml.Marshal(doc); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	var root string
+	editConfig(t, path, func(doc map[any]any) {
+		storage, _ := mapAt(doc, "storage")
+		fs, _ := mapAt(storage, "filesystem")
+		root, _ = fs["rootdirectory"].(string)
+	})
+	editCacheOptions(t, path, func(opts map[any]any) { opts["blobttl"] = "1s" })
 	p := start(t, "cache.yml", childEnv(), "serve", path)
 	client := &http.Client{Timeout: 30 * time.Second}
 	waitReady(t, p, client, base)

@@ -30,17 +30,25 @@ type Access struct {
 	pools     *upstream.Set
 	decisions *Decisions
 	creds     Hasher
+	offline   *Offline // nil without offlinegrace
 }
 
 // New authorizes at the upstreams of each registry of pools, keeping
 // "allowed" answers for ttl, or for the authttl of the registry.
-func New(pools *upstream.Set, ttl time.Duration, now func() time.Time, m *metrics.Metrics) *Access {
+//
+// offlineGrace (0: off) is how long the origin's answers may serve while
+// no upstream answers.
+func New(pools *upstream.Set, ttl, offlineGrace time.Duration, now func() time.Time, m *metrics.Metrics) *Access {
 	d := NewDecisions(ttl, now, m)
 	for _, r := range pools.Registries() {
 		d = d.WithTTL(r.Name, r.AuthTTL)
 	}
-	return &Access{pools: pools, decisions: d, creds: NewHasher()}
+	return &Access{pools: pools, decisions: d, creds: NewHasher(), offline: NewOffline(offlineGrace, now)}
 }
+
+// Offline is what may be served while no upstream answers (nil when
+// offlinegrace is off).
+func (a *Access) Offline() *Offline { return a.offline }
 
 // Cred is the key of r's credential at the registry named origin. A
 // request without credentials, at a registry with an anonymous account,
@@ -70,10 +78,16 @@ func (a *Access) AllowedByDecision(r *http.Request, ck Key, repo ident.Repo) boo
 }
 
 // Allow records that the origin just allowed ck on repo.
-func (a *Access) Allow(ck Key, repo ident.Repo) { a.decisions.Allow(ck, repo.Key()) }
+func (a *Access) Allow(ck Key, repo ident.Repo) {
+	a.decisions.Allow(ck, repo.Key())
+	a.offline.allow(ck, repo.Key())
+}
 
 // Forget drops ck's decision on repo, after the origin refused it.
-func (a *Access) Forget(ck Key, repo ident.Repo) { a.decisions.Forget(ck, repo.Key()) }
+func (a *Access) Forget(ck Key, repo ident.Repo) {
+	a.decisions.Forget(ck, repo.Key())
+	a.offline.forget(ck, repo.Key())
+}
 
 // Confirm asks the origin, with r's own credential, whether r may have
 // path of repo (a HEAD), and records the decision when it may. The
@@ -97,7 +111,7 @@ func (a *Access) ConfirmUnless(ctx context.Context, r *http.Request, path string
 		return nil, err
 	}
 	resp.Body.Close()
-	a.decisions.Allow(a.Cred(r, repo.Origin()), repo.Key())
+	a.Allow(a.Cred(r, repo.Origin()), repo)
 	return resp, nil
 }
 

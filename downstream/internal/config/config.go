@@ -88,6 +88,9 @@ type Config struct {
 	// Registries are the other registries the cache serves, by canonical
 	// ns (see NS); the top-level options are the default registry.
 	Registries map[string]Registry
+	// OfflineGrace: while no upstream answers, stored content is served to
+	// credentials the origin allowed less than this long ago. 0: off.
+	OfflineGrace time.Duration
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -131,6 +134,7 @@ func (c Config) Validate() error {
 		{"Backoff", c.Backoff, false},
 		{"ClientHeaderTimeout", c.ClientHeaderTimeout, false},
 		{"ClientIdleTimeout", c.ClientIdleTimeout, false},
+		{"OfflineGrace", c.OfflineGrace, true},
 	} {
 		if d.v < 0 || d.v == 0 && !d.zero {
 			want := "a positive duration"
@@ -197,6 +201,7 @@ func options() map[string]option {
 		"backoff":             dur("backoff", func(c *Config) *time.Duration { return &c.Backoff }, false),
 		"clientheadertimeout": dur("clientheadertimeout", func(c *Config) *time.Duration { return &c.ClientHeaderTimeout }, false),
 		"clientidletimeout":   dur("clientidletimeout", func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, false),
+		"offlinegrace":        dur("offlinegrace", func(c *Config) *time.Duration { return &c.OfflineGrace }, true),
 		"upstreams":           {parse: parseUpstreams},
 		"cas":                 {parse: parseCAs},
 		"signing":             {parse: parseSigning},

@@ -56,7 +56,17 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 
 	// Stored for another repository (or linked here but not yet allowed).
 	if _, err := c.store.Stat(ctx, dgst); err == nil {
-		if served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, ra.decided, rl); served || err != nil {
+		served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, ra.decided, rl)
+		if err != nil && !written(w) && c.canServeStale(r, repo, err) {
+			// No upstream answers: what this credential may pull from
+			// this repository (linked here after the origin confirmed it)
+			// is served under offlinegrace.
+			if stale, _ := serveStale(w, func() (bool, error) { return c.serveLocal(w, r, blobs, dgst), nil }); stale {
+				c.pulled(r, repo, dgst, store.KindLayer)
+				return metrics.ResultStale, nil
+			}
+		}
+		if served || err != nil {
 			return metrics.ResultHit, err
 		}
 	}

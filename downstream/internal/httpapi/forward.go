@@ -6,6 +6,7 @@ import (
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
+	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 )
 
 // forward passes a request to the upstream with the client's credentials and
@@ -14,7 +15,16 @@ import (
 // the catalog.
 func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) (string, error) {
 	resp, err := c.up.Do(r.Context(), rl.registry, upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
+	ping := rl.route == v2.RouteNameBase
 	if err != nil {
+		if ping && c.pingStale(w, r, rl.registry, err) {
+			return metrics.ResultStale, nil
+		}
+		if se, ok := upstream.IsAnswer(err); ok && ping && se.Status == http.StatusUnauthorized && r.Header.Get("Authorization") == "" {
+			// How to authenticate, for clients that ping while the
+			// origin is down (offlinegrace).
+			c.access.Offline().SetChallenge(rl.registry, se.Header, se.Body)
+		}
 		return "", err
 	}
 	defer resp.Body.Close()

@@ -101,9 +101,23 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 				writeNotModified(w)
 				return metrics.ResultError, nil
 			}
+			if se, ok := upstream.IsAnswer(err); ok && se.Status == http.StatusNotFound && !byDigest {
+				c.access.Offline().ForgetTag(repo.Key(), ref)
+			}
+			if result, ok := c.manifestStale(w, r, repo, ref, byDigest, storedHere, ms, hold, err); ok {
+				rl.digest = result
+				return metrics.ResultStale, nil
+			}
 			return "", err
 		}
 		rl.upstream = resp.Host.Host
+		if !byDigest {
+			if d, err := digest.Parse(resp.Header.Get("Docker-Content-Digest")); err == nil {
+				c.access.Offline().Resolved(repo.Key(), ref, d)
+			} else if known != nil && resp.StatusCode == http.StatusNotModified {
+				c.access.Offline().Resolved(repo.Key(), ref, known.digest)
+			}
+		}
 		if known != nil && resp.StatusCode == http.StatusNotModified {
 			dgst = known.digest
 			rl.digest = dgst
@@ -192,6 +206,38 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 	c.storeManifest(r, ms, mediaType, body, dgst)
 	writeManifest(w, r, mediaType, body, dgst)
 	return metrics.ResultMiss, nil
+}
+
+// manifestStale serves a manifest stored in repo while no upstream answers
+// (err), under offlinegrace: by digest when stored here, by tag when the
+// origin resolved the tag less than offlinegrace ago. It returns the digest
+// served.
+func (c *API) manifestStale(w http.ResponseWriter, r *http.Request, repo ident.Repo, ref string, byDigest, storedHere bool, ms distribution.ManifestService, hold func(digest.Digest) error, err error) (digest.Digest, bool) {
+	if written(w) || !c.canServeStale(r, repo, err) {
+		return "", false
+	}
+	var dgst digest.Digest
+	switch {
+	case byDigest && storedHere:
+		dgst, _ = digest.Parse(ref)
+	case !byDigest:
+		d, ok := c.access.Offline().Tag(repo.Key(), ref)
+		if !ok {
+			return "", false
+		}
+		if hold(d) != nil {
+			return "", false
+		}
+		dgst = d
+	default:
+		return "", false
+	}
+	served, serr := serveStale(w, func() (bool, error) { return c.serveLocalManifest(w, r, ms, dgst) })
+	if !served || serr != nil {
+		return "", false
+	}
+	c.pulled(r, repo, dgst, store.KindManifest)
+	return dgst, true
 }
 
 // storeManifest keeps a verified manifest. Its blobs need not be stored:

@@ -27,6 +27,7 @@ const (
 	ResultDenied    = "denied"    // the upstream refused the credential
 	ResultForwarded = "forwarded" // answered by the upstream (ping, tags, catalog, HEAD)
 	ResultError     = "error"
+	ResultStale     = "stale" // served from local storage while no upstream answered (offlinegrace)
 )
 
 // Label values of the authorization decisions.
@@ -140,7 +141,7 @@ type upstreamSeries struct {
 var requestKinds = [...]string{v2.RouteNameBlob, v2.RouteNameManifest, v2.RouteNameTags, v2.RouteNameCatalog, v2.RouteNameBase, KindReferrers}
 
 // requestResults are the results a request ends with.
-var requestResults = [...]string{ResultHit, ResultMiss, ResultCoalesced, ResultDenied, ResultForwarded, ResultError}
+var requestResults = [...]string{ResultHit, ResultMiss, ResultCoalesced, ResultDenied, ResultForwarded, ResultError, ResultStale}
 
 // statusClasses are the classes of an upstream round trip.
 var statusClasses = [...]string{"2xx", "3xx", "4xx", "5xx", StatusClassError}
@@ -179,6 +180,8 @@ func resultIndex(result string) int {
 		return 4
 	case ResultError:
 		return 5
+	case ResultStale:
+		return 6
 	}
 	return -1
 }
@@ -214,7 +217,7 @@ func New(hosts []*url.URL, opts ...Option) *Metrics {
 	m := &Metrics{
 		ns: ns,
 		requests: ns.NewLabeledCounter("requests",
-			"Requests answered by the cache, by kind (blob, manifest, tags, catalog, base, referrers) and result: hit (from local storage), miss (fetched from upstream for this request), coalesced (streamed from a fetch another request started), forwarded (the upstream's answer passed on), denied (the origin refused the credential) or error. Refused writes are not counted.",
+			"Requests answered by the cache, by kind (blob, manifest, tags, catalog, base, referrers) and result: hit (from local storage), miss (fetched from upstream for this request), coalesced (streamed from a fetch another request started), forwarded (the upstream's answer passed on), denied (the origin refused the credential), stale (served from local storage while no upstream answered, under offlinegrace) or error. Refused writes are not counted.",
 			"registry", "kind", "result"),
 		servedBytes: ns.NewLabeledCounter("served_bytes",
 			"Bytes of response bodies sent to clients, by registry, kind and result. The hit and coalesced results are bytes the upstreams did not send again.",
@@ -274,9 +277,11 @@ func (m *Metrics) newRegistrySeries(label string) *registrySeries {
 		results := []string{ResultForwarded, ResultDenied, ResultError}
 		switch kind {
 		case v2.RouteNameBlob:
-			results = append(results, ResultHit, ResultMiss, ResultCoalesced)
+			results = append(results, ResultHit, ResultMiss, ResultCoalesced, ResultStale)
 		case v2.RouteNameManifest:
-			results = append(results, ResultHit, ResultMiss)
+			results = append(results, ResultHit, ResultMiss, ResultStale)
+		case v2.RouteNameBase:
+			results = append(results, ResultStale)
 		}
 		for _, result := range results {
 			sr := series{requests: m.requests.WithValues(label, kind, result), bytes: m.servedBytes.WithValues(label, kind, result)}
