@@ -189,7 +189,7 @@ func TestHelmTemplate(t *testing.T) {
 			case "", "single":
 				wantKinds(t, kindsSeen, "apps/v1/StatefulSet", "v1/Service", "v1/ConfigMap")
 			case "replicated":
-				wantKinds(t, kindsSeen, "apps/v1/Deployment", "policy/v1/PodDisruptionBudget", "v1/Service")
+				wantKinds(t, kindsSeen, "apps/v1/StatefulSet", "policy/v1/PodDisruptionBudget", "v1/Service")
 				checkReplicated(t, objs, values)
 			case "nodelocal":
 				wantKinds(t, kindsSeen, "apps/v1/DaemonSet", "v1/ConfigMap")
@@ -361,16 +361,37 @@ func checkPods(t *testing.T, objs []rendered, v chartValues) {
 	}
 }
 
-// configYAML is config.yml of the chart's ConfigMap.
+// configYAML is config.yml of the chart's ConfigMap (the first replica's
+// in mode replicated).
 func configYAML(t *testing.T, objs []rendered) string {
 	t.Helper()
+	cfgs := configs(objs)
+	if len(cfgs) == 0 {
+		t.Fatal("no ConfigMap with a config")
+	}
+	keys := make([]string, 0, len(cfgs))
+	for k := range cfgs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return cfgs[keys[0]]
+}
+
+// configs are the cache's configuration files in the chart's ConfigMap:
+// config.yml, or one <pod name>.yml per replica.
+func configs(objs []rendered) map[string]string {
 	for _, o := range objs {
-		if cm, ok := o.obj.(*corev1.ConfigMap); ok && cm.Data["config.yml"] != "" {
-			return cm.Data["config.yml"]
+		if cm, ok := o.obj.(*corev1.ConfigMap); ok && !strings.HasSuffix(cm.Name, "-hosts-toml") {
+			out := map[string]string{}
+			for k, v := range cm.Data {
+				if strings.HasSuffix(k, ".yml") {
+					out[k] = v
+				}
+			}
+			return out
 		}
 	}
-	t.Fatal("no ConfigMap with config.yml")
-	return ""
+	return nil
 }
 
 // checkReplicated checks N replicas, Redis in config.yml (the option keys
@@ -379,9 +400,24 @@ func configYAML(t *testing.T, objs []rendered) string {
 func checkReplicated(t *testing.T, objs []rendered, v chartValues) {
 	t.Helper()
 	for _, o := range objs {
-		d, ok := o.obj.(*appsv1.Deployment)
+		d, ok := o.obj.(*appsv1.StatefulSet)
 		if !ok || d.Spec.Template.Labels["app.kubernetes.io/component"] != "cache" {
 			continue
+		}
+		if args := d.Spec.Template.Spec.Containers[0].Args; len(args) != 1 || args[0] != "/etc/content-cache/conf/$(POD_NAME).yml" {
+			t.Errorf("args %q, want each replica's own config, /etc/content-cache/conf/$(POD_NAME).yml", args)
+		}
+		// Each replica's config.yml advertises its own stable name.
+		cfgs := configs(objs)
+		if len(cfgs) != v.Replicas {
+			t.Errorf("%d configs in the ConfigMap, want one per replica (%d)", len(cfgs), v.Replicas)
+		}
+		for i := range v.Replicas {
+			pod := fmt.Sprintf("%s-%d", d.Name, i)
+			want := fmt.Sprintf("advertise: %s://%s.%s.cache-system.svc:5000", map[bool]string{true: "https", false: "http"}[v.TLS.SecretName != ""], pod, d.Spec.ServiceName)
+			if !strings.Contains(cfgs[pod+".yml"], want) {
+				t.Errorf("%s.yml: no %q:\n%s", pod, want, cfgs[pod+".yml"])
+			}
 		}
 		if d.Spec.Replicas == nil || int(*d.Spec.Replicas) != v.Replicas {
 			t.Errorf("replicas %v, want %d", d.Spec.Replicas, v.Replicas)

@@ -114,6 +114,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $redis "tls" (dict "ca" "/etc/content-cache/redis-tls/ca.crt") -}}
 {{- end -}}
 {{- $_ := set $opts "redis" $redis -}}
+{{- if .advertise -}}
+{{- $_ := set $opts "advertise" .advertise -}}
+{{- end -}}
 {{- end -}}
 {{- $cfg := dict "version" "0.1" "storage" $storage "http" $http -}}
 {{- $_ := set $cfg "middleware" (dict "registry" (list (dict "name" "downstream" "options" $opts))) -}}
@@ -180,7 +183,12 @@ spec:
     - name: content-cache
       image: {{ include "content-cache.image" . }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
+      {{- if eq .Values.mode "replicated" }}
+      # This replica's own config.yml (its advertise address).
+      args: ["/etc/content-cache/conf/$(POD_NAME).yml"]
+      {{- else }}
       args: ["/etc/content-cache/conf/config.yml"]
+      {{- end }}
       ports:
         - name: http
           containerPort: {{ .Values.port }}
@@ -192,6 +200,12 @@ spec:
           containerPort: {{ .Values.debugPort }}
           protocol: TCP
       env:
+        {{- if eq .Values.mode "replicated" }}
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
         {{- if include "content-cache.httpSecretName" . }}
         - name: REGISTRY_HTTP_SECRET
           valueFrom:
