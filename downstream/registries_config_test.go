@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
+	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 )
 
 // The registries option: each entry an upstream set, keyed by its ns;
@@ -137,6 +141,50 @@ func TestParseRegistriesErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "hunter2") {
 				t.Fatalf("error spans lines or echoes the password: %q", err)
+			}
+		})
+	}
+}
+
+// anonymous on the default registry is accepted with a warning at
+// startup saying what it means; on another registry, silently.
+func TestAnonymousDefaultWarning(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("hunter2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	account := map[any]any{"username": "cache-bot", "passwordfile": pw}
+	for _, tc := range []struct {
+		name string
+		raw  map[string]any
+		warn bool
+	}{
+		{"default registry", origin(map[string]any{"anonymous": account}), true},
+		{"another registry", origin(map[string]any{"registries": map[any]any{"docker.io": map[any]any{"upstreams": []any{"https://registry-1.docker.io"}, "anonymous": account}}}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseOptions(tc.raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			logger, hook := logtest.NewNullLogger()
+			c, err := New(cfg, nil, Options{Driver: inmemory.New(), Logger: logrus.NewEntry(logger), ManualSweep: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var warned bool
+			for _, e := range hook.AllEntries() {
+				if strings.Contains(e.Message, "hunter2") {
+					t.Errorf("the log holds the password: %q", e.Message)
+				}
+				if e.Level == logrus.WarnLevel && strings.Contains(e.Message, `option "anonymous" is set on the default registry`) &&
+					strings.Contains(e.Message, "anyone who can reach this cache") && e.Data["username"] == "cache-bot" {
+					warned = true
+				}
+			}
+			if warned != tc.warn {
+				t.Errorf("warned %v, want %v: %v", warned, tc.warn, hook.AllEntries())
 			}
 		})
 	}

@@ -84,7 +84,7 @@ func (a *anonymous) do(hr *http.Request) (*http.Response, error) {
 		a.mu.Unlock()
 		retry := hr.Clone(hr.Context())
 		retry.SetBasicAuth(a.user, a.password)
-		return a.client.Do(retry)
+		return refusedAsFirst(a.client.Do(retry))(resp)
 	case "bearer":
 		if params["scope"] != "" {
 			scope = params["scope"]
@@ -98,9 +98,24 @@ func (a *anonymous) do(hr *http.Request) (*http.Response, error) {
 		a.mu.Unlock()
 		retry := hr.Clone(hr.Context())
 		retry.Header.Set("Authorization", "Bearer "+tok)
-		return a.client.Do(retry)
+		return refusedAsFirst(a.client.Do(retry))(resp)
 	}
 	return resp, nil
+}
+
+// refusedAsFirst returns the answer to the account's retry, unless the
+// registry refused the account too (401): then its first answer, the
+// challenge a request without credentials gets, as if the account had not
+// been tried (not the challenge to the account's token).
+func refusedAsFirst(resp *http.Response, err error) func(first *http.Response) (*http.Response, error) {
+	return func(first *http.Response) (*http.Response, error) {
+		if err != nil || resp.StatusCode != http.StatusUnauthorized {
+			return resp, err
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxChallengeBody))
+		resp.Body.Close()
+		return first, nil
+	}
 }
 
 func (a *anonymous) useBasic(host string) bool {
