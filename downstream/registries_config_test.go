@@ -91,7 +91,7 @@ func TestParseRegistriesErrors(t *testing.T) {
 		{"not a mapping", origin(map[string]any{"registries": []any{"docker.io"}}),
 			`downstream: option "registries": found list [docker.io], expected a mapping of registry host[:port] to its options, such as {docker.io: {upstreams: [https://registry-1.docker.io]}}`},
 		{"two ports", reg("127.0.0.1:15000:80", map[any]any{"upstreams": up}),
-			`downstream: option "registries": key "127.0.0.1:15000:80" is not a registry host[:port]: expected host or host:port (an IPv6 address in brackets); expected a registry host[:port] such as docker.io or registry.example.com:5000`},
+			`downstream: option "registries": key "127.0.0.1:15000:80" is not a registry host[:port]: expected host or host:port; expected a registry host[:port] such as docker.io or registry.example.com:5000`},
 		{"a URL as key", reg("https://ghcr.io", map[any]any{"upstreams": up}),
 			`downstream: option "registries": key "https://ghcr.io" is not a registry host[:port]: the port must be a number from 1 to 65535; expected a registry host[:port] such as docker.io or registry.example.com:5000`},
 		{"a path in the key", reg("ghcr.io/org", map[any]any{"upstreams": up}),

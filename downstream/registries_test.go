@@ -14,8 +14,13 @@ import (
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
-// regB is the ns that names the second registry in these tests.
-const regB = "registry-b.test"
+// regB is the ns that names the second registry in these tests, and
+// regBStored the first component of its repositories' names in storage
+// (no ":" in a storage path).
+const (
+	regB       = "registry-b.test:5000"
+	regBStored = "registry-b.test_5000"
+)
 
 // twoRegistries starts origin A (the default registry, realm "origin") and
 // origin B (realm "origin-b", where alice has another password), and a
@@ -97,7 +102,7 @@ func TestRegistriesRouting(t *testing.T) {
 	beforeA, beforeB := blobGets(a), blobGets(b)
 	pull(clientA, imgA, "")
 	pull(clientB, imgB, "?ns="+regB)
-	pull(clientB, imgB, "?ns="+strings.ToUpper(regB)+":443")
+	pull(clientB, imgB, "?ns="+strings.ToUpper(regB))
 	if n := blobGets(a) - beforeA; n != 0 {
 		t.Errorf("warm pulls: %d blob GETs at A, want 0", n)
 	}
@@ -107,7 +112,7 @@ func TestRegistriesRouting(t *testing.T) {
 	// Storage: A's repository where a single-origin cache keeps it, B's
 	// under its ns.
 	repos := filepath.Join(cache.Root, "docker", "registry", "v2", "repositories")
-	for _, p := range []string{filepath.Join(repos, "library", "app", "_layers"), filepath.Join(repos, regB, "library", "app", "_layers")} {
+	for _, p := range []string{filepath.Join(repos, "library", "app", "_layers"), filepath.Join(repos, regBStored, "library", "app", "_layers")} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("storage: %v", err)
 		}
@@ -142,7 +147,7 @@ func TestRegistriesRefusals(t *testing.T) {
 		{layer + "?ns=127.0.0.1:15000:80", "NAME_INVALID", "127.0.0.1:15000:80", http.StatusBadRequest},
 		{layer + "?ns=https://" + regB, "NAME_INVALID", "https://" + regB, http.StatusBadRequest},
 		{layer + "?ns=" + regB + "&ns=ghcr.io", "NAME_UNKNOWN", "ghcr.io", http.StatusNotFound},
-		{"/v2/" + regB + "/library/app/blobs/" + digest.FromBytes(img.Layers[0]).String(), "NAME_UNKNOWN", "", http.StatusNotFound},
+		{"/v2/" + regBStored + "/library/app/blobs/" + digest.FromBytes(img.Layers[0]).String(), "NAME_UNKNOWN", "", http.StatusNotFound},
 	} {
 		before := total(a.Counts.Snapshot()) + total(b.Counts.Snapshot())
 		an := ask(t, cache.URL, http.MethodGet, tc.path, auth)

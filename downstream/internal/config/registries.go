@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -116,7 +115,7 @@ func NS(ns string) (string, error) {
 	if strings.HasPrefix(s, "[") || strings.Contains(s, ":") {
 		h, p, err := net.SplitHostPort(s)
 		if err != nil {
-			return bad("expected host or host:port (an IPv6 address in brackets)")
+			return bad("expected host or host:port")
 		}
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
 			return bad("the port must be a number from 1 to 65535")
@@ -127,11 +126,8 @@ func NS(ns string) (string, error) {
 	case host == "":
 		return bad("the host is empty")
 	case strings.Contains(host, ":"):
-		addr, err := netip.ParseAddr(host)
-		if err != nil || !addr.Is6() || addr.Zone() != "" {
-			return bad("expected an IPv6 address in brackets")
-		}
-		host = "[" + addr.String() + "]"
+		// Storage and image references have no room for it.
+		return bad("IPv6 addresses are not supported; expected a host name or an IPv4 address")
 	default:
 		for label := range strings.SplitSeq(host, ".") {
 			if label == "" || label[0] == '-' || label[len(label)-1] == '-' || strings.Trim(label, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
@@ -150,10 +146,11 @@ func NS(ns string) (string, error) {
 	}
 	out := host
 	if port != "" {
-		out = net.JoinHostPort(strings.Trim(host, "[]"), port)
+		out = host + ":" + port
 	}
-	// It prefixes the stored names of the registry's repositories.
-	if _, err := reference.WithName(out + "/x"); err != nil {
+	// It prefixes the stored names of the registry's repositories
+	// (ident.Prefix: the port after "_").
+	if _, err := reference.WithName(strings.ReplaceAll(out, ":", "_") + "/x"); err != nil {
 		return bad("it cannot prefix a repository name")
 	}
 	return out, nil

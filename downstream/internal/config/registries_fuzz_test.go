@@ -35,7 +35,7 @@ func FuzzNS(f *testing.F) {
 		if strings.Count(out[strings.LastIndex(out, "]")+1:], ":") > 1 {
 			t.Fatalf("NS(%q) = %q has two ports", ns, out)
 		}
-		if _, err := reference.WithName(out + "/library/app"); err != nil {
+		if _, err := reference.WithName(strings.ReplaceAll(out, ":", "_") + "/library/app"); err != nil {
 			t.Fatalf("NS(%q) = %q prefixes no repository name: %v", ns, out, err)
 		}
 		switch strings.TrimSuffix(strings.ToLower(ns), ":443") {

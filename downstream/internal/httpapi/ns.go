@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/distribution/reference"
 
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -135,12 +136,10 @@ func (c *API) reservedName(named reference.Named) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	canon, err := config.NS(first)
-	if err != nil {
-		return "", false
-	}
-	if _, ok := c.cfg.Registries[canon]; ok && canon == first {
-		return canon, true
+	for reg := range c.cfg.Registries {
+		if ident.Prefix(reg) == first {
+			return reg, true
+		}
 	}
 	return "", false
 }
@@ -148,6 +147,6 @@ func (c *API) reservedName(named reference.Named) (string, bool) {
 func errReservedName(name, registry string) error {
 	return errcode.ErrorCodeNameUnknown.WithMessage(fmt.Sprintf(
 		"repository %q of the default registry: names starting with %s/ hold registry %s's content in this cache; pull %s with ns=%s",
-		name, registry, registry, strings.TrimPrefix(name, registry+"/"), registry)).
+		name, ident.Prefix(registry), registry, name[strings.Index(name, "/")+1:], registry)).
 		WithDetail(map[string]string{"repository": name, "registry": registry})
 }

@@ -6,6 +6,7 @@ package ident
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/distribution/reference"
 )
@@ -31,18 +32,25 @@ type Key struct {
 func Of(name reference.Named) Repo { return Repo{name: name, stored: name} }
 
 // At is a repository of another origin (host[:port]), stored under
-// "<origin>/<name>" so that two origins' repositories of one name never
-// meet in storage.
+// "<Prefix(origin)>/<name>" so that two origins' repositories of one name
+// never meet in storage.
 func At(origin string, name reference.Named) (Repo, error) {
 	if origin == "" {
 		return Of(name), nil
 	}
-	stored, err := reference.WithName(origin + "/" + name.Name())
+	stored, err := reference.WithName(Prefix(origin) + "/" + name.Name())
 	if err != nil {
 		return Repo{}, fmt.Errorf("repository %s of %s cannot be stored: %w", name.Name(), origin, err)
 	}
 	return Repo{origin: origin, name: name, stored: stored}, nil
 }
+
+// Prefix is the first component of the stored names of origin's
+// repositories: the origin, its port after "_" rather than ":", which
+// storage drivers refuse in a path (registry.example.com:5000 is stored
+// as registry.example.com_5000/...). A host name holds no "_", so no two
+// origins share a prefix.
+func Prefix(origin string) string { return strings.ReplaceAll(origin, ":", "_") }
 
 // Origin is the origin's host[:port]; "" for the configured origin.
 func (r Repo) Origin() string { return r.origin }

@@ -19,7 +19,7 @@ func TestRepo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if other.Stored().Name() != "registry.example.com:5000/library/alpine" || other.Name() != "library/alpine" {
+	if other.Stored().Name() != "registry.example.com_5000/library/alpine" || other.Name() != "library/alpine" {
 		t.Fatalf("another origin's repository: stored %q, name %q", other.Stored().Name(), other.Name())
 	}
 	if mine.Key() == other.Key() {
