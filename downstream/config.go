@@ -12,7 +12,7 @@ type Config = config.Config
 // Upstreams lists the registries the cache fetches from.
 type Upstreams = config.Upstreams
 
-// Defaults of the options of our own, documented in README.md and configs/.
+// Defaults of the options of our own, documented in docs/configuration.md and configs/.
 const (
 	DefaultAuthTTL             = config.DefaultAuthTTL
 	DefaultDialTimeout         = config.DefaultDialTimeout

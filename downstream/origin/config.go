@@ -16,7 +16,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/yamlopt"
 )
 
-// Defaults of the options. Each is documented in README.md and
+// Defaults of the options. Each is documented in docs/configuration.md and
 // configs/origin-transparent.yml.
 const (
 	// DefaultSignatureTTL is how long a redirect stays valid: long enough

@@ -21,7 +21,7 @@ import (
 // Parse skips them.
 const InternalKeyPrefix = "\x00downstream."
 
-// Defaults of the options of our own. Each is documented in README.md and
+// Defaults of the options of our own. Each is documented in docs/configuration.md and
 // configs/.
 const (
 	// DefaultAuthTTL is how long an "allowed" answer of the origin is reused
