@@ -1,11 +1,14 @@
+# Generates the Grafana dashboards of this directory:
+#   python3 deploy/monitoring/dashboards.py deploy/monitoring
+# registry/monitoring_test.go checks every query against a running cache and origin.
 import json, sys
 
 def ds():
     return {"type": "prometheus", "uid": "${datasource}"}
 
 class D:
-    def __init__(s, uid, title, desc, var_metric, var_label="instance"):
-        s.uid, s.title, s.desc = uid, title, desc
+    def __init__(s, uid, title, desc, var_metric, registry=False):
+        s.uid, s.title, s.desc, s.registry = uid, title, desc, registry
         s.panels, s.y, s.id = [], 0, 0
         s.var_metric = var_metric
     def row(s, title):
@@ -21,7 +24,7 @@ class D:
              "gridPos": {"h": h, "w": w, "x": s.x, "y": s.y},
              "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
              "options": {},
-             "targets": [{"refId": chr(65+i), "datasource": ds(), "expr": e, "legendFormat": l}
+             "targets": [{"refId": chr(65+i), "datasource": ds(), "expr": s.filter(e), "legendFormat": l}
                          for i, (e, l) in enumerate(targets)]}
         if kind == "timeseries":
             p["options"] = {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}
@@ -32,6 +35,14 @@ class D:
         s.x += w
         if s.x >= 24:
             s.x = 0; s.y += h
+    def filter(s, e):
+        """The registry filter on the metrics that have the registry label."""
+        if not s.registry:
+            return e
+        for m in ("content_cache_requests_total", "content_cache_served_bytes_total",
+                  "content_cache_upstream_bytes_total", "content_cache_authorization_decisions_total"):
+            e = e.replace(m + '{instance=~"$instance"', m + '{instance=~"$instance",registry=~"$registry"')
+        return e
     def out(s):
         return {"uid": s.uid, "title": s.title, "description": s.desc, "tags": ["content-cache"],
                 "schemaVersion": 39, "version": 1, "editable": True, "graphTooltip": 1,
@@ -41,13 +52,18 @@ class D:
                     {"name": "instance", "label": "Instance", "type": "query", "datasource": ds(),
                      "query": {"query": "label_values(%s, instance)" % s.var_metric, "refId": "instance"},
                      "definition": "label_values(%s, instance)" % s.var_metric,
-                     "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2, "sort": 1, "hide": 0}]},
+                     "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2, "sort": 1, "hide": 0}] + ([
+                    {"name": "registry", "label": "Registry", "type": "query", "datasource": ds(),
+                     "query": {"query": "label_values(%s, registry)" % s.var_metric, "refId": "registry"},
+                     "definition": "label_values(%s, registry)" % s.var_metric,
+                     "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "refresh": 2, "sort": 1, "hide": 0}] if s.registry else [])},
                 "annotations": {"list": []},
                 "panels": s.panels}
 
 I = 'instance=~"$instance"'
+IR = 'instance=~"$instance",registry=~"$registry"'
 R = '$__rate_interval'
-c = D("content-cache", "content-cache: cache", "A content cache: hits, traffic, fills, upstreams, authorization, expiry.", "content_cache_requests_total")
+c = D("content-cache", "content-cache: cache", "A content cache: hits, traffic, fills, upstreams, authorization, expiry.", "content_cache_requests_total", registry=True)
 c.row("Hits and traffic")
 hit = 'sum(rate(content_cache_requests_total{%s,kind="blob",result=~"hit|coalesced"}[%s])) / sum(rate(content_cache_requests_total{%s,kind="blob",result=~"hit|miss|coalesced"}[%s]))' % (I, R, I, R)
 c.panel("stat", "Blob hit ratio", "Blob pulls the upstreams did not serve again (hit or coalesced) over hits, misses and coalesced.", [(hit, "hit ratio")], unit="percentunit", w=6, h=6)
@@ -61,13 +77,15 @@ c.panel("timeseries", "Blob hit ratio by instance", "Per cache.",
         [('sum by (instance) (rate(content_cache_requests_total{%s,kind="blob",result=~"hit|coalesced"}[%s])) / sum by (instance) (rate(content_cache_requests_total{%s,kind="blob",result=~"hit|miss|coalesced"}[%s]))' % (I, R, I, R), "{{instance}}")], unit="percentunit")
 c.panel("timeseries", "Requests by result", "Requests answered, by result: hit, miss, coalesced, forwarded, denied, error.",
         [('sum by (result) (rate(content_cache_requests_total{%s}[%s]))' % (I, R), "{{result}}")], unit="reqps")
+c.panel("timeseries", "Requests by registry", "The registries this cache serves (the registries option, chosen by ns); default is the top-level upstreams.",
+        [('sum by (registry) (rate(content_cache_requests_total{%s}[%s]))' % (I, R), "{{registry}}")], unit="reqps")
 c.panel("timeseries", "Requests by kind", "blob, manifest, tags, catalog, base (GET /v2/), referrers.",
         [('sum by (kind) (rate(content_cache_requests_total{%s}[%s]))' % (I, R), "{{kind}}")], unit="reqps")
 c.panel("timeseries", "Bytes served and fetched", "Response bytes to clients by result, and body bytes from the upstreams.",
         [('sum by (result) (rate(content_cache_served_bytes_total{%s}[%s]))' % (I, R), "served {{result}}"),
          ('sum by (kind) (rate(content_cache_upstream_bytes_total{%s}[%s]))' % (I, R), "fetched {{kind}}")], unit="Bps")
 c.panel("timeseries", "Fills in flight by instance", "Blob fetches in progress until their commit to storage ends.",
-        [('sum by (instance) (content_cache_fills_in_flight{%s})' % I, "{{instance}}")], w=24)
+        [('sum by (instance) (content_cache_fills_in_flight{%s})' % I, "{{instance}}")])
 c.row("Upstreams")
 c.panel("timeseries", "Upstream health", "1 if the last health probe of the upstream got an HTTP answer.",
         [('content_cache_upstream_up{%s}' % I, "{{instance}} → {{upstream}}")], unit="bool", extra={"fieldConfig": {"defaults": {"unit": "bool", "min": 0, "max": 1}, "overrides": []}})
