@@ -309,7 +309,12 @@ func TestWarmBlobAnswersLikeOrigin(t *testing.T) {
 	d := digest.FromBytes(img.Layers[0])
 	path := "/v2/" + img.Repo + "/blobs/" + d.String()
 	oc, cc := &regtest.Client{Base: origin.URL}, &regtest.Client{Base: cache.URL}
-	get(t, cc, http.MethodGet, path, nil) // now a hit
+	get(t, cc, http.MethodGet, path, nil)
+	// A hit only once the fill committed, after the client's last byte:
+	// until then the request joins the fill, which does not answer 304.
+	if err := cache.WaitFillsDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		method string
 		hdr    http.Header
