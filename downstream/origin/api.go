@@ -1,11 +1,15 @@
 package origin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/distribution/v3/registry/auth"
@@ -40,7 +44,9 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 			if o.serveSigned(w, r) { // a cache fetching with a signature (signed.go)
 				return
 			}
-			next.ServeHTTP(w, withoutSignature(r))
+			// The app logs every request's URI: a signature, or what
+			// might be one, never reaches it (signature.RedactRequest).
+			next.ServeHTTP(w, signature.RedactRequest(r))
 		case p == keysPath:
 			o.serveKeys(w, r)
 		case p == cachesPath || strings.HasPrefix(p, cachesPath+"/"):
@@ -139,6 +145,10 @@ func (o *Origin) serveCaches(ac auth.AccessController, w http.ResponseWriter, r 
 			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q is defined in the configuration; remove it there", name))
 			return
 		}
+		if !validCacheName(name) || reservedName(name) {
+			writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no content cache named %q", name))
+			return
+		}
 		existed, err := o.store.deleteCache(ctx, name)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
@@ -187,6 +197,11 @@ func (o *Origin) serveSettings(ac auth.AccessController, w http.ResponseWriter, 
 		}
 		name := *body.ContentCache
 		if name != "" {
+			// Checked before any storage read: the name becomes a path.
+			if !validCacheName(name) || reservedName(name) {
+				writeError(w, http.StatusBadRequest, "INVALID_INPUT", fmt.Sprintf("%q is not a valid cache name; expected %s", name, cacheNameHelp))
+				return
+			}
 			if _, known := o.knownCache(name); !known {
 				// Another replica may have created it since the last refresh.
 				if _, known, err := o.store.cache(ctx, name); err != nil || !known {
@@ -220,24 +235,65 @@ func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	return false
 }
 
-// readJSON decodes one JSON object with only known fields, or answers 400
-// saying what is wrong.
+// readJSON decodes one JSON object whose names are exactly v's JSON field
+// names, or answers 400 saying what is wrong. encoding/json alone matches
+// names without regard to case ({"ContentCache": …} would fill
+// contentCache), so the object is first decoded into a map and its names
+// checked as they were written; then the same bytes fill v, with
+// DisallowUnknownFields as a second guard.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := "the body is not a JSON object of the expected fields: " + err.Error()
-		if errors.Is(err, io.EOF) {
-			msg = "the body is empty; expected a JSON object"
-		}
+	fail := func(msg string) bool {
 		writeError(w, http.StatusBadRequest, "INVALID_INPUT", msg)
 		return false
 	}
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fail("the body is empty; expected a JSON object")
+		}
+		return fail("the body is not a JSON object of the expected fields: " + err.Error())
+	}
 	if dec.More() {
-		writeError(w, http.StatusBadRequest, "INVALID_INPUT", "the body has data after the JSON object")
-		return false
+		return fail("the body has data after the JSON object")
+	}
+	var names map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &names); err != nil {
+		return fail("the body is not a JSON object of the expected fields: " + err.Error())
+	}
+	fields := jsonFields(v)
+	for name := range names {
+		if !slices.Contains(fields, name) {
+			return fail(fmt.Sprintf("the body is not a JSON object of the expected fields: unknown field %q; expected %s (names are case-sensitive)", name, quoteAll(fields)))
+		}
+	}
+	strict := json.NewDecoder(bytes.NewReader(raw))
+	strict.DisallowUnknownFields()
+	if err := strict.Decode(v); err != nil {
+		return fail("the body is not a JSON object of the expected fields: " + err.Error())
 	}
 	return true
+}
+
+// jsonFields are the JSON names of the fields of the struct v points to.
+func jsonFields(v any) []string {
+	t := reflect.TypeOf(v).Elem()
+	out := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func quoteAll(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // apiError is distribution's error body shape, which clients already read.

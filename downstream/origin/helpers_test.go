@@ -16,6 +16,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	gorhandlers "github.com/gorilla/handlers"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/content-cache/content-cache/downstream/internal/signature"
@@ -51,7 +52,10 @@ type testOrigin struct {
 	Root   string
 	Origin *Origin
 	Counts *originCounts // what the origin served (transparent_helpers_test.go)
-	stop   func()
+	// AccessLog is distribution's access log (gorilla's combined log, as
+	// the registry binary writes it to stdout).
+	AccessLog *regtest.Buffer
+	stop      func()
 }
 
 // startOrigin serves a registry over the filesystem storage under root
@@ -89,7 +93,10 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 	ctx, cancel := context.WithCancel(context.Background())
 	app := handlers.NewApp(ctx, cfg)
 	counts := &originCounts{}
-	srv := httptest.NewServer(counts.wrap(Wrap(cfg, app)))
+	// As the registry binary stacks them: the access log inside the
+	// middleware's handler.
+	accessLog := &regtest.Buffer{}
+	srv := httptest.NewServer(counts.wrap(Wrap(cfg, gorhandlers.CombinedLoggingHandler(accessLog, app))))
 	og, ok := Instance(cfg)
 	if !ok {
 		t.Fatal("no instance after NewApp")
@@ -106,7 +113,7 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 		_ = og.Close()
 	}
 	t.Cleanup(stop)
-	return &testOrigin{URL: srv.URL, Root: root, Origin: og, Counts: counts, stop: stop}
+	return &testOrigin{URL: srv.URL, Root: root, Origin: og, Counts: counts, AccessLog: accessLog, stop: stop}
 }
 
 // noRedirects is an HTTP client that shows a redirect instead of following

@@ -100,33 +100,10 @@ func (o *Origin) verifySigned(r *http.Request, repo string, dgst digest.Digest, 
 // A client forging the header only gets served here, as it may anyway.
 func viaCache(r *http.Request) bool {
 	for _, v := range r.Header.Values("Via") {
-		if strings.Contains(v, "content-cache-") {
+		// Case-insensitive: a proxy between may change the case.
+		if strings.Contains(strings.ToLower(v), "content-cache-") {
 			return true
 		}
 	}
 	return false
-}
-
-// withoutSignature returns r without its cc-* query parameters, for
-// distribution's app, which logs every request's URI: a signature must
-// never reach a log. Such parameters mean nothing to the app anyway.
-func withoutSignature(r *http.Request) *http.Request {
-	if !strings.Contains(r.URL.RawQuery, "cc-") {
-		return r
-	}
-	q := r.URL.Query()
-	changed := false
-	for k := range q {
-		if strings.HasPrefix(k, "cc-") {
-			delete(q, k)
-			changed = true
-		}
-	}
-	if !changed {
-		return r
-	}
-	r2 := r.Clone(r.Context())
-	r2.URL.RawQuery = q.Encode()
-	r2.RequestURI = r2.URL.RequestURI()
-	return r2
 }

@@ -73,6 +73,9 @@ func (s *store) caches(ctx context.Context) ([]Cache, error) {
 }
 
 func (s *store) cache(ctx context.Context, name string) (Cache, bool, error) {
+	if !validCacheName(name) {
+		return Cache{}, false, nil // never a path outside caches/
+	}
 	var c Cache
 	ok, err := s.get(ctx, cachePath(name), &c)
 	return c, ok, err
@@ -84,6 +87,9 @@ func (s *store) putCache(ctx context.Context, c Cache) error {
 
 // deleteCache reports whether the cache existed.
 func (s *store) deleteCache(ctx context.Context, name string) (bool, error) {
+	if !validCacheName(name) {
+		return false, nil // never a path outside caches/
+	}
 	err := s.driver.Delete(ctx, cachePath(name))
 	if notFound(err) {
 		return false, nil
