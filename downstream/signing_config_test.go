@@ -57,8 +57,12 @@ func TestParseOptionsSigning(t *testing.T) {
 	}
 
 	cfg, err = ParseOptions(map[string]any{"upstreams": []any{"https://o.example.com"}, "signing": map[string]any{"name": "a", "keysurl": "http://o.example.com/k"}})
-	if err != nil || cfg.Signing.Refresh != 5*time.Minute {
-		t.Fatalf("default refresh: %+v, %v", cfg.Signing, err)
+	if err != nil || cfg.Signing.Refresh != 5*time.Minute || cfg.Signing.MaxExpiry != time.Hour {
+		t.Fatalf("default refresh and maxexpiry: %+v, %v", cfg.Signing, err)
+	}
+	cfg, err = ParseOptions(map[string]any{"upstreams": []any{"https://o.example.com"}, "signing": map[string]any{"name": "a", "keysurl": "http://o.example.com/k", "maxexpiry": "10m"}})
+	if err != nil || cfg.Signing.MaxExpiry != 10*time.Minute {
+		t.Fatalf("maxexpiry: %+v, %v", cfg.Signing, err)
 	}
 	cfg, err = ParseOptions(map[string]any{"upstreams": []any{"https://o.example.com"}})
 	if err != nil || cfg.Signing != nil {
@@ -99,8 +103,8 @@ func TestParseOptionsSigningErrors(t *testing.T) {
 		signing any
 		want    string
 	}{
-		{"not a mapping", "yes", `downstream: option "signing": found string "yes", expected a mapping {name, keys, keysurl, refresh, downstreams}`},
-		{"unknown key", with("key", "x"), `downstream: option "signing": unknown key "key"; valid keys are downstreams, keys, keysurl, name, refresh`},
+		{"not a mapping", "yes", `downstream: option "signing": found string "yes", expected a mapping {name, keys, keysurl, refresh, downstreams, maxexpiry}`},
+		{"unknown key", with("key", "x"), `downstream: option "signing": unknown key "key"; valid keys are downstreams, keys, keysurl, maxexpiry, name, refresh`},
 		{"no name", with("name", nil), `downstream: option "signing.name" is missing; expected ` + nameWant},
 		{"bad name", with("name", "Region Asia"), `downstream: option "signing.name": found string "Region Asia", expected ` + nameWant},
 		{"name not a string", with("name", 5), `downstream: option "signing.name": found integer 5, expected ` + nameWant},
@@ -115,6 +119,8 @@ func TestParseOptionsSigningErrors(t *testing.T) {
 		{"keysurl not a string", with("keysurl", 1), `downstream: option "signing.keysurl": found integer 1, expected ` + urlWant},
 		{"bad refresh", with("refresh", "soon"), `downstream: option "signing.refresh": found string "soon", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},
 		{"zero refresh", with("refresh", 0), `downstream: option "signing.refresh": found integer 0, expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},
+		{"bad maxexpiry", with("maxexpiry", "forever"), `downstream: option "signing.maxexpiry": found string "forever", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},
+		{"zero maxexpiry", with("maxexpiry", "0s"), `downstream: option "signing.maxexpiry": found string "0s", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},
 		{"downstreams not a list", with("downstreams", "edge"), `downstream: option "signing.downstreams": found string "edge", expected a list of cache names`},
 		{"bad downstream", with("downstreams", []any{"Edge"}), `downstream: option "signing.downstreams": found string "Edge", expected ` + nameWant},
 		{"downstream twice", with("downstreams", []any{"edge", "edge"}), `downstream: option "signing.downstreams": "edge" is listed twice; expected each cache once`},

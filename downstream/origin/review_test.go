@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/content-cache/content-cache/downstream/internal/signature"
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
@@ -85,15 +87,7 @@ func TestExactFieldNames(t *testing.T) {
 // access log nor its own log (the "error authorizing context" warning,
 // the debug lines) holds the signature.
 func TestUnparsedSignatureNotLogged(t *testing.T) {
-	logs := &regtest.Buffer{}
-	std := logrus.StandardLogger()
-	out, level := std.Out, std.GetLevel()
-	logrus.SetOutput(logs) // distribution's app logs through logrus' standard logger
-	logrus.SetLevel(logrus.DebugLevel)
-	t.Cleanup(func() {
-		logrus.SetOutput(out)
-		logrus.SetLevel(level)
-	})
+	logs := captureStdLogs(t) // distribution's app logs through logrus' standard logger
 	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
 	u := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
 	sig := u.Query().Get("cc-sig")
@@ -137,4 +131,118 @@ func TestViaCaseInsensitive(t *testing.T) {
 			t.Errorf("Via %q: %d, want 200 (served, not redirected)", via, resp.StatusCode)
 		}
 	}
+}
+
+// TestCacheStripsSignatureBeforeDistribution: a signed URL the cache's
+// router does not take (a trailing '/', '//', '/./', 'b/../a', 'BLOBS', a
+// capitalised digest) goes to distribution's app, which answers it (301,
+// 404) and writes its URI to the access log at info level: the cache
+// takes every cc-* parameter off first.
+func TestCacheStripsSignatureBeforeDistribution(t *testing.T) {
+	logs := captureStdLogs(t)
+	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
+	u := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
+	sig := u.Query().Get("cc-sig")
+	repo, dgst := s.img.Repo, digestOf(s.img.Layers[0])
+	first, rest, _ := strings.Cut(repo, "/")
+	if rest == "" {
+		first, rest = "x", repo
+	}
+	hex := strings.TrimPrefix(dgst, "sha256:")
+	paths := []string{
+		s.blobPath + "/",
+		"/v2/" + repo + "//blobs/" + dgst,
+		"/v2//" + repo + "/blobs/" + dgst,
+		"/v2/" + repo + "/./blobs/" + dgst,
+		"/v2/" + first + "/b/../" + rest + "/blobs/" + dgst,
+		"/v2/" + repo + "/BLOBS/" + dgst,
+		"/v2/" + repo + "/blobs/SHA256:" + strings.ToUpper(hex),
+		"/v2/" + repo + "/blobs/sha256:" + strings.ToUpper(hex),
+	}
+	cacheBase := u.Scheme + "://" + u.Host
+	for _, p := range paths {
+		for _, q := range []string{u.RawQuery, strings.ReplaceAll(u.RawQuery, "&", ";"), strings.ReplaceAll(u.RawQuery, "cc-", "cc%2D")} {
+			resp := send(t, http.MethodGet, cacheBase+p+"?"+q)
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("GET %s at the cache: 200; the route was taken", p)
+			}
+		}
+	}
+	access := s.cache.AccessLog.String()
+	if strings.Count(access, "\n") < len(paths) {
+		t.Fatalf("distribution's access log has %d lines for %d paths; the test proves nothing:\n%s", strings.Count(access, "\n"), len(paths), access)
+	}
+	if strings.Contains(access, sig) {
+		t.Errorf("distribution's access log at the cache holds the signature:\n%s", access)
+	}
+	if strings.Contains(logs.String(), sig) || strings.Contains(s.logs.String(), sig) {
+		t.Errorf("a log at the cache holds the signature")
+	}
+}
+
+// TestCacheForwardsNoSignature: what the cache forwards to its upstream
+// with the client's query (the ping, tag lists, the catalog, referrers,
+// an item's error body) carries no cc-* parameter, however it is written,
+// nor a pair that does not parse.
+func TestCacheForwardsNoSignature(t *testing.T) {
+	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
+	u := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
+	sig := u.Query().Get("cc-sig")
+	cacheBase := u.Scheme + "://" + u.Host
+	before := len(s.og.Counts.nonBlobURIs())
+	alice := pullClient(cacheBase, "alice", "alicepw")
+	for _, p := range []string{"/v2/", "/v2/" + s.img.Repo + "/tags/list", "/v2/_catalog", "/v2/" + s.img.Repo + "/manifests/nope"} {
+		for _, q := range []string{u.RawQuery, strings.ReplaceAll(u.RawQuery, "&", ";"), strings.ReplaceAll(u.RawQuery, "cc-", "cc%2D"), "n=5;" + u.RawQuery} {
+			do(t, alice, http.MethodGet, p+"?"+q)
+		}
+	}
+	uris := s.og.Counts.nonBlobURIs()[before:]
+	if len(uris) == 0 {
+		t.Fatal("the cache forwarded nothing; the test proves nothing")
+	}
+	for _, uri := range uris {
+		if strings.Contains(uri, sig) || strings.Contains(strings.ToLower(uri), "cc-") || strings.Contains(uri, ";") {
+			t.Errorf("the cache forwarded %s", uri)
+		}
+	}
+}
+
+// TestCacheRefusesFarExpiry: a genuine signature whose expiry lies further
+// out than the cache's signing.maxexpiry (default 1h) is refused; one
+// within it is served.
+func TestCacheRefusesFarExpiry(t *testing.T) {
+	s := setupTransparent(t, regtest.HtpasswdAuth(t, testUsers), "")
+	u := signedURL(t, s.og, "alice", "alicepw", s.blobPath)
+	cacheBase := u.Scheme + "://" + u.Host
+	sign := func(exp time.Time) string {
+		q := originSigner(t).Sign(signature.Claims{Method: http.MethodGet, Repository: s.img.Repo, Digest: digestOf(s.img.Layers[0]),
+			Expiry: exp, Cache: "region-asia"})
+		return cacheBase + s.blobPath + "?" + q.Encode()
+	}
+	now := s.clock.Now()
+	for _, exp := range []time.Time{now.Add(61 * time.Minute), now.Add(24 * time.Hour), time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)} {
+		resp := send(t, http.MethodGet, sign(exp))
+		b := body(resp)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(b, "signing.maxexpiry") {
+			t.Errorf("expiry %s: %d %.200q, want 401 naming signing.maxexpiry", exp, resp.StatusCode, b)
+		}
+	}
+	if resp := send(t, http.MethodGet, sign(now.Add(59*time.Minute))); resp.StatusCode != http.StatusOK {
+		t.Errorf("expiry in 59m: %d, want 200", resp.StatusCode)
+	}
+}
+
+// captureStdLogs sends logrus' standard logger (distribution's) to a
+// buffer at debug level for the test.
+func captureStdLogs(t *testing.T) *regtest.Buffer {
+	logs := &regtest.Buffer{}
+	std := logrus.StandardLogger()
+	out, level := std.Out, std.GetLevel()
+	logrus.SetOutput(logs)
+	logrus.SetLevel(logrus.DebugLevel)
+	t.Cleanup(func() {
+		logrus.SetOutput(out)
+		logrus.SetLevel(level)
+	})
+	return logs
 }

@@ -17,6 +17,9 @@ import (
 type originCounts struct {
 	mu sync.Mutex
 	t  originTotals
+	// uris are the request URIs received on routes other than blobs, as
+	// they came (before the middleware redacts anything).
+	uris []string
 }
 
 // originTotals are the counts at one moment.
@@ -75,10 +78,20 @@ func (c *originCounts) wrap(h http.Handler) http.Handler {
 		if signed && r.Header.Get("Authorization") != "" {
 			c.t.signedWithCred++
 		}
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			c.uris = append(c.uris, r.RequestURI)
+		}
 		c.mu.Unlock()
 		blob := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/")
 		h.ServeHTTP(&countingWriter{ResponseWriter: w, c: c, blob: blob, signed: signed}, r)
 	})
+}
+
+// nonBlobURIs returns the request URIs received on routes other than blobs.
+func (c *originCounts) nonBlobURIs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.uris...)
 }
 
 // snapshot returns the counts now.

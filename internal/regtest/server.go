@@ -12,6 +12,7 @@ import (
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/handlers"
+	gorhandlers "github.com/gorilla/handlers"
 
 	"github.com/content-cache/content-cache/downstream"
 
@@ -28,6 +29,10 @@ type Server struct {
 	Config *configuration.Configuration
 	Counts *Counter
 	Cache  *downstream.Cache // nil for an origin
+	// AccessLog is distribution's access log of a cache (gorilla's
+	// combined log, inside the cache's handler as the registry binary
+	// stacks them): what the cache handed to distribution's app.
+	AccessLog *Buffer
 
 	srv *httptest.Server
 }
@@ -251,9 +256,11 @@ func startCacheConfig(t testing.TB, cfg *configuration.Configuration, root, upst
 		"registry": {{Name: downstream.Name, Options: opts}},
 	}
 	app := handlers.NewApp(t.Context(), cfg)
-	h := downstream.Wrap(cfg, app)
+	accessLog := &Buffer{}
+	h := downstream.Wrap(cfg, gorhandlers.CombinedLoggingHandler(accessLog, app))
 	s := serve(t, cfg, root, h, ca)
 	s.Cache, _ = downstream.Instance(cfg)
+	s.AccessLog = accessLog
 	t.Cleanup(func() {
 		_ = s.Cache.Close()
 		_ = app.Shutdown()

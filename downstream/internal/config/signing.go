@@ -18,6 +18,12 @@ import (
 // within this time.
 const DefaultKeysRefresh = 5 * time.Minute
 
+// DefaultMaxExpiry bounds how far in the future a signature's expiry may
+// lie: the origin signs for minutes (its signaturettl, 5m by default), so
+// a signature valid for longer was issued by a misconfigured origin or
+// with a stolen key, and a leaked URL must not stay good for years.
+const DefaultMaxExpiry = time.Hour
+
 // Signing is the `signing` option: this cache accepts the origin's signed
 // blob URLs (transparent caches). Nil in Config: signed URLs are refused.
 type Signing struct {
@@ -36,6 +42,10 @@ type Signing struct {
 	// Downstreams are the caches chained behind this one whose signatures
 	// it accepts, forwarded by them on a miss.
 	Downstreams []string
+	// MaxExpiry refuses a signature expiring further than this from now
+	// (maxexpiry, default DefaultMaxExpiry); it must be at least the
+	// origin's signaturettl.
+	MaxExpiry time.Duration
 }
 
 // Accepts reports whether a signature naming cache may be spent here: this
@@ -53,8 +63,8 @@ func (s *Signing) Accepts(cache string) bool {
 }
 
 const (
-	signingHelp  = "a mapping {name, keys, keysurl, refresh, downstreams}"
-	signingKeys  = "downstreams, keys, keysurl, name, refresh"
+	signingHelp  = "a mapping {name, keys, keysurl, refresh, downstreams, maxexpiry}"
+	signingKeys  = "downstreams, keys, keysurl, maxexpiry, name, refresh"
 	cacheNameFmt = "a cache name as registered at the origin (lowercase letters, digits, '.', '_' or '-'; at most 63, starting and ending with a letter or digit)"
 )
 
@@ -66,7 +76,7 @@ func parseSigning(c *Config, v any) error {
 		}
 		return fmt.Errorf("downstream: option \"signing\": found %s, expected %s", yamlopt.Describe(v), signingHelp)
 	}
-	s := &Signing{Refresh: DefaultKeysRefresh}
+	s := &Signing{Refresh: DefaultKeysRefresh, MaxExpiry: DefaultMaxExpiry}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
 		keys = append(keys, k)
@@ -86,6 +96,8 @@ func parseSigning(c *Config, v any) error {
 			s.Refresh, err = parseDuration("signing.refresh", val, false)
 		case "downstreams":
 			err = parseDownstreams(s, val)
+		case "maxexpiry":
+			s.MaxExpiry, err = parseDuration("signing.maxexpiry", val, false)
 		default:
 			err = fmt.Errorf("downstream: option \"signing\": unknown key %q; valid keys are %s", k, signingKeys)
 		}

@@ -96,7 +96,7 @@ func (c *API) finish(w http.ResponseWriter, r *http.Request, rl *requestLog, res
 	if se, ok := upstream.IsAnswer(err); ok && item && len(se.Body) == 0 && r.Method == http.MethodGet {
 		// The refusal came from a HEAD, which has no body: ask once more
 		// as the client did, so that it gets the origin's error body.
-		resp, gerr := c.up.Do(r.Context(), rl.id.Origin(), upstream.Request{Method: http.MethodGet, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
+		resp, gerr := c.up.Do(r.Context(), rl.id.Origin(), upstream.Request{Method: http.MethodGet, Path: r.URL.EscapedPath(), Query: forwardQuery(r), Client: r.Header})
 		if gerr != nil {
 			if ge, ok := upstream.IsAnswer(gerr); ok && ge.Status == se.Status {
 				err = gerr

@@ -5,16 +5,26 @@ import (
 	"net/http"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/signature"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
 )
+
+// forwardQuery is the client's query as it goes upstream: without any
+// cc-* parameter, however written, or a pair that does not parse, so that
+// no upstream's log gets a signature (signed blob fetches forward theirs
+// on their own path, signed.go).
+func forwardQuery(r *http.Request) string {
+	q, _ := signature.RedactQuery(r.URL.RawQuery)
+	return q
+}
 
 // forward passes a request to the upstream with the client's credentials and
 // streams the answer back as it came: the ping (so that the origin's
 // challenge reaches ping-first clients), tag lists (pagination intact) and
 // the catalog.
 func (c *API) forward(w http.ResponseWriter, r *http.Request, rl *requestLog) (string, error) {
-	resp, err := c.up.Do(r.Context(), rl.registry, upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Client: r.Header})
+	resp, err := c.up.Do(r.Context(), rl.registry, upstream.Request{Method: r.Method, Path: r.URL.EscapedPath(), Query: forwardQuery(r), Client: r.Header})
 	ping := rl.route == v2.RouteNameBase
 	if err != nil {
 		if ping && c.pingStale(w, r, rl.registry, err) {

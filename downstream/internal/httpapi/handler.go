@@ -17,6 +17,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/keyring"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
+	"github.com/content-cache/content-cache/downstream/internal/signature"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	"github.com/distribution/distribution/v3/registry/api/errcode"
@@ -83,7 +84,9 @@ func (c *API) Handler(next http.Handler) http.Handler {
 		// router (StrictSlash: a trailing slash too many or missing): the
 		// app answers them as the origin does, without any upstream.
 		if !c.router.Match(r, &match) || match.Route == nil || match.Handler != nil {
-			next.ServeHTTP(w, r)
+			// Distribution's app logs the URI of everything it answers
+			// (a trailing '/', '//', 'BLOBS', ...): never a signature.
+			next.ServeHTTP(w, signature.RedactRequest(r))
 			return
 		}
 		route := match.Route.GetName()

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/ident"
@@ -158,12 +160,16 @@ func (c *API) verifySigned(r *http.Request, repo ident.Repo, dgst digest.Digest)
 		name = s.Name // Verify then says which cache it was issued for, once genuine
 	}
 	now := c.now()
-	_, err := c.keys.Verifier().Verify(r.Method, repo.Name(), dgst.String(), q, now, name)
+	claims, err := c.keys.Verifier().Verify(r.Method, repo.Name(), dgst.String(), q, now, name)
 	if errors.Is(err, signature.ErrUnknownKey) && c.keys.Reload(r.Context()) {
-		_, err = c.keys.Verifier().Verify(r.Method, repo.Name(), dgst.String(), q, now, name)
+		claims, err = c.keys.Verifier().Verify(r.Method, repo.Name(), dgst.String(), q, now, name)
 	}
 	if err != nil {
 		return "", err
+	}
+	if limit := now.Add(s.MaxExpiry); claims.Expiry.After(limit) {
+		// Genuine, but valid for too long: a leaked URL must not stay good.
+		return "", fmt.Errorf("the signature expires at %s, more than %s (signing.maxexpiry) from now", claims.Expiry.UTC().Format(time.RFC3339), s.MaxExpiry)
 	}
 	fwd := url.Values{}
 	for _, p := range signedParams() {

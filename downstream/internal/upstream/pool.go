@@ -388,7 +388,9 @@ func sameHost(ns string, host *url.URL) bool {
 // Looped reports whether a client request already passed this cache.
 func (u *Pool) Looped(r *http.Request) bool {
 	for _, v := range r.Header.Values("Via") {
-		if strings.Contains(v, u.via) {
+		// Case-insensitive: a proxy between may change the case (the
+		// token is lowercase).
+		if strings.Contains(strings.ToLower(v), u.via) {
 			return true
 		}
 	}
