@@ -2,6 +2,7 @@ package origin
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +27,9 @@ import (
 //	DELETE /api/v0/content_caches/{name}          admin
 //	GET    /api/v0/accounts/{user}/settings       the user or an admin
 //	PATCH  /api/v0/accounts/{user}/settings       the user or an admin: {"contentCache": NAME or ""}
+//	GET    /api/v0/openapi.yaml                   this API's OpenAPI 3.1 document, no auth
 const (
+	openAPIPath    = "/api/v0/openapi.yaml"
 	apiPrefix      = "/api/v0/"
 	cachesPath     = "/api/v0/content_caches"
 	keysPath       = "/api/v0/content_caches/keys"
@@ -49,6 +52,8 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 			next.ServeHTTP(w, signature.RedactRequest(r))
 		case p == keysPath:
 			o.serveKeys(w, r)
+		case p == openAPIPath:
+			serveOpenAPI(w, r)
 		case p == cachesPath || strings.HasPrefix(p, cachesPath+"/"):
 			o.serveCaches(ac, w, r, strings.TrimPrefix(strings.TrimPrefix(p, cachesPath), "/"))
 		case strings.HasPrefix(p, accountsPrefix) && strings.HasSuffix(p, "/settings"):
@@ -62,6 +67,21 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 			writeError(w, http.StatusNotFound, "NOT_FOUND", "no such API path: "+p)
 		}
 	})
+}
+
+// openAPI is the API's OpenAPI 3.1 document; a test checks every response
+// the test suite gets against it (openapi_test.go).
+//
+//go:embed openapi.yaml
+var openAPI []byte
+
+func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet, http.MethodHead) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Header().Set("Cache-Control", "max-age=300")
+	_, _ = w.Write(openAPI)
 }
 
 func (o *Origin) serveKeys(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,11 @@ func (o *Origin) Probe(ctx context.Context) {
 		}
 	}
 	o.healthy = healthy
+	at := o.now()
+	o.probedAt = make(map[string]time.Time, len(list))
+	for _, c := range list {
+		o.probedAt[c.Name] = at
+	}
 	o.mu.Unlock()
 }
 

@@ -55,6 +55,9 @@ type testOrigin struct {
 	// AccessLog is distribution's access log (gorilla's combined log, as
 	// the registry binary writes it to stdout).
 	AccessLog *regtest.Buffer
+	// validator checks every API response against the OpenAPI document
+	// (openapi_test.go); the test fails at cleanup on a mismatch.
+	validator *apiValidator
 	stop      func()
 }
 
@@ -96,7 +99,9 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 	// As the registry binary stacks them: the access log inside the
 	// middleware's handler.
 	accessLog := &regtest.Buffer{}
-	srv := httptest.NewServer(counts.wrap(Wrap(cfg, gorhandlers.CombinedLoggingHandler(accessLog, app))))
+	validator := newAPIValidator(t)
+	t.Cleanup(func() { validator.report(t) })
+	srv := httptest.NewServer(counts.wrap(validator.wrap(Wrap(cfg, gorhandlers.CombinedLoggingHandler(accessLog, app)))))
 	og, ok := Instance(cfg)
 	if !ok {
 		t.Fatal("no instance after NewApp")
@@ -113,7 +118,7 @@ func startOriginWith(t *testing.T, auth configuration.Auth, root string, extra m
 		_ = og.Close()
 	}
 	t.Cleanup(stop)
-	return &testOrigin{URL: srv.URL, Root: root, Origin: og, Counts: counts, AccessLog: accessLog, stop: stop}
+	return &testOrigin{URL: srv.URL, Root: root, Origin: og, Counts: counts, AccessLog: accessLog, validator: validator, stop: stop}
 }
 
 // noRedirects is an HTTP client that shows a redirect instead of following

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Why a blob GET was served by the origin itself rather than redirected.
@@ -44,6 +45,15 @@ func newMetrics() *metrics {
 		m.direct.WithLabelValues(r)
 	}
 	return m
+}
+
+// redirected is the count of blob GETs redirected to cache.
+func (m *metrics) redirected(cache string) uint64 {
+	var d dto.Metric
+	if err := m.redirects.WithLabelValues(cache).Write(&d); err != nil {
+		return 0
+	}
+	return uint64(d.GetCounter().GetValue())
 }
 
 // register adds the collectors to r (the default registry in a registry

@@ -42,9 +42,10 @@ type Origin struct {
 	log     logrus.FieldLogger
 	metrics *metrics
 
-	mu      sync.Mutex
-	stored  map[string]Cache // caches created through the API, as of the last refresh
-	healthy map[string]bool  // by cache name, from the last probe
+	mu       sync.Mutex
+	stored   map[string]Cache     // caches created through the API, as of the last refresh
+	healthy  map[string]bool      // by cache name, from the last probe
+	probedAt map[string]time.Time // by cache name: when this replica last probed it
 
 	// ns is the app's storage, unwrapped, set by the registry middleware:
 	// what signed blob requests are served from (see signed.go).
@@ -86,6 +87,7 @@ func New(cfg Config, driver storagedriver.StorageDriver, o Options) *Origin {
 		metrics:    newMetrics(),
 		stored:     map[string]Cache{},
 		healthy:    map[string]bool{},
+		probedAt:   map[string]time.Time{},
 		kick:       make(chan struct{}, 1),
 		blobPath:   blobPathRE(),
 		afterProbe: o.AfterProbe,
@@ -138,6 +140,10 @@ type cacheStatus struct {
 	// Source is "config" or "api".
 	Source  string `json:"source"`
 	Healthy bool   `json:"healthy"`
+	// LastProbe is when this replica last probed it (nil before).
+	LastProbe *time.Time `json:"lastProbe,omitempty"`
+	// Redirects counts the blob downloads this replica sent to it.
+	Redirects uint64 `json:"redirects"`
 }
 
 // caches lists every known cache, sorted by name.
@@ -146,13 +152,23 @@ func (o *Origin) caches() []cacheStatus {
 	defer o.mu.Unlock()
 	out := make([]cacheStatus, 0, len(o.cfg.Caches)+len(o.stored))
 	for _, c := range o.cfg.Caches {
-		out = append(out, cacheStatus{Cache: c, Source: "config", Healthy: o.healthy[c.Name]})
+		out = append(out, o.statusLocked(c, "config"))
 	}
 	for _, c := range o.stored {
-		out = append(out, cacheStatus{Cache: c, Source: "api", Healthy: o.healthy[c.Name]})
+		out = append(out, o.statusLocked(c, "api"))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// statusLocked is c's status; o.mu is held.
+func (o *Origin) statusLocked(c Cache, source string) cacheStatus {
+	st := cacheStatus{Cache: c, Source: source, Healthy: o.healthy[c.Name], Redirects: o.metrics.redirected(c.Name)}
+	if at, ok := o.probedAt[c.Name]; ok {
+		at = at.UTC().Truncate(time.Second)
+		st.LastProbe = &at
+	}
+	return st
 }
 
 // refresh reloads the caches created through the API, which another
