@@ -43,6 +43,8 @@ func (o *Origin) Handler(ac auth.AccessController, next http.Handler) http.Handl
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		switch {
+		case p == "/ui" || strings.HasPrefix(p, uiPath):
+			o.serveUI(w, r)
 		case !strings.HasPrefix(p, apiPrefix):
 			if o.serveSigned(w, r) { // a cache fetching with a signature (signed.go)
 				return
@@ -135,51 +137,15 @@ func (o *Origin) serveCaches(ac auth.AccessController, w http.ResponseWriter, r 
 		if !readJSON(w, r, &body) {
 			return
 		}
-		c, err := NewCache(body.Name, body.Host)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "INVALID_INPUT", err.Error())
+		c, aerr := o.createCache(ctx, body.Name, body.Host)
+		if aerr != nil {
+			aerr.write(w)
 			return
 		}
-		if _, exists := o.static(c.Name); exists {
-			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q is defined in the configuration", c.Name))
-			return
-		}
-		if _, exists, err := o.store.cache(ctx, c.Name); err != nil {
-			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		} else if exists {
-			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q already exists", c.Name))
-			return
-		}
-		if err := o.store.putCache(ctx, c); err != nil {
-			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		}
-		o.mu.Lock()
-		o.stored[c.Name] = c
-		o.mu.Unlock()
-		o.probeSoon()
 		writeJSON(w, http.StatusCreated, cacheStatus{Cache: c, Source: "api"})
 	case r.Method == http.MethodDelete:
-		if _, exists := o.static(name); exists {
-			writeError(w, http.StatusConflict, "CONFLICT", fmt.Sprintf("content cache %q is defined in the configuration; remove it there", name))
-			return
-		}
-		if !validCacheName(name) || reservedName(name) {
-			writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no content cache named %q", name))
-			return
-		}
-		existed, err := o.store.deleteCache(ctx, name)
-		if err != nil {
-			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
-			return
-		}
-		o.mu.Lock()
-		delete(o.stored, name)
-		delete(o.healthy, name)
-		o.mu.Unlock()
-		if !existed {
-			writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no content cache named %q", name))
+		if aerr := o.removeCache(ctx, name); aerr != nil {
+			aerr.write(w)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -215,23 +181,8 @@ func (o *Origin) serveSettings(ac auth.AccessController, w http.ResponseWriter, 
 			writeError(w, http.StatusBadRequest, "INVALID_INPUT", `the body has no "contentCache"; expected {"contentCache": "NAME"} or {"contentCache": ""} to remove the setting`)
 			return
 		}
-		name := *body.ContentCache
-		if name != "" {
-			// Checked before any storage read: the name becomes a path.
-			if !validCacheName(name) || reservedName(name) {
-				writeError(w, http.StatusBadRequest, "INVALID_INPUT", fmt.Sprintf("%q is not a valid cache name; expected %s", name, cacheNameHelp))
-				return
-			}
-			if _, known := o.knownCache(name); !known {
-				// Another replica may have created it since the last refresh.
-				if _, known, err := o.store.cache(ctx, name); err != nil || !known {
-					writeError(w, http.StatusBadRequest, "INVALID_INPUT", fmt.Sprintf("no content cache named %q; expected one listed by GET %s", name, cachesPath))
-					return
-				}
-			}
-		}
-		if err := o.store.setSetting(ctx, user, name); err != nil {
-			writeError(w, http.StatusInternalServerError, "UNKNOWN", err.Error())
+		if aerr := o.setUserCache(ctx, user, *body.ContentCache); aerr != nil {
+			aerr.write(w)
 			return
 		}
 	}

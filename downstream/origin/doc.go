@@ -16,6 +16,9 @@
 //	        signingkey: /etc/content-cache/origin-ed25519.pem
 //	        admins: [admin]
 //
+// It also serves web pages at /ui/ (ui.go: users pick their cache, admins
+// manage caches) and the API's OpenAPI document at /api/v0/openapi.yaml.
+//
 // Caches and user settings created through the API are kept in the
 // registry's storage under /content-cache/v1/origin/, shared by replicas.
 package origin

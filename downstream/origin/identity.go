@@ -34,5 +34,9 @@ func (o *Origin) authenticate(ac auth.AccessController, w http.ResponseWriter, r
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return identity{}, false
 	}
-	return identity{user: grant.User.Name, admin: slices.Contains(o.cfg.Admins, grant.User.Name)}, true
+	return o.identityOf(grant.User.Name), true
+}
+
+func (o *Origin) identityOf(user string) identity {
+	return identity{user: user, admin: slices.Contains(o.cfg.Admins, user)}
 }

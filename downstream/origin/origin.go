@@ -52,6 +52,8 @@ type Origin struct {
 	ns       distribution.Namespace
 	blobPath *regexp.Regexp
 
+	ui *ui // the web pages (ui.go), set by Wrap
+
 	kick       chan struct{} // asks the prober for a round now
 	afterProbe func()
 	cancel     context.CancelFunc
@@ -210,23 +212,32 @@ func (o *Origin) assignment(ctx context.Context, user string, r *http.Request) (
 	if err != nil || name != "" {
 		return name, err
 	}
-	if len(o.cfg.Networks) == 0 {
+	n, _, ok := o.networkRule(r)
+	if !ok {
 		return "", nil
+	}
+	return n.Cache, nil
+}
+
+// networkRule is the first network rule matching the client's address.
+func (o *Origin) networkRule(r *http.Request) (Network, netip.Addr, bool) {
+	if len(o.cfg.Networks) == 0 {
+		return Network{}, netip.Addr{}, false
 	}
 	// The connection's address only: X-Forwarded-For is the client's word.
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return "", nil
+		return Network{}, netip.Addr{}, false
 	}
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
-		return "", nil
+		return Network{}, netip.Addr{}, false
 	}
 	addr = addr.Unmap()
 	for _, n := range o.cfg.Networks {
 		if n.Prefix.Contains(addr) {
-			return n.Cache, nil
+			return n, addr, true
 		}
 	}
-	return "", nil
+	return Network{}, addr, false
 }

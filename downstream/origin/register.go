@@ -82,6 +82,14 @@ func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
 			panic(fmt.Errorf("%s: auth.%s: %v", Name, t, err))
 		}
 	}
+	a := authConfig{ac: ac, kind: config.Auth.Type()}
+	if a.kind == "token" {
+		a.realm, _ = config.Auth.Parameters()["realm"].(string)
+		a.service, _ = config.Auth.Parameters()["service"].(string)
+	}
+	// NewApp has set http.secret (a random one when the configuration has
+	// none, which then differs between replicas: distribution warns).
+	o.setUI(config.HTTP.Secret, a)
 	return o.Handler(ac, next)
 }
 
