@@ -60,8 +60,18 @@ func browser(t *testing.T) context.Context {
 		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
 		return err
 	})
-	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), noScript); err != nil {
+	// A page whose script would rename it: with scripts off it keeps its
+	// title, so what the tests see is what a browser without JavaScript
+	// gets.
+	probe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, `<!DOCTYPE html><title>static</title><script>document.title = "scripted"</script>`)
+	}))
+	t.Cleanup(probe.Close)
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), noScript, chromedp.Navigate(probe.URL)); err != nil {
 		t.Fatalf("starting chromium: %v", err)
+	}
+	if title, err := chromedp.Run(ctx, chromedp.Title()); err != nil || title != "static" {
+		t.Fatalf("JavaScript is not off in the browser: title %q, %v", title, err)
 	}
 	return ctx
 }
