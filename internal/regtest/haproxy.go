@@ -1,0 +1,186 @@
+package regtest
+
+import (
+	"context"
+	"encoding/csv"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// LoadBalancer is haproxy (Debian's package) in front of a set of
+// servers, round-robin, each health-checked on its readiness path. Its
+// statistics page tells the test which servers haproxy sees up.
+type LoadBalancer struct {
+	Addr     string // 127.0.0.1:PORT, the front end
+	URL      string // http://Addr
+	StatsURL string // haproxy's statistics, CSV
+	Proc     *Process
+	// Servers are haproxy's names for the back ends, in the order given:
+	// "r0", "r1", ...
+	Servers []string
+}
+
+// LBOptions shape a LoadBalancer. The zero value is usable.
+type LBOptions struct {
+	// CheckPath is the readiness path haproxy probes with GET; a server is
+	// up while it answers 200. Default: "/" (see the README's Health).
+	CheckPath string
+	// CheckInterval is the time between two probes of a server; one failed
+	// probe takes it out, one good probe puts it back. Default: 200ms.
+	CheckInterval time.Duration
+}
+
+// haproxyConfig is the configuration StartHAProxy writes. The retries are
+// what a rolling restart needs from a load balancer: a connection refused
+// by a replica that stopped listening, or a kept-alive connection it
+// closed before answering, is retried on another replica.
+var haproxyConfig = template.Must(template.New("haproxy").Parse(`global
+    log stdout format raw local0 info
+defaults
+    mode http
+    log global
+    option httplog
+    option dontlognull
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    timeout check 2s
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response
+frontend registry
+    bind {{.Addr}}
+    default_backend replicas
+frontend stats
+    bind {{.StatsAddr}}
+    stats enable
+    stats uri /stats
+backend replicas
+    balance roundrobin
+    option httpchk GET {{.CheckPath}}
+    http-check expect status 200
+    default-server inter {{.Inter}} fastinter {{.Inter}} downinter {{.Inter}} fall 1 rise 1
+{{- range .Servers}}
+    server {{.Name}} {{.Addr}} check
+{{- end}}
+`))
+
+// StartHAProxy starts haproxy in front of backends (host:port each) and
+// waits until it listens; servers may still be down (see WaitUp). Without
+// haproxy the test is skipped, or fails when CI is set.
+func StartHAProxy(t testing.TB, backends []string, opts LBOptions) *LoadBalancer {
+	t.Helper()
+	// Debian installs it in /usr/sbin, which a user's PATH may lack.
+	bin := "/usr/sbin/haproxy"
+	if _, err := os.Stat(bin); err != nil {
+		bin = Tool(t, "haproxy", "bin/haproxy")
+	}
+	if opts.CheckPath == "" {
+		opts.CheckPath = "/"
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 200 * time.Millisecond
+	}
+	lb := &LoadBalancer{Addr: freePort(t)}
+	lb.URL = "http://" + lb.Addr
+	statsAddr := freePort(t)
+	lb.StatsURL = "http://" + statsAddr + "/stats;csv"
+	type server struct{ Name, Addr string }
+	var servers []server
+	for i, b := range backends {
+		name := fmt.Sprintf("r%d", i)
+		lb.Servers = append(lb.Servers, name)
+		servers = append(servers, server{name, b})
+	}
+	var b strings.Builder
+	err := haproxyConfig.Execute(&b, map[string]any{
+		"Addr": lb.Addr, "StatsAddr": statsAddr, "CheckPath": opts.CheckPath,
+		"Inter": fmt.Sprintf("%dms", opts.CheckInterval.Milliseconds()), "Servers": servers,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// -db: in the foreground, so that the process is haproxy itself.
+	lb.Proc = StartProcess(t, "haproxy", nil, bin, "-db", "-f", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := WaitListening(ctx, statsAddr, lb.Proc); err != nil {
+		t.Fatalf("haproxy: %v", err)
+	}
+	if err := WaitListening(ctx, lb.Addr, lb.Proc); err != nil {
+		t.Fatalf("haproxy: %v", err)
+	}
+	return lb
+}
+
+// States returns haproxy's status of each server ("UP", "DOWN", "MAINT",
+// "UP 1/2" while changing ...) by name.
+func (lb *LoadBalancer) States(ctx context.Context) (map[string]string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, lb.StatsURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("haproxy stats: %s", resp.Status)
+	}
+	r := csv.NewReader(resp.Body)
+	r.FieldsPerRecord = -1
+	rows, err := r.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("haproxy stats: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("haproxy stats: empty")
+	}
+	header := rows[0]
+	header[0] = strings.TrimPrefix(header[0], "# ")
+	px, sv, st := slices.Index(header, "pxname"), slices.Index(header, "svname"), slices.Index(header, "status")
+	if px < 0 || sv < 0 || st < 0 {
+		return nil, fmt.Errorf("haproxy stats: no pxname, svname or status column in %q", header)
+	}
+	out := map[string]string{}
+	for _, row := range rows[1:] {
+		if len(row) > st && row[px] == "replicas" && row[sv] != "BACKEND" {
+			out[row[sv]] = row[st]
+		}
+	}
+	return out, nil
+}
+
+// WaitState waits until haproxy reports each of servers (names, as in
+// Servers) with a status that starts with want ("UP" or "DOWN").
+func (lb *LoadBalancer) WaitState(ctx context.Context, want string, servers ...string) error {
+	return Poll(ctx, func(ctx context.Context) error {
+		states, err := lb.States(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range servers {
+			if !strings.HasPrefix(states[s], want) || (want == "UP" && strings.Contains(states[s], "/")) {
+				return fmt.Errorf("haproxy: server %s is %q, want %s (all: %v)", s, states[s], want, states)
+			}
+		}
+		return nil
+	}, lb.Proc)
+}
+
+// WaitUp waits until haproxy sees every server up.
+func (lb *LoadBalancer) WaitUp(ctx context.Context) error {
+	return lb.WaitState(ctx, "UP", lb.Servers...)
+}
