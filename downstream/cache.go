@@ -42,6 +42,7 @@ type Cache struct {
 	cancel     context.CancelFunc
 	closeGrace time.Duration
 	bg         sync.WaitGroup // the cache's own goroutines
+	drain      *drain         // a graceful stop (drain.go)
 }
 
 // Options are the parts of a Cache that are not configuration. The zero
@@ -101,7 +102,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		// unless explicitly configured. This is; say what it means.
 		log.WithField("username", cfg.Anonymous.Username).Warn("option \"anonymous\" is set on the default registry: every request without credentials, from anyone who can reach this cache, pulls with this account")
 	}
-	c := &Cache{cfg: cfg, up: up, metrics: m, log: log, closeGrace: opts.CloseGrace}
+	c := &Cache{cfg: cfg, up: up, metrics: m, log: log, closeGrace: opts.CloseGrace, drain: newDrain()}
 	if c.closeGrace <= 0 {
 		c.closeGrace = DefaultCloseGrace
 	}
@@ -137,10 +138,12 @@ const DefaultCloseGrace = 10 * time.Second
 // Close stops the cache's own goroutines (the sweeper, health polls),
 // lets fills in flight finish for the close grace period, then cancels
 // them and waits for them, and releases idle upstream connections.
-func (c *Cache) Close() error {
+func (c *Cache) Close() error { return c.close(c.closeGrace) }
+
+func (c *Cache) close(grace time.Duration) error {
 	c.cancel()
 	c.bg.Wait()
-	c.fills.Close(c.closeGrace)
+	c.fills.Close(grace)
 	c.up.Close()
 	return nil
 }

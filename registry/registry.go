@@ -14,13 +14,16 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	distregistry "github.com/distribution/distribution/v3/registry"
 	"github.com/docker/go-metrics"
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	// The downstream middleware registers itself at import.
@@ -125,8 +128,21 @@ func LoadConfiguration(args []string) (*configuration.Configuration, error) {
 }
 
 // serve runs the registry as distribution's serve command does, but
-// reports every startup failure as an error, not a panic or a fatal log.
+// reports every startup failure as an error, not a panic or a fatal log,
+// and drains on SIGTERM or SIGINT (see drain).
 func serve(ctx context.Context, config *configuration.Configuration) error {
+	// The drain is ours, whatever http.draintimeout says: distribution's
+	// own (a signal handler inside ListenAndServe) is turned off.
+	drainTimeout := config.HTTP.DrainTimeout
+	if drainTimeout <= 0 {
+		drainTimeout = DefaultDrainTimeout
+	}
+	config.HTTP.DrainTimeout = 0
+	// From here on, a signal drains instead of killing the process.
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(signals)
+
 	var reg *distregistry.Registry
 	afterNewRegistry := tracingOff()
 	err := runGuarded(func() {
@@ -144,10 +160,15 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	if err != nil {
 		return err
 	}
-	if err := setClientTimeouts(reg, header, idle); err != nil {
+	srv, err := httpServer(reg)
+	if err != nil {
 		return err
 	}
-	if c, ok := downstream.Instance(config); ok {
+	setClientTimeouts(srv, header, idle)
+	gate := &drainGate{next: srv.Handler}
+	srv.Handler = gate
+	c, cached := downstream.Instance(config)
+	if cached {
 		defer c.Close()
 		// Next to distribution's own checks (NewRegistry registered them):
 		// /debug/health on the debug server reports an error, and / answers
@@ -167,10 +188,65 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	case err = <-served:
 	case err = <-debugErr:
 		err = fmt.Errorf("debug server on %s: %w", config.HTTP.Debug.Addr, err)
+	case sig := <-signals:
+		return drain(reg, gate, c, served, signals, sig, drainTimeout)
 	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving: %w", err)
 	}
+	return nil
+}
+
+// drain stops the process gracefully, within timeout from the signal:
+//  1. The readiness path (/) answers 503, so that load balancers take the
+//     replica out, and the cache starts draining (its hooks run).
+//  2. New requests are still served until none came for drainQuiet (at
+//     most drainQuietMax): those a load balancer sent before it noticed.
+//  3. The listener closes; responses in flight finish.
+//  4. Fills in flight finish, then the process exits.
+//
+// A second signal skips what is left: the process exits at once.
+// c is nil without the downstream middleware.
+func drain(reg *distregistry.Registry, gate *drainGate, c *downstream.Cache, served <-chan error, signals <-chan os.Signal, sig os.Signal, timeout time.Duration) error {
+	log := logrus.WithField("component", "registry")
+	log.Infof("%v: draining for at most %v (http.draintimeout); a second signal stops at once", sig, timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// A second signal ends the drain at once.
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-signals:
+			log.Warn("second signal: stopping without draining")
+			close(stop)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	gate.start()
+	if c != nil {
+		c.StartDrain()
+	}
+	gate.quiet(stop)
+	err := reg.Shutdown(ctx)
+	if c != nil {
+		if cerr := c.Shutdown(ctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}
+	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return errors.New("drain: stopped by a second signal; requests still in flight were cut")
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("drain: requests still in flight after %v were cut (http.draintimeout)", timeout)
+	}
+	if err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	log.Info("drained")
 	return nil
 }
 

@@ -60,6 +60,11 @@ func runMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building content-cache: %v\n", err)
 		return 1
 	}
+	// The replicas regtest.StartCluster starts run the same binary.
+	if err := os.Setenv("CONTENT_CACHE_BINARY", binary); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return m.Run()
 }
 
