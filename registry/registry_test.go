@@ -331,6 +331,12 @@ func (f *fixture) rewrite(t *testing.T, src string) (path, base string) {
 				// 404 the cache logs and survives.
 				sg["keysurl"] = f.origin + "/api/v0/content_caches/keys"
 			}
+			if rd, ok := mapAt(opts, "redis"); ok {
+				// A redis-server of the test's own (skipped without it,
+				// unless CI).
+				rd["addr"] = regtest.StartRedis(t).Addr
+				delete(rd, "passwordfile")
+			}
 			if cas, ok := opts["cas"].([]any); ok {
 				for i := range cas {
 					cas[i] = f.pki.caFile

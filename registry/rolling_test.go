@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +158,31 @@ func testRollingRestart(t *testing.T, storage string, options map[string]any) {
 		t.Errorf("%d pulls failed during the rolling restart:", n)
 		for _, err := range load.errs {
 			t.Error(err)
+		}
+	}
+}
+
+// TestReplicatedStackHAProxy checks the load balancer configuration of
+// configs/docker-stack-replicated.yml with haproxy itself (`haproxy -c`),
+// and that it takes a draining replica out and retries elsewhere: a health
+// check on / and redispatch.
+func TestReplicatedStackHAProxy(t *testing.T) {
+	bin := "/usr/sbin/haproxy"
+	if _, err := os.Stat(bin); err != nil {
+		bin = regtest.Tool(t, "haproxy", "bin/haproxy")
+	}
+	cfg := filepath.Join(configsDir, "haproxy-replicated.cfg")
+	out, err := exec.Command(bin, "-c", "-f", cfg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("haproxy -c -f %s: %v\n%s", cfg, err, out)
+	}
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"option httpchk GET /", "http-check expect status 200", "option redispatch", "balance roundrobin", "tasks.cache:443"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("%s lacks %q", cfg, want)
 		}
 	}
 }
