@@ -82,6 +82,11 @@ type options struct {
 	trace            bool
 	commandLine      string
 	scenarioSelected map[string]bool
+	// The replicas scenario.
+	replicasClients   []int
+	replicasRepeats   int
+	replicasImageSize size
+	replicasRedis     bool
 }
 
 func main() {
@@ -105,7 +110,7 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor,replicas (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3; replicas needs haproxy and redis-server)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
@@ -120,7 +125,20 @@ func main() {
 	flag.StringVar(&o.relayUpstream, "relay-upstream", "", "internal: the relay's upstream")
 	flag.StringVar(&o.relayDir, "relay-dir", "", "internal: where the relay keeps verified blobs")
 	flag.BoolVar(&o.trace, "trace", false, "also run the pull-trace scenario (selected alone with -only pull-trace): a timeline of cold crane pulls from the registries' logs")
+	replicasClients := flag.String("replicas-clients", "32,128", "replicas scenario: the numbers of concurrent clients, comma-separated")
+	flag.IntVar(&o.replicasRepeats, "replicas-repeats", 1, "replicas scenario: repeats of each number of clients")
+	o.replicasImageSize = 8 << 20
+	flag.Var(&o.replicasImageSize, "replicas-image-size", "replicas scenario: total size of the image (-image-layers layers)")
+	flag.BoolVar(&o.replicasRedis, "replicas-redis", true, "replicas scenario: the content-cache replicas coordinate through Redis (redis-server started by the harness)")
 	flag.Parse()
+	for _, f := range strings.Split(*replicasClients, ",") {
+		var n int
+		if _, err := fmt.Sscanf(strings.TrimSpace(f), "%d", &n); err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: -replicas-clients %q: expected numbers such as 32,128\n", *replicasClients)
+			os.Exit(2)
+		}
+		o.replicasClients = append(o.replicasClients, n)
+	}
 	if o.relayListen != "" {
 		if err := relayMain(o.relayListen, o.relayUpstream, o.relayDir); err != nil {
 			fmt.Fprintln(os.Stderr, "bench: relay:", err)
@@ -277,6 +295,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"profile", b.profileScenario},
 		{"storage", b.storageScenario},
 		{"floor", b.floorScenario},
+		{"replicas", b.replicasScenario},
 	}
 	for _, s := range steps {
 		if !o.selected(s.name) {

@@ -62,6 +62,9 @@ type procSpec struct {
 	upstream             string // host:port of the origin (or the shaper), for the two caches
 	storage              func(name, root string) string
 	tls                  *tlsFiles // nil: plain HTTP
+	// cacheOptions are more downstream options for a cache, as YAML lines
+	// indented under options (e.g. "        redis: {addr: ...}\n").
+	cacheOptions string
 }
 
 func (s procSpec) scheme() string {
@@ -78,7 +81,7 @@ func (s procSpec) scheme() string {
 // upstream over HTTPS, trusting the harness's CA (content-cache with its
 // cas option, distribution's proxy through SSL_CERT_FILE, set by
 // startProc).
-func registryConfig(kind, storage, addr, debug, htpasswd, upstream string, tls *tlsFiles) string {
+func registryConfig(kind, storage, addr, debug, htpasswd, upstream string, tls *tlsFiles, cacheOptions string) string {
 	scheme := "http"
 	var b strings.Builder
 	fmt.Fprintf(&b, `version: 0.1
@@ -113,6 +116,7 @@ http:
 		if tls != nil {
 			fmt.Fprintf(&b, "        cas: [%s]\n", tls.ca)
 		}
+		b.WriteString(cacheOptions)
 	case kindProxy:
 		fmt.Fprintf(&b, "proxy: {remoteurl: %s://%s, username: %s, password: %s}\n", scheme, upstream, benchUser, benchPassword)
 	}
@@ -140,7 +144,7 @@ func startProc(ctx context.Context, hc *http.Client, spec procSpec) (*proc, erro
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, name, "config.yml")
-	cfg := registryConfig(spec.kind, spec.storage(name, p.root), p.addr, p.debug, spec.htpasswd, spec.upstream, spec.tls)
+	cfg := registryConfig(spec.kind, spec.storage(name, p.root), p.addr, p.debug, spec.htpasswd, spec.upstream, spec.tls, spec.cacheOptions)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

@@ -86,16 +86,16 @@ func TestABTablePairsRepeats(t *testing.T) {
 // over HTTPS trusting the harness's CA; without it, plain HTTP as before.
 func TestRegistryConfigTLS(t *testing.T) {
 	f := &tlsFiles{ca: "/w/ca.pem", cert: "/w/server.pem", key: "/w/server-key.pem"}
-	cache := registryConfig(kindCache, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", f)
+	cache := registryConfig(kindCache, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", f, "")
 	for _, want := range []string{"tls: {certificate: /w/server.pem, key: /w/server-key.pem}", "upstreams: [https://127.0.0.1:3]", "cas: [/w/ca.pem]"} {
 		if !strings.Contains(cache, want) {
 			t.Errorf("cache config lacks %q:\n%s", want, cache)
 		}
 	}
-	if proxy := registryConfig(kindProxy, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", f); !strings.Contains(proxy, "remoteurl: https://127.0.0.1:3") {
+	if proxy := registryConfig(kindProxy, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", f, ""); !strings.Contains(proxy, "remoteurl: https://127.0.0.1:3") {
 		t.Errorf("proxy config:\n%s", proxy)
 	}
-	plain := registryConfig(kindCache, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", nil)
+	plain := registryConfig(kindCache, "", "127.0.0.1:1", "127.0.0.1:2", "/w/htpasswd", "127.0.0.1:3", nil, "")
 	if strings.Contains(plain, "tls") || strings.Contains(plain, "cas:") || !strings.Contains(plain, "upstreams: [http://127.0.0.1:3]") {
 		t.Errorf("plain config:\n%s", plain)
 	}

@@ -82,33 +82,19 @@ func StartHAProxy(t testing.TB, backends []string, opts LBOptions) *LoadBalancer
 	if _, err := os.Stat(bin); err != nil {
 		bin = Tool(t, "haproxy", "bin/haproxy")
 	}
-	if opts.CheckPath == "" {
-		opts.CheckPath = "/"
-	}
-	if opts.CheckInterval <= 0 {
-		opts.CheckInterval = 200 * time.Millisecond
-	}
 	lb := &LoadBalancer{Addr: freePort(t)}
 	lb.URL = "http://" + lb.Addr
 	statsAddr := freePort(t)
 	lb.StatsURL = "http://" + statsAddr + "/stats;csv"
-	type server struct{ Name, Addr string }
-	var servers []server
-	for i, b := range backends {
-		name := fmt.Sprintf("r%d", i)
-		lb.Servers = append(lb.Servers, name)
-		servers = append(servers, server{name, b})
+	for i := range backends {
+		lb.Servers = append(lb.Servers, fmt.Sprintf("r%d", i))
 	}
-	var b strings.Builder
-	err := haproxyConfig.Execute(&b, map[string]any{
-		"Addr": lb.Addr, "StatsAddr": statsAddr, "CheckPath": opts.CheckPath,
-		"Inter": fmt.Sprintf("%dms", opts.CheckInterval.Milliseconds()), "Servers": servers,
-	})
+	config, err := HAProxyConfig(lb.Addr, statsAddr, backends, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// -db: in the foreground, so that the process is haproxy itself.
@@ -122,6 +108,30 @@ func StartHAProxy(t testing.TB, backends []string, opts LBOptions) *LoadBalancer
 		t.Fatalf("haproxy: %v", err)
 	}
 	return lb
+}
+
+// HAProxyConfig is the configuration of a LoadBalancer: a front end on
+// addr, statistics on statsAddr (/stats), and backends ("r0", "r1", ...)
+// round-robin, health-checked as opts says. The bench runs haproxy with it
+// too.
+func HAProxyConfig(addr, statsAddr string, backends []string, opts LBOptions) (string, error) {
+	if opts.CheckPath == "" {
+		opts.CheckPath = "/"
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = 200 * time.Millisecond
+	}
+	type server struct{ Name, Addr string }
+	var servers []server
+	for i, b := range backends {
+		servers = append(servers, server{fmt.Sprintf("r%d", i), b})
+	}
+	var b strings.Builder
+	err := haproxyConfig.Execute(&b, map[string]any{
+		"Addr": addr, "StatsAddr": statsAddr, "CheckPath": opts.CheckPath,
+		"Inter": fmt.Sprintf("%dms", opts.CheckInterval.Milliseconds()), "Servers": servers,
+	})
+	return b.String(), err
 }
 
 // States returns haproxy's status of each server ("UP", "DOWN", "MAINT",
@@ -177,7 +187,16 @@ func (lb *LoadBalancer) WaitState(ctx context.Context, want string, servers ...s
 			}
 		}
 		return nil
-	}, lb.Proc)
+	}, lb.watch()...)
+}
+
+// watch is the process to watch while waiting: none for a LoadBalancer
+// made of its URLs only (the bench runs haproxy itself).
+func (lb *LoadBalancer) watch() []*Process {
+	if lb.Proc == nil {
+		return nil
+	}
+	return []*Process{lb.Proc}
 }
 
 // WaitUp waits until haproxy sees every server up.

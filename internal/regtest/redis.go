@@ -35,18 +35,29 @@ func StartRedis(t testing.TB) *Redis {
 
 func (r *Redis) start() {
 	r.t.Helper()
-	host, port := splitHostPort(r.t, r.Addr)
-	r.Proc = StartProcess(r.t, "redis-server", nil, r.bin,
-		"--bind", host, "--port", port, "--dir", r.Dir,
-		// Nothing kept across a restart: a restarted Redis is an empty one,
-		// the worst case replicas must survive.
-		"--save", "", "--appendonly", "no",
-		"--daemonize", "no", "--logfile", "")
+	args, err := RedisArgs(r.Addr, r.Dir)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.Proc = StartProcess(r.t, "redis-server", nil, r.bin, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := Poll(ctx, r.Ping, r.Proc); err != nil {
 		r.t.Fatalf("redis-server on %s: %v", r.Addr, err)
 	}
+}
+
+// RedisArgs are redis-server's arguments for a server on addr (host:port)
+// in dir: in the foreground, logging to stdout, and with nothing kept
+// across a restart (a restarted Redis is an empty one, the worst case
+// replicas must survive). The bench runs redis-server with them too.
+func RedisArgs(addr, dir string) ([]string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	return []string{"--bind", host, "--port", port, "--dir", dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""}, nil
 }
 
 // Kill SIGKILLs redis-server.
