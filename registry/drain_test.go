@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,21 +112,24 @@ func TestDrainOnSIGTERM(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// Requests keep coming, back to back, as a load balancer's
-			// last ones would: the listener stays open while they do.
+			// Requests keep coming, back to back from three clients, as a
+			// load balancer's last ones would: the listener stays open
+			// while they do. They ask for a path distribution answers
+			// 404 at once, so that a loaded machine leaves no gap.
 			stopTraffic := make(chan struct{})
-			traffic := make(chan struct{})
-			go func() {
-				defer close(traffic)
-				for {
-					select {
-					case <-stopTraffic:
-						return
-					default:
+			var traffic sync.WaitGroup
+			for range 3 {
+				traffic.Go(func() {
+					for {
+						select {
+						case <-stopTraffic:
+							return
+						default:
+						}
+						_, _ = get(ctx, r.URL+"/keep-draining-open")
 					}
-					_, _ = get(ctx, r.URL+"/v2/")
-				}
-			}()
+				})
+			}
 			if err := r.Proc.Signal(sigterm); err != nil {
 				t.Fatal(err)
 			}
@@ -143,7 +147,7 @@ func TestDrainOnSIGTERM(t *testing.T) {
 				}
 			}
 			close(stopTraffic)
-			<-traffic
+			traffic.Wait()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -18,7 +18,8 @@ func TestMain(m *testing.M) {
 // the binary on one directory behind haproxy, and Redis; pulls through
 // haproxy; and kills, stops and restarts the parts by PID.
 func TestCluster(t *testing.T) {
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ContentCacheBinary(t) // built before the clock starts
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	origin := StartOrigin(t, nil)
 	img := RandomImage(21, 2, 256<<10)
