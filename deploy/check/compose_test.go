@@ -69,7 +69,8 @@ func TestSchemaRefusesUnknownKeys(t *testing.T) {
 
 // TestStacks loads each swarm stack of configs/ with the compose-spec
 // schema, checks that its content-cache services have what the MSR/DTR
-// stack (seeds 001, 002) has: port 443 published (by one of them), a
+// stack (seeds 001, 002) has: port 443 published (by one of them, or by the
+// balancer in front of them), a
 // placement constraint on a node label, the config and the TLS secrets
 // mounted, the restart policy. With a docker CLI that has
 // `docker stack config` (docker 23 and later; Debian's 20.10 has not), it
@@ -87,14 +88,16 @@ func TestStacks(t *testing.T) {
 			var published, placed, tls, config bool
 			caches := 0
 			for name, s := range p.Services {
+				// Port 443: a cache's, or the balancer's in front of the
+				// caches (configs/docker-stack-replicated.yml).
+				for _, port := range s.Ports {
+					published = published || port.Published == "443"
+				}
 				// The caches; a stack may have others (Redis, a balancer).
 				if !strings.Contains(s.Image, "content-cache") {
 					continue
 				}
 				caches++
-				for _, port := range s.Ports {
-					published = published || port.Published == "443"
-				}
 				if s.Deploy == nil {
 					t.Errorf("service %s: no deploy section", name)
 					continue
