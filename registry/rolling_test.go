@@ -94,6 +94,12 @@ func TestRollingRestart(t *testing.T) {
 	for _, storage := range []string{"filesystem", "s3"} {
 		t.Run(storage, func(t *testing.T) { testRollingRestart(t, storage, nil) })
 	}
+	// The same with the redis option set on every replica: they coordinate
+	// through a redis-server of the test's own.
+	t.Run("s3+redis", func(t *testing.T) {
+		redis := regtest.StartRedis(t)
+		testRollingRestart(t, "s3", map[string]any{"redis": map[string]any{"addr": redis.Addr}})
+	})
 }
 
 // testRollingRestart runs the rolling restart on storage, with the extra
