@@ -108,7 +108,11 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	}
 	c.access = access.New(up, cfg.AuthTTL, cfg.OfflineGrace, opts.Now, m)
 	c.store = store.New(local, opts.Driver)
-	c.expiry = expiry.New(c.store, cfg.BlobTTL, opts.Now, log, m, expiry.Cluster{})
+	bound := expiry.SizeBound{MaxSize: cfg.MaxSize, LowWatermark: cfg.LowWatermark}
+	if len(cfg.Pin) > 0 {
+		bound.Pinned = cfg.Pinned
+	}
+	c.expiry = expiry.NewBounded(c.store, cfg.BlobTTL, bound, opts.Now, log, m, expiry.Cluster{})
 	c.fills = fill.New(fill.Deps{
 		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
 		Log: log, Now: opts.Now, Timeout: cfg.FillTimeout,
@@ -154,6 +158,19 @@ func (c *Cache) close(grace time.Duration) error {
 // nothing. Sweeps run one at a time; the cache runs them itself unless
 // Options.ManualSweep is set.
 func (c *Cache) Sweep(ctx context.Context) (SweepStats, error) { return c.expiry.Sweep(ctx) }
+
+// EnforceSize applies the size bound now (see docs/policies.md): if stored
+// data passed maxsize, content goes by least recent pull down to the low
+// watermark. Without maxsize it does nothing. The cache runs it itself
+// whenever a store passes maxsize, unless Options.ManualSweep is set.
+func (c *Cache) EnforceSize(ctx context.Context) (SizeStats, error) { return c.expiry.EnforceSize(ctx) }
+
+// ReconcileSize rebuilds the size bound's index from storage, as the
+// cache does at startup and every hour.
+func (c *Cache) ReconcileSize(ctx context.Context) error { return c.expiry.Reconcile(ctx) }
+
+// SizeStats are what one pass of the size bound did.
+type SizeStats = expiry.SizeStats
 
 // SweepStats are what one sweep did.
 type SweepStats = expiry.SweepStats

@@ -171,8 +171,8 @@ func TestExpiryFreesSpace(t *testing.T) {
 		}
 	}
 	all := scrape(t, cache.Cache.Gatherer())
-	if all["content_cache_evictions_total"] != 3 || all["content_cache_evicted_bytes_total"] != float64(freed) {
-		t.Errorf("metrics: %v evictions, %v bytes; want 3, %d", all["content_cache_evictions_total"], all["content_cache_evicted_bytes_total"], freed)
+	if all[`content_cache_evictions_total{reason="ttl"}`] != 3 || all[`content_cache_evicted_bytes_total{reason="ttl"}`] != float64(freed) {
+		t.Errorf("metrics: %v evictions, %v bytes; want 3, %d", all[`content_cache_evictions_total{reason="ttl"}`], all[`content_cache_evicted_bytes_total{reason="ttl"}`], freed)
 	}
 
 	// Pulled again: fetched from the origin again, manifest and layers.

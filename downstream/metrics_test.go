@@ -137,8 +137,11 @@ func TestMetricsCounters(t *testing.T) {
 		`content_cache_upstream_bytes_total{kind="blob",registry="` + host + `"}`,
 		`content_cache_authorization_decisions_total{decision="denied",registry="` + host + `",source="asked"}`,
 		`content_cache_fills_in_flight`,
-		`content_cache_evictions_total`,
-		`content_cache_evicted_bytes_total`,
+		`content_cache_evictions_total{reason="ttl"}`,
+		`content_cache_evictions_total{reason="size"}`,
+		`content_cache_evicted_bytes_total{reason="ttl"}`,
+		`content_cache_stored_bytes`,
+		`content_cache_max_size_bytes`,
 	} {
 		if v, ok := all[k]; !ok || v != 0 {
 			t.Errorf("before any request: %s = %v (present %v), want 0", k, v, ok)

@@ -139,6 +139,9 @@ func CheckConfiguration(config *configuration.Configuration) error {
 	if cfg.Redis != nil && strings.TrimSpace(config.HTTP.Secret) == "" {
 		return fmt.Errorf("downstream: option \"redis\" (%s) needs http.secret, but it is not set; expected the same http.secret on every replica (it also keys the replicas' internal endpoint)", cfg.Redis.Addr)
 	}
+	if cfg.MaxSize > 0 && !deleteEnabled(config) {
+		return fmt.Errorf("downstream: option \"maxsize\" (%d bytes) needs storage.delete.enabled: true to evict content, but it is not set; expected storage.delete.enabled: true or no maxsize", cfg.MaxSize)
+	}
 	if len(config.Middleware["registry"]) > 0 {
 		var names []string
 		for _, mw := range config.Middleware["registry"] {

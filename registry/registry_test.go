@@ -790,10 +790,13 @@ func TestBadConfigurations(t *testing.T) {
 	}{
 		{"unknown option", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        bogus: 1"))}
-		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, offlinegrace, redis, registries, signing, upstreams`},
+		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, lowwatermark, maxsize, offlinegrace, pin, redis, registries, signing, upstreams`},
 		{"bad blobttl", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 1d"))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "blobttl": found string "1d", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},
+		{"maxsize with a unit typo", func(t *testing.T) []string {
+			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        maxsize: 500GBi"))}
+		}, `content-cache: configuration error in CONFIG: downstream: option "maxsize": found string "500GBi", expected a size in bytes such as 500GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; a bare integer counts bytes) greater than 0`},
 		{"blobttl without delete", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("  delete:\n    enabled: true\n", ""))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "blobttl" (24h) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl`},

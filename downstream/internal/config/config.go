@@ -91,6 +91,15 @@ type Config struct {
 	// OfflineGrace: while no upstream answers, stored content is served to
 	// credentials the origin allowed less than this long ago. 0: off.
 	OfflineGrace time.Duration
+	// MaxSize bounds stored data, in bytes: past it, content goes by least
+	// recent pull down to LowWatermark percent of it. 0: no bound.
+	MaxSize int64
+	// LowWatermark is the percentage of MaxSize eviction brings stored
+	// data down to (1-99; DefaultLowWatermark when 0).
+	LowWatermark int
+	// Pin lists repository globs (path.Match) whose content the size bound
+	// never evicts.
+	Pin []string
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -201,6 +210,9 @@ func options() map[string]option {
 		"backoff":             dur("backoff", func(c *Config) *time.Duration { return &c.Backoff }, false),
 		"clientheadertimeout": dur("clientheadertimeout", func(c *Config) *time.Duration { return &c.ClientHeaderTimeout }, false),
 		"clientidletimeout":   dur("clientidletimeout", func(c *Config) *time.Duration { return &c.ClientIdleTimeout }, false),
+		"maxsize":             {parse: parseMaxSize},
+		"lowwatermark":        {parse: parseLowWatermark},
+		"pin":                 {parse: parsePin},
 		"offlinegrace":        dur("offlinegrace", func(c *Config) *time.Duration { return &c.OfflineGrace }, true),
 		"upstreams":           {parse: parseUpstreams},
 		"cas":                 {parse: parseCAs},

@@ -48,6 +48,14 @@ type Expiry struct {
 	inUse   cluster.InUse
 	cl      Cluster
 
+	// The size bound (size.go); maxSize 0: none.
+	maxSize      int64
+	lowWatermark int               // percent of maxSize
+	pin          func(string) bool // repositories never evicted by size; nil: none
+	size         *sizeIndex        // bytes stored, by digest
+	wake         chan struct{}     // Stored passed maxSize
+	reconciled   bool              // the size index was built; under sweepMu
+
 	sweepMu sync.Mutex // one sweep at a time
 	adopted bool       // the first sweep adopted unrecorded content; under sweepMu
 }
@@ -63,17 +71,54 @@ type Cluster struct {
 
 // New is the expiry of content in st after ttl; nil when ttl is 0.
 func New(st *store.Store, ttl time.Duration, now func() time.Time, log *logrus.Entry, m *metrics.Metrics, cl Cluster) *Expiry {
-	if ttl <= 0 {
+	return NewBounded(st, ttl, SizeBound{}, now, log, m, cl)
+}
+
+// SizeBound is the size bound (size.go): maxsize, the low watermark and
+// the pinned repositories. The zero value is no bound.
+type SizeBound struct {
+	MaxSize      int64             // bytes; 0: no bound
+	LowWatermark int               // percent of MaxSize eviction goes down to; 0: config.DefaultLowWatermark
+	Pinned       func(string) bool // repositories the size bound never evicts from; nil: none
+}
+
+// Eviction reasons, as logged and counted.
+const (
+	ReasonTTL  = "ttl"
+	ReasonSize = "size"
+)
+
+// recordWindowWithoutTTL is how often a pull record is rewritten when only
+// the size bound reads them: the resolution of "least recent pull" between
+// caches sharing the storage (this instance's index sees every pull it
+// serves at once).
+const recordWindowWithoutTTL = time.Minute
+
+// NewBounded is the expiry of content in st after ttl and past the size
+// bound b; nil when neither removes anything.
+func NewBounded(st *store.Store, ttl time.Duration, b SizeBound, now func() time.Time, log *logrus.Entry, m *metrics.Metrics, cl Cluster) *Expiry {
+	if ttl <= 0 && b.MaxSize <= 0 {
 		return nil
 	}
 	if cl.InUse == nil {
 		cl.InUse = cluster.NewMemoryInUse()
 	}
-	return &Expiry{
-		store: st, ttl: ttl, now: now, log: log, metrics: m,
-		pulls: newPulls(st.Driver(), ttl, now, log),
-		inUse: cl.InUse, cl: cl,
+	window := ttl
+	if window <= 0 {
+		window = 10 * recordWindowWithoutTTL // records are written once per tenth
 	}
+	e := &Expiry{
+		store: st, ttl: ttl, now: now, log: log, metrics: m,
+		pulls: newPulls(st.Driver(), window, now, log),
+		inUse: cl.InUse, cl: cl,
+		maxSize: b.MaxSize, lowWatermark: b.LowWatermark, pin: b.Pinned,
+		size: newSizeIndex(), wake: make(chan struct{}, 1),
+	}
+	if e.lowWatermark <= 0 || e.lowWatermark >= 100 {
+		e.lowWatermark = config.DefaultLowWatermark
+	}
+	m.SetMaxSize(b.MaxSize)
+	return e
 }
 
 // Interval is how often the sweeper runs: a tenth of blobttl, within
@@ -85,6 +130,9 @@ func Interval(ttl time.Duration) time.Duration {
 // Record notes a pull of ref now (see pulls.record).
 func (e *Expiry) Record(ctx context.Context, ref store.Ref) {
 	if e != nil {
+		if e.maxSize > 0 {
+			e.size.pulled(ref, e.now())
+		}
 		e.pulls.record(ctx, ref)
 	}
 }
@@ -113,6 +161,21 @@ func (e *Expiry) Run(ctx context.Context) {
 	if e == nil {
 		return
 	}
+	if e.maxSize > 0 {
+		if e.ttl <= 0 {
+			e.runSize(ctx)
+			return
+		}
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() {
+			defer close(done)
+			e.runSize(ctx)
+		}()
+	}
+	if e.ttl <= 0 {
+		return
+	}
 	t := time.NewTicker(Interval(e.ttl))
 	defer t.Stop()
 	for {
@@ -132,7 +195,7 @@ func (e *Expiry) Run(ctx context.Context) {
 // if pulled now. Sweeps run one at a time.
 func (e *Expiry) Sweep(ctx context.Context) (SweepStats, error) {
 	var st SweepStats
-	if e == nil {
+	if e == nil || e.ttl <= 0 {
 		return st, nil
 	}
 	e.sweepMu.Lock()
@@ -204,14 +267,21 @@ func (e *Expiry) remove(ctx context.Context, dgst digest.Digest, limit time.Dura
 	if err != nil {
 		return false, 0, err
 	}
+	if !expired(recs, e.now(), limit) {
+		return false, 0, nil
+	}
+	return e.removeNow(ctx, dgst, recs, ReasonTTL, "expiry: removed content nobody pulled for blobttl")
+}
+
+// removeNow deletes dgst: every repository link its records name, then
+// the data, then the records. It logs msg and counts the eviction under
+// reason.
+func (e *Expiry) removeNow(ctx context.Context, dgst digest.Digest, recs []pullRecord, reason, msg string) (removed bool, bytes int64, err error) {
 	last := time.Time{}
 	for _, r := range recs {
 		if r.at.After(last) {
 			last = r.at
 		}
-	}
-	if !expired(recs, e.now(), limit) {
-		return false, 0, nil
 	}
 	if desc, err := e.store.Stat(ctx, dgst); err == nil {
 		bytes = desc.Size
@@ -233,13 +303,37 @@ func (e *Expiry) remove(ctx context.Context, dgst digest.Digest, limit time.Dura
 		return false, 0, fmt.Errorf("removing pull records: %w", err)
 	}
 	e.pulls.forget(dgst)
-	e.metrics.Evicted(bytes)
+	e.size.removed(dgst)
+	e.metrics.Evicted(reason, bytes)
 	slices.Sort(repos)
-	e.log.WithFields(map[string]any{
+	fields := map[string]any{
 		"digest": dgst, "bytes": bytes, "repositories": slices.Compact(repos),
-		"last_pull": last.UTC().Format(time.RFC3339), "blobttl": config.ShortDuration(e.ttl),
-	}).Info("expiry: removed content nobody pulled for blobttl")
+		"last_pull": last.UTC().Format(time.RFC3339), "reason": reason,
+	}
+	if e.ttl > 0 {
+		fields["blobttl"] = config.ShortDuration(e.ttl)
+	}
+	if e.maxSize > 0 {
+		fields["maxsize"] = e.maxSize
+	}
+	e.log.WithFields(fields).Info(msg)
 	return true, bytes, nil
+}
+
+// adoptOnce adopts unrecorded content the first time; under sweepMu.
+func (e *Expiry) adoptOnce(ctx context.Context) error {
+	if e.adopted {
+		return nil
+	}
+	n, err := e.adopt(ctx)
+	if err != nil {
+		return fmt.Errorf("adopting stored content: %w", err)
+	}
+	e.adopted = true
+	if n > 0 {
+		e.log.WithField("records", n).Info("expiry: adopted stored content without pull records, as pulled now")
+	}
+	return nil
 }
 
 // adopt writes a record, as pulled now, for every link and every blob

@@ -377,6 +377,7 @@ func (f *Fill) commit(ctx context.Context, verified bool, storeErr error, size i
 	if verified && err == nil {
 		if err = up.Commit(ctx, f.repo, f.dgst, size); err == nil {
 			f.update(func(s *State) { s.Stored = true })
+			f.c.expiry.Stored(f.dgst, size)
 			return
 		}
 	}

@@ -252,6 +252,9 @@ func (c *API) storeManifest(r *http.Request, ms distribution.ManifestService, me
 		if err == nil && got != dgst {
 			err = fmt.Errorf("stored as %s", got)
 		}
+		if err == nil {
+			c.expiry.Stored(dgst, int64(len(body)))
+		}
 	}
 	if err != nil {
 		c.log.WithError(err).WithField("digest", dgst).Warn("cannot store manifest locally")

@@ -89,8 +89,10 @@ type Metrics struct {
 	upstreamTime  gometrics.LabeledTimer   // upstream
 	upstreamUp    gometrics.LabeledGauge   // upstream
 	fillsInFlight gometrics.Gauge
-	evictions     gometrics.Counter
-	evictedBytes  gometrics.Counter
+	evictions     gometrics.LabeledCounter // reason
+	evictedBytes  gometrics.LabeledCounter // reason
+	storedBytes   gometrics.Gauge
+	maxSize       gometrics.Gauge
 	decisions     gometrics.LabeledCounter // registry, decision, source
 
 	// The series of the fixed label values, resolved at New: a label
@@ -237,10 +239,18 @@ func New(hosts []*url.URL, opts ...Option) *Metrics {
 		fillsInFlight: ns.NewGauge("fills_in_flight",
 			"Blob fetches from upstream in progress. Each is shared by every request for the blob.",
 			gometrics.Unit("")),
-		evictions: ns.NewCounter("evictions",
-			"Digests (blobs and manifests) deleted by expiry (blobttl), data and links."),
-		evictedBytes: ns.NewCounter("evicted_bytes",
-			"Bytes freed by expiry (blobttl)."),
+		evictions: ns.NewLabeledCounter("evictions",
+			"Digests (blobs and manifests) deleted, data and links, by reason: ttl (nobody pulled them for blobttl) or size (least recently pulled, once stored data passed maxsize).",
+			"reason"),
+		evictedBytes: ns.NewLabeledCounter("evicted_bytes",
+			"Bytes freed by deletions, by reason (ttl, size).",
+			"reason"),
+		storedBytes: ns.NewGauge("stored_bytes",
+			"Bytes of blob and manifest data in storage, as the size bound's index counts them (0 without maxsize).",
+			gometrics.Unit("")),
+		maxSize: ns.NewGauge("max_size_bytes",
+			"The size bound (maxsize) in bytes; 0 without one.",
+			gometrics.Unit("")),
 		decisions: ns.NewLabeledCounter("authorization_decisions",
 			"Authorizations of a credential for a repository (blobs and manifests), by decision (allowed, denied) and source: cached (an allowed answer of the origin within authttl) or asked (the origin's answer just now). Denials are never cached.",
 			"registry", "decision", "source"),
@@ -259,6 +269,10 @@ func New(hosts []*url.URL, opts ...Option) *Metrics {
 		m.upstreams[h.Host] = us
 	}
 
+	for _, reason := range []string{"ttl", "size"} {
+		m.evictions.WithValues(reason).Inc(0)
+		m.evictedBytes.WithValues(reason).Inc(0)
+	}
 	// A pedantic registry checks that what is collected matches what is
 	// described. Registering a fresh namespace in a fresh registry fails
 	// only on a programming error here.
@@ -404,12 +418,26 @@ func (m *Metrics) FillDone() {
 
 // Evicted counts one digest (blob or manifest) deleted by expiry and the
 // bytes of data it freed.
-func (m *Metrics) Evicted(bytes int64) {
+func (m *Metrics) Evicted(reason string, bytes int64) {
 	if m == nil {
 		return
 	}
-	m.evictions.Inc()
-	m.evictedBytes.Inc(float64(bytes))
+	m.evictions.WithValues(reason).Inc()
+	m.evictedBytes.WithValues(reason).Inc(float64(bytes))
+}
+
+// SetStoredBytes records the bytes stored, as the size index counts them.
+func (m *Metrics) SetStoredBytes(n int64) {
+	if m != nil {
+		m.storedBytes.Set(float64(n))
+	}
+}
+
+// SetMaxSize records the size bound.
+func (m *Metrics) SetMaxSize(n int64) {
+	if m != nil {
+		m.maxSize.Set(float64(n))
+	}
 }
 
 // Decision counts one authorization on a repository of the registry

@@ -77,7 +77,9 @@ func TestMetricsMethods(t *testing.T) {
 	none.SetUpstreamUp("h", true)
 	none.FillStarted()
 	none.FillDone()
-	none.Evicted(10)
+	none.Evicted("ttl", 10)
+	none.SetStoredBytes(1)
+	none.SetMaxSize(1)
 	none.Decision("", DecisionAllowed, SourceCached)
 
 	u, _ := url.Parse("https://registry.example.com:5000")
@@ -88,8 +90,11 @@ func TestMetricsMethods(t *testing.T) {
 	m.UpstreamRequest("registry.example.com:5000", "2xx", 30*time.Millisecond)
 	m.UpstreamRequest("registry.example.com:5000", "2xx", 3*time.Second)
 	m.UpstreamRequest("registry.example.com:5000", StatusClassError, time.Second)
-	m.Evicted(1000)
-	m.Evicted(24)
+	m.Evicted("ttl", 1000)
+	m.Evicted("size", 24)
+	m.Evicted("size", 1)
+	m.SetStoredBytes(500)
+	m.SetMaxSize(600)
 	m.SetUpstreamUp("registry.example.com:5000", false)
 	for _, tc := range []struct {
 		name   string
@@ -99,8 +104,12 @@ func TestMetricsMethods(t *testing.T) {
 		{"content_cache_upstream_requests_total", map[string]string{"upstream": "registry.example.com:5000", "class": "2xx"}, 2},
 		{"content_cache_upstream_requests_total", map[string]string{"upstream": "registry.example.com:5000", "class": "error"}, 1},
 		{"content_cache_upstream_request_duration_seconds", map[string]string{"upstream": "registry.example.com:5000"}, 3},
-		{"content_cache_evictions_total", nil, 2},
-		{"content_cache_evicted_bytes_total", nil, 1024},
+		{"content_cache_evictions_total", map[string]string{"reason": "ttl"}, 1},
+		{"content_cache_evictions_total", map[string]string{"reason": "size"}, 2},
+		{"content_cache_evicted_bytes_total", map[string]string{"reason": "ttl"}, 1000},
+		{"content_cache_evicted_bytes_total", map[string]string{"reason": "size"}, 25},
+		{"content_cache_stored_bytes", nil, 500},
+		{"content_cache_max_size_bytes", nil, 600},
 		{"content_cache_upstream_up", map[string]string{"upstream": "registry.example.com:5000"}, 0},
 	} {
 		if got := value(t, m.reg, tc.name, tc.labels); got != tc.want {
