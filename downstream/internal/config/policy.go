@@ -18,11 +18,30 @@ const DefaultLowWatermark = 90
 
 const sizeHelp = "a size in bytes such as 500GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; a bare integer counts bytes)"
 
-// sizeUnits are the units ParseSize accepts, lower-cased.
-var sizeUnits = map[string]uint64{
-	"": 1, "b": 1,
-	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+// sizeUnit is the number of bytes of a unit ParseSize accepts,
+// lower-cased; false for anything else.
+func sizeUnit(unit string) (uint64, bool) {
+	switch unit {
+	case "", "b":
+		return 1, true
+	case "kb":
+		return 1e3, true
+	case "mb":
+		return 1e6, true
+	case "gb":
+		return 1e9, true
+	case "tb":
+		return 1e12, true
+	case "kib":
+		return 1 << 10, true
+	case "mib":
+		return 1 << 20, true
+	case "gib":
+		return 1 << 30, true
+	case "tib":
+		return 1 << 40, true
+	}
+	return 0, false
 }
 
 // ParseSize reads a size: a non-negative integer with an optional unit,
@@ -43,7 +62,7 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is too large", s)
 	}
 	unit := strings.ToLower(strings.TrimSpace(s[i:]))
-	mult, ok := sizeUnits[unit]
+	mult, ok := sizeUnit(unit)
 	if !ok {
 		return 0, fmt.Errorf("%q has an unknown unit %q", s, s[i:])
 	}
