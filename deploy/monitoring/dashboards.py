@@ -101,11 +101,16 @@ c.panel("timeseries", "Refusals by the origin", "Requests the origin refused (40
         [('sum by (kind) (rate(content_cache_requests_total{%s,result="denied"}[%s]))' % (I, R), "{{kind}}")], unit="reqps")
 c.panel("timeseries", "Authorization decisions", "allowed/cached: an allowed answer reused within authttl; asked: answers the origin gave just now. Denials are never cached.",
         [('sum by (decision, source) (rate(content_cache_authorization_decisions_total{%s}[%s]))' % (I, R), "{{decision}} {{source}}")], unit="ops")
-c.row("Expiry and storage")
-c.panel("timeseries", "Evictions", "Digests deleted by expiry (blobttl).",
-        [('sum by (instance) (rate(content_cache_evictions_total{%s}[%s]))' % (I, R), "{{instance}}")], unit="ops")
-c.panel("timeseries", "Bytes evicted", "Bytes of data freed by expiry.",
-        [('sum by (instance) (rate(content_cache_evicted_bytes_total{%s}[%s]))' % (I, R), "{{instance}}")], unit="Bps")
+c.row("Expiry, size bound and storage")
+c.panel("timeseries", "Evictions by reason", "Digests deleted: ttl (nobody pulled them for blobttl) or size (least recently pulled, once stored data passed maxsize).",
+        [('sum by (reason) (rate(content_cache_evictions_total{%s}[%s]))' % (I, R), "{{reason}}")], unit="ops")
+c.panel("timeseries", "Bytes evicted by reason", "Bytes of data freed, by reason (ttl, size).",
+        [('sum by (reason) (rate(content_cache_evicted_bytes_total{%s}[%s]))' % (I, R), "{{reason}}")], unit="Bps")
+c.panel("timeseries", "Stored bytes and the bound", "Blob and manifest data in storage as the size index counts it, and maxsize (both 0 without maxsize).",
+        [('sum by (instance) (content_cache_stored_bytes{%s})' % I, "stored {{instance}}"),
+         ('max by (instance) (content_cache_max_size_bytes{%s})' % I, "maxsize {{instance}}")], unit="bytes")
+c.panel("stat", "Storage used of the bound", "Stored bytes over maxsize; eviction brings it back to lowwatermark.",
+        [('max(content_cache_stored_bytes{%s} / (content_cache_max_size_bytes{%s} > 0))' % (I, I), "used")], unit="percentunit")
 
 o = D("content-cache-origin", "content-cache: origin", "The origin side of transparent caches: redirects to caches, blobs the origin served itself, and the caches' health.", "content_cache_origin_direct_total")
 o.row("Redirects")
