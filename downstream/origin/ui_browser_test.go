@@ -255,7 +255,11 @@ func TestBrowserAdminManagesCaches(t *testing.T) {
 			t.Errorf("%s after the bulk assignment: %s", u, r.Body)
 		}
 	}
-	act(t, ctx, "delete it", chromedp.Click(chromedp.CSS("#delete-edge")), chromedp.WaitVisible(chromedp.CSS(".done")))
+	// The page before already shows a .done message: wait for the row to go.
+	act(t, ctx, "delete it", chromedp.Click(chromedp.CSS("#delete-edge")), chromedp.WaitNotPresent(chromedp.CSS("#row-edge")))
+	if got := text(t, ctx, ".done"); !strings.Contains(got, "deleted") {
+		t.Errorf("after deleting: %q", got)
+	}
 	if strings.Contains(html(t, ctx), `id="row-edge"`) {
 		t.Error("the deleted cache is still listed")
 	}
@@ -297,7 +301,7 @@ func TestBrowserForgeryRefused(t *testing.T) {
 	if strings.Contains(html(t, bobCtx), "/ui/admin") {
 		t.Error("bob's page links to the admin page")
 	}
-	act(t, bobCtx, "bob opens the admin page", chromedp.Navigate(og.URL+"/ui/admin"), chromedp.WaitVisible(chromedp.CSS("main")))
+	act(t, bobCtx, "bob opens the admin page", chromedp.Navigate(og.URL+"/ui/admin"), chromedp.WaitVisible(chromedp.CSS(".error")))
 	if got := text(t, bobCtx, "main"); !strings.Contains(got, `User "bob" is not an admin`) || strings.Contains(html(t, bobCtx), "create-button") {
 		t.Errorf("bob on the admin page: %q", got)
 	}
