@@ -3,8 +3,8 @@ package conformance
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +42,13 @@ type dockerEngine struct {
 // set) without root or without dockerd, containerd and docker on PATH.
 func startDockerd(t *testing.T) *dockerEngine {
 	t.Helper()
+	return startDockerdMirrors(t)
+}
+
+// startDockerdMirrors is startDockerd with registry-mirrors in its
+// daemon.json: the mirrors Docker asks for Docker Hub's images.
+func startDockerdMirrors(t *testing.T, mirrors ...string) *dockerEngine {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("dockerd needs root, running as uid %d (CI is set, so not skipping)", os.Geteuid())
@@ -76,8 +83,15 @@ func startDockerd(t *testing.T) *dockerEngine {
 	// The trust key goes to /etc/docker/key.json unless the daemon.json says
 	// otherwise (dockerd 20.10 has no flag for it).
 	cfg := filepath.Join(dir, "daemon.json")
-	daemonJSON := fmt.Sprintf("{%q: %q}\n", "deprecated-key-path", filepath.Join(dir, "key.json"))
-	if err := os.WriteFile(cfg, []byte(daemonJSON), 0o600); err != nil {
+	daemonCfg := map[string]any{"deprecated-key-path": filepath.Join(dir, "key.json")}
+	if len(mirrors) > 0 {
+		daemonCfg["registry-mirrors"] = mirrors
+	}
+	daemonJSON, err := json.Marshal(daemonCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, daemonJSON, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "docker.sock")

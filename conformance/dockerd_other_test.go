@@ -11,3 +11,8 @@ func startDockerd(t *testing.T) *dockerEngine {
 	t.Skip("the dockerd client test needs Linux")
 	return nil
 }
+
+func startDockerdMirrors(t *testing.T, _ ...string) *dockerEngine {
+	t.Skip("the dockerd client test needs Linux")
+	return nil
+}

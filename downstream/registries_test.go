@@ -98,11 +98,20 @@ func TestRegistriesRouting(t *testing.T) {
 	pull(clientA, imgA, "")
 	pull(clientB, imgB, "?ns="+regB)
 	pull(clientA, imgA, "?ns="+a.Host) // the default registry named
+	// Without ns, B by a path prefix: its stored name (podman 4 and
+	// CRI-O mirrors with a path, any client of the cache's address).
+	imgBp := imgB
+	imgBp.Repo = regBStored + "/" + imgB.Repo
+	pull(clientB, imgBp, "")
 	fillsDone(t, cache)
 	beforeA, beforeB := blobGets(a), blobGets(b)
 	pull(clientA, imgA, "")
 	pull(clientB, imgB, "?ns="+regB)
 	pull(clientB, imgB, "?ns="+strings.ToUpper(regB))
+	pull(clientB, imgBp, "")
+	if st, _, body := get(t, clientB, http.MethodGet, "/v2/"+imgBp.Repo+"/tags/list", nil); st != http.StatusOK || !strings.Contains(string(body), `"name":"library/app"`) {
+		t.Errorf("tags through the path prefix: %d %s, want B's list of library/app", st, body)
+	}
 	if n := blobGets(a) - beforeA; n != 0 {
 		t.Errorf("warm pulls: %d blob GETs at A, want 0", n)
 	}
@@ -129,8 +138,8 @@ func TestRegistriesRouting(t *testing.T) {
 
 // An ns the cache does not serve gets 404 NAME_UNKNOWN naming it and the
 // registries served; a malformed one 400 NAME_INVALID; a name of the
-// default registry that would meet another registry's stored repositories
-// 404. None of them asks any upstream.
+// default registry (named by ns) that would meet another registry's stored
+// repositories 404. None of them asks any upstream.
 func TestRegistriesRefusals(t *testing.T) {
 	a, b, cache := twoRegistries(t, nil)
 	img := regtest.RandomImage(2303, 1, 1000)
@@ -147,7 +156,7 @@ func TestRegistriesRefusals(t *testing.T) {
 		{layer + "?ns=127.0.0.1:15000:80", "NAME_INVALID", "127.0.0.1:15000:80", http.StatusBadRequest},
 		{layer + "?ns=https://" + regB, "NAME_INVALID", "https://" + regB, http.StatusBadRequest},
 		{layer + "?ns=" + regB + "&ns=ghcr.io", "NAME_UNKNOWN", "ghcr.io", http.StatusNotFound},
-		{"/v2/" + regBStored + "/library/app/blobs/" + digest.FromBytes(img.Layers[0]).String(), "NAME_UNKNOWN", "", http.StatusNotFound},
+		{"/v2/" + regBStored + "/library/app/blobs/" + digest.FromBytes(img.Layers[0]).String() + "?ns=" + a.Host, "NAME_UNKNOWN", "", http.StatusNotFound},
 	} {
 		before := total(a.Counts.Snapshot()) + total(b.Counts.Snapshot())
 		an := ask(t, cache.URL, http.MethodGet, tc.path, auth)
@@ -173,7 +182,7 @@ func TestRegistriesRefusals(t *testing.T) {
 		if tc.code == "NAME_UNKNOWN" && tc.detail != "" && (!strings.Contains(e.Message, regB) || !strings.Contains(e.Message, a.Host)) {
 			t.Errorf("%s: message %q does not list the registries served", tc.path, e.Message)
 		}
-		if tc.detail == "" && !strings.Contains(e.Message, "ns="+regB) {
+		if tc.detail == "" && (!strings.Contains(e.Message, "ns="+regB) || e.Detail["registry"] != regB) {
 			t.Errorf("%s: message %q does not say how to ask for it", tc.path, e.Message)
 		}
 	}

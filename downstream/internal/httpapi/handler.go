@@ -119,6 +119,16 @@ func (c *API) Handler(next http.Handler) http.Handler {
 			// Answered by the origin, with the client's credentials: the
 			// ping carries the origin's challenge, and the catalog must not
 			// reveal what the cache holds.
+			if name := match.Vars["name"]; name != "" && nsr.ns == "" {
+				// A path prefix naming a registry (see prefixed): its
+				// upstream is asked for the name without it.
+				if named, err := reference.WithName(name); err == nil {
+					if reg, rest, ok := c.prefixed(named); ok {
+						rl.registry = reg
+						r = withPath(r, "/v2/"+rest.Name()+strings.TrimPrefix(r.URL.Path, "/v2/"+name))
+					}
+				}
+			}
 			result, err := c.forward(w, r, rl)
 			c.finish(w, r, rl, result, err)
 		case v2.RouteNameBlob, v2.RouteNameManifest:
@@ -127,11 +137,14 @@ func (c *API) Handler(next http.Handler) http.Handler {
 				c.finish(w, r, rl, "", errNameInvalid(match.Vars["name"], err))
 				return
 			}
-			if nsr.registry == "" {
-				if reg, ok := c.reservedName(named); ok {
+			if reg, rest, ok := c.prefixed(named); ok && nsr.registry == "" {
+				if nsr.ns != "" {
+					// The default registry named by ns: its repository of
+					// this name would meet reg's stored repositories.
 					c.finish(w, r, rl, "", errReservedName(named.Name(), reg))
 					return
 				}
+				nsr.registry, named, rl.registry = reg, rest, reg
 			}
 			repo, err := ident.At(nsr.registry, named)
 			if err != nil {
@@ -157,6 +170,15 @@ func (c *API) Handler(next http.Handler) http.Handler {
 			c.refuseWrite(w, r, route)
 		}
 	})
+}
+
+// withPath returns r for another path (a shallow copy).
+func withPath(r *http.Request, path string) *http.Request {
+	r2 := r.WithContext(r.Context())
+	u := *r.URL
+	u.Path, u.RawPath = path, ""
+	r2.URL = &u
+	return r2
 }
 
 // withForwardedFor returns r with the client's address appended to

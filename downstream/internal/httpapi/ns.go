@@ -123,25 +123,32 @@ func errNamespaceInvalid(ns string, err error) error {
 		WithDetail(map[string]string{"ns": ns})
 }
 
-// reservedName reports the registry whose stored repositories a name of
-// the default registry would meet in storage: other registries' are
-// stored under "<registry>/<name>", so the default registry's repository
-// "docker.io/library/x" is refused when docker.io is configured, rather
-// than served from docker.io's links.
-func (c *API) reservedName(named reference.Named) (string, bool) {
+// prefixed reports the registry a repository name starts with, by the
+// first component of its repositories' stored names (ident.Prefix), and
+// the name without it. Clients that send no ns (podman 4, CRI-O, skopeo,
+// any client of the cache's own address) reach another registry so:
+// docker.io/library/alpine is library/alpine at docker.io, and is stored
+// under the very name the client asked. A name of the default registry
+// that starts so is never the default registry's: its storage would be
+// that registry's.
+func (c *API) prefixed(named reference.Named) (string, reference.Named, bool) {
 	if len(c.cfg.Registries) == 0 {
-		return "", false
+		return "", nil, false
 	}
-	first, _, ok := strings.Cut(named.Name(), "/")
+	first, rest, ok := strings.Cut(named.Name(), "/")
 	if !ok {
-		return "", false
+		return "", nil, false
 	}
 	for reg := range c.cfg.Registries {
 		if ident.Prefix(reg) == first {
-			return reg, true
+			restNamed, err := reference.WithName(rest)
+			if err != nil {
+				return "", nil, false
+			}
+			return reg, restNamed, true
 		}
 	}
-	return "", false
+	return "", nil, false
 }
 
 func errReservedName(name, registry string) error {
