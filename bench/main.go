@@ -87,10 +87,13 @@ type options struct {
 	replicasRepeats   int
 	replicasImageSize size
 	replicasRedis     bool
+	warmBigSize       size
+	warmDuration      time.Duration
+	warmRepeats       int
 }
 
 func main() {
-	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, memoryLimit: 4 << 30, rssSize: 1 << 30, wanBlobSize: 16 << 20}
+	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, memoryLimit: 4 << 30, rssSize: 1 << 30, wanBlobSize: 16 << 20, warmBigSize: 64 << 20}
 	flag.StringVar(&o.bin, "bin", "bin/content-cache", "the content-cache binary (make build)")
 	flag.StringVar(&o.crane, "crane", ".tools/bin/crane", "crane, for the image pulls (make tools); PATH is searched when missing")
 	flag.IntVar(&o.repeats, "repeats", 7, "repeats of each scenario (medians are reported)")
@@ -110,7 +113,7 @@ func main() {
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor,replicas (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3; replicas needs haproxy and redis-server)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: warm-load,blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor,replicas (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3; replicas needs haproxy and redis-server)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
@@ -130,6 +133,9 @@ func main() {
 	o.replicasImageSize = 8 << 20
 	flag.Var(&o.replicasImageSize, "replicas-image-size", "replicas scenario: total size of the image (-image-layers layers)")
 	flag.BoolVar(&o.replicasRedis, "replicas-redis", true, "replicas scenario: the content-cache replicas coordinate through Redis (redis-server started by the harness)")
+	flag.Var(&o.warmBigSize, "warm-size", "size of each of the 4 big blobs of the warm-load scenario")
+	flag.DurationVar(&o.warmDuration, "warm-duration", 5*time.Second, "length of each wrk run of the warm-load scenario")
+	flag.IntVar(&o.warmRepeats, "warm-repeats", 3, "repeats of the warm-load scenario")
 	flag.Parse()
 	for _, f := range strings.Split(*replicasClients, ",") {
 		var n int
@@ -285,6 +291,7 @@ func run(ctx context.Context, o options) (string, error) {
 		name string
 		run  func(context.Context) error
 	}{
+		{"warm-load", b.warmLoadScenario},
 		{"blob", b.blobScenario},
 		{"ttfb", b.ttfbScenario},
 		{"concurrent", b.concurrentScenario},

@@ -65,10 +65,17 @@ type procSpec struct {
 	// cacheOptions are more downstream options for a cache, as YAML lines
 	// indented under options (e.g. "        redis: {addr: ...}\n").
 	cacheOptions string
+	// netns: run in this network namespace (ip netns exec), listening on
+	// every address of it; hc must then dial into it (netNS.client).
+	netns string
+	// serveTLS: serve HTTPS with these files while reaching upstream over
+	// plain HTTP (the warm-load scenario's TLS cache, whose origin is plain).
+	serveTLS *tlsFiles
+	root     string // its storage directory; default dir/name/storage
 }
 
 func (s procSpec) scheme() string {
-	if s.tls != nil {
+	if s.tls != nil || s.serveTLS != nil {
 		return "https"
 	}
 	return "http"
@@ -139,16 +146,30 @@ func writeHtpasswd(path string, cost int) error {
 func startProc(ctx context.Context, hc *http.Client, spec procSpec) (*proc, error) {
 	dir, name, bin := spec.dir, spec.name, spec.bin
 	p := &proc{name: name, kind: spec.kind, scheme: spec.scheme(), addr: freeAddr(), debug: freeAddr(), root: filepath.Join(dir, name, "storage"), done: make(chan struct{}), log: newReqLog()}
+	if spec.root != "" {
+		p.root = spec.root
+	}
 	tmp := filepath.Join(dir, name, "tmp")
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(dir, name, "config.yml")
-	cfg := registryConfig(spec.kind, spec.storage(name, p.root), p.addr, p.debug, spec.htpasswd, spec.upstream, spec.tls, spec.cacheOptions)
+	listen := p.addr
+	if spec.netns != "" {
+		// A fresh namespace has every port free; its veth address too.
+		listen = "0.0.0.0:" + portOf(p.addr)
+	}
+	cfg := registryConfig(spec.kind, spec.storage(name, p.root), listen, p.debug, spec.htpasswd, spec.upstream, spec.tls, spec.cacheOptions)
+	if spec.serveTLS != nil {
+		cfg = strings.Replace(cfg, "  debug:\n", fmt.Sprintf("  tls: {certificate: %s, key: %s}\n  debug:\n", spec.serveTLS.cert, spec.serveTLS.key), 1)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 	p.cmd = exec.Command(bin, "serve", cfgPath)
+	if spec.netns != "" {
+		p.cmd = exec.Command("ip", "netns", "exec", spec.netns, bin, "serve", cfgPath)
+	}
 	p.cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	if spec.tls != nil {
 		// distribution's proxy has no CA option: Go's roots on Linux
@@ -244,6 +265,12 @@ func procStatus(pid int, field string) (int64, error) {
 // resetPeakRSS sets VmHWM back to the current RSS (Linux clear_refs 5).
 func resetPeakRSS(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0o200)
+}
+
+// portOf is the port of host:port.
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }
 
 func freeAddr() string {
