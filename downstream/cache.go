@@ -148,6 +148,7 @@ func (c *Cache) close(grace time.Duration) error {
 	c.cancel()
 	c.bg.Wait()
 	c.fills.Close(grace)
+	c.api.WaitPrefetch()
 	c.up.Close()
 	return nil
 }

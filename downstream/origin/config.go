@@ -53,6 +53,9 @@ type Config struct {
 	// Networks assigns clients by address, first match wins; a user's
 	// cache (setting or Users) wins over them.
 	Networks []Network
+	// Prefetch: an image manifest served to a user assigned to a cache
+	// sends that cache the signed URLs of its blobs (prefetch.go).
+	Prefetch bool
 }
 
 // Cache is a content cache the origin may redirect to.
@@ -119,6 +122,7 @@ func options() map[string]option {
 		"caches":        parseCaches,
 		"users":         parseUsers,
 		"networks":      parseNetworks,
+		"prefetch":      parsePrefetch,
 	}
 }
 

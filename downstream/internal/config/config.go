@@ -100,6 +100,8 @@ type Config struct {
 	// Pin lists repository globs (path.Match) whose content the size bound
 	// never evicts.
 	Pin []string
+	// Prefetch: fills started on serving an image manifest (prefetch.go).
+	Prefetch Prefetch
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -221,6 +223,7 @@ func options() map[string]option {
 		"advertise":           {parse: parseAdvertise},
 		"anonymous":           {parse: parseAnonymous},
 		"registries":          {parse: parseRegistries},
+		"prefetch":            {parse: parsePrefetch},
 	}
 }
 

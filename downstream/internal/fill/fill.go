@@ -158,7 +158,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	}
 	a = resp.by
 	hdr := a.Hdr
-	if a.Query == "" { // a signature is never a credential's decision
+	if a.Query == "" && !a.Prefetch { // a signature is never a credential's decision; a prefetch decides nothing
 		c.access.Allow(a.Cred, a.Repo)
 	}
 	f.repo = a.Repo // before the fill shows as started; others read it after
@@ -504,12 +504,12 @@ func (f *Fill) refuse(a *Asker, err error) {
 // origin with k's credential and repository right now: its answer, given
 // after the call, is then the origin's answer to k (see Shared). Never for
 // a signed asker: a signature is no credential's answer, whatever key a
-// client's Authorization header makes.
+// client's Authorization header makes; nor for a prefetch.
 func (f *Fill) Asking(k access.DecisionKey) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	a := f.asking
-	return !f.state.Started && !f.state.Finished && a != nil && a.Query == "" && a.Key() == k
+	return !f.state.Started && !f.state.Finished && a != nil && a.Query == "" && !a.Prefetch && a.Key() == k
 }
 
 // Shared waits for the origin's answer to the fill's request with a's
@@ -676,6 +676,11 @@ type Asker struct {
 	// Query is the signed query a request redirected by the origin fetches
 	// with instead of a credential ("" for a credential's request).
 	Query string
+	// Prefetch marks a fill started ahead of any blob request (prefetch
+	// on manifest): the origin's 200 to it authorizes nobody. It records
+	// no decision, and no request shares its answer (Asking): each blob
+	// request is authorized on its own.
+	Prefetch bool
 }
 
 // Key is the asker's credential and repository.

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/access"
@@ -43,6 +45,9 @@ type API struct {
 	redirects bool             // storage.redirect is on (see Deps.Redirects)
 	keys      *keyring.Keyring // the origin's keys for signed URLs; nil without signing
 	mem       *manifestMemory  // manifests by digest, and what tags resolved to
+
+	prefetching atomic.Int64   // prefetched fills in flight (prefetch.go)
+	bg          sync.WaitGroup // prefetch goroutines
 }
 
 // Deps are what the API serves from.
@@ -83,6 +88,10 @@ func (c *API) Handler(next http.Handler) http.Handler {
 		// match.Handler is set only for the redirects of distribution's
 		// router (StrictSlash: a trailing slash too many or missing): the
 		// app answers them as the origin does, without any upstream.
+		if r.URL.Path == PrefetchPath {
+			c.servePrefetchPost(w, r)
+			return
+		}
 		if !c.router.Match(r, &match) || match.Route == nil || match.Handler != nil {
 			// Distribution's app logs the URI of everything it answers
 			// (a trailing '/', '//', 'BLOBS', ...): never a signature.
@@ -163,6 +172,9 @@ func (c *API) Handler(next http.Handler) http.Handler {
 				result, err = c.serveBlob(w, r, repo, dgst, rl)
 			} else {
 				result, err = c.serveManifest(w, r, repo, match.Vars["reference"], rl)
+				if err == nil && sw.status == http.StatusOK && (result == metrics.ResultHit || result == metrics.ResultMiss) {
+					c.prefetchManifest(r, repo, rl.digest)
+				}
 			}
 			c.finish(w, r, rl, result, err)
 		default:
