@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/distribution/distribution/v3"
@@ -21,8 +21,8 @@ import (
 // written nothing, when it is not (never linked, gone because another cache
 // sharing the storage expired it, or unreadable): the caller fetches it.
 //
-// The bytes come straight from the storage driver (copyBlob: sendfile, a
-// mapping or a buffer). distribution's ServeBlob reads through a 4 MiB
+// The bytes come straight from the storage driver (copyBlob: sendfile or a
+// buffer). distribution's ServeBlob reads through a 4 MiB
 // buffer allocated per request (1.6 ms and 4.2 MB per 4 KiB hit,
 // BenchmarkServeHit); it still serves what this does not handle: several
 // ranges and unsatisfiable ones, so that those answers stay exactly
@@ -111,44 +111,34 @@ func (c *API) serveLocal(w http.ResponseWriter, r *http.Request, blobs distribut
 // to 4 MiB.
 const copyBufferSize = 256 << 10
 
-// minMapped is the smallest body written from a mapping: below it mmap,
-// the page faults and munmap cost more than the copy they save
-// (BenchmarkCopyToLoopback: 16 KiB 0.5-0.8x the buffered copy's
-// throughput, 32 KiB even, 64 KiB 1.6-2.4x).
-const minMapped = 32 << 10
+// minSendfile is the smallest body handed to sendfile: below it, the
+// headers' own write and the sendfile call cost more than copying the body
+// into the response's buffer, which goes out with the headers in one write.
+const minSendfile = 32 << 10
+
+// copyBuffers are the buffers of copies through user space.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
 
 // copyBlob writes n bytes of a stored blob's data to w. A file (the
-// filesystem driver's reader) going to a client on another host over plain
-// HTTP/1 goes to net/http's ReadFrom, which hands it to sendfile: no copy
-// through user space, about half the server's CPU per byte. A client on
-// loopback gets the file written from a mapping of it (copyMapped): there
-// sendfile made the client copy page-cache pages no CPU touched and the
-// whole pull cost more (`bench -only blob`: 0.87-0.93x the origin's warm
-// throughput against 1.13x buffered; see BENCHMARKS.md), and the mapping
-// saves the buffered copy's read (1.07-1.34x the buffered warm
-// throughput, median 1.19x).
-// TLS (which sendfile cannot reach, and where the mapping measured no
-// better), HTTP/2 (whose writer copies in another goroutine, out of
-// copyMapped's fault recovery) and the other drivers' readers are copied
-// through a buffer sized to the blob, as are bodies under minMapped.
+// filesystem driver's reader) going to a client over plain HTTP/1 goes to
+// net/http's ReadFrom, which hands it to sendfile: no copy through user
+// space, on loopback as across a network. Under 16 and 64 concurrent
+// clients that is what costs the server least (`bench -only warm-load`,
+// BENCHMARKS.md: nginx's CPU per byte within 1.5x, where writing from a
+// memory mapping, once chosen on loopback from one client's wall time,
+// cost 9 to 34 times nginx's: mappings, page faults and unmaps under
+// concurrency). TLS (which sendfile cannot reach), HTTP/2, the other
+// drivers' readers and bodies under minSendfile are copied through a
+// pooled buffer.
 func copyBlob(w http.ResponseWriter, r *http.Request, body io.Reader, n int64) (int64, error) {
 	src := io.LimitReader(body, n) // also hides *os.File's WriteTo, which would copy through 32 KiB
-	f, file := body.(*os.File)
-	if file && r.TLS == nil && !onLoopback(r) && readsFrom(w) {
+	if _, file := body.(*os.File); file && r.TLS == nil && n >= minSendfile && readsFrom(w) {
 		return w.(io.ReaderFrom).ReadFrom(src)
 	}
-	if file && r.TLS == nil && r.ProtoMajor == 1 && n >= minMapped {
-		return copyMapped(w, f, n)
-	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
 	// writerOnly keeps io.CopyBuffer from handing src to a ReadFrom.
-	return io.CopyBuffer(writerOnly{w}, src, make([]byte, min(copyBufferSize, max(n, 1))))
-}
-
-// onLoopback reports whether the request came over a loopback connection
-// (or a test's, which has no address).
-func onLoopback(r *http.Request) bool {
-	a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
-	return !ok || a.IP.IsLoopback()
+	return io.CopyBuffer(writerOnly{w}, src, (*bp)[:min(copyBufferSize, max(n, 1))])
 }
 
 // readsFrom reports whether w's ReadFrom reaches net/http's (through the

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"path"
+	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 
@@ -27,6 +28,8 @@ import (
 type Store struct {
 	ns     distribution.Namespace
 	driver storagedriver.StorageDriver
+	links  linkMemo         // links read lately (linkmemo.go)
+	now    func() time.Time // the memo's clock; nil: time.Now
 }
 
 // New is the store over ns, built by distribution over driver.
@@ -40,7 +43,11 @@ func (s *Store) Driver() storagedriver.StorageDriver { return s.driver }
 
 // Repository is distribution's view of one repository.
 func (s *Store) Repository(ctx context.Context, repo ident.Repo) (distribution.Repository, error) {
-	return s.ns.Repository(ctx, repo.Stored())
+	r, err := s.ns.Repository(ctx, repo.Stored())
+	if err != nil {
+		return nil, err
+	}
+	return memoRepository{Repository: r, s: s}, nil
 }
 
 // Stat describes a blob's data, whatever repository links it.
@@ -108,6 +115,9 @@ func (s *Store) Link(ctx context.Context, repo ident.Repo, dgst digest.Digest) e
 // (which also clears its descriptor cache), or straight from the driver
 // when distribution cannot see it (a link whose data is already gone).
 func (s *Store) Unlink(ctx context.Context, ref Ref) error {
+	// Forgotten before and after: a hit between the two reads it again.
+	s.links.forget(linkKey{ref.Repo, ref.Digest})
+	defer s.links.forget(linkKey{ref.Repo, ref.Digest})
 	named, err := reference.WithName(ref.Repo)
 	if err != nil {
 		return err
