@@ -90,6 +90,7 @@ type options struct {
 	warmBigSize       size
 	warmDuration      time.Duration
 	warmRepeats       int
+	warmCells         string
 }
 
 func main() {
@@ -136,6 +137,7 @@ func main() {
 	flag.Var(&o.warmBigSize, "warm-size", "size of each of the 4 big blobs of the warm-load scenario")
 	flag.DurationVar(&o.warmDuration, "warm-duration", 5*time.Second, "length of each wrk run of the warm-load scenario")
 	flag.IntVar(&o.warmRepeats, "warm-repeats", 3, "repeats of the warm-load scenario")
+	flag.StringVar(&o.warmCells, "warm-cells", "", "run only the warm-load measurements whose name contains this (e.g. \"4 KiB\", \"veth\", \"TLS\")")
 	flag.Parse()
 	for _, f := range strings.Split(*replicasClients, ",") {
 		var n int
@@ -1308,12 +1310,17 @@ func (b *bench) profileScenario(ctx context.Context) error {
 
 // fetchProfile saves a CPU profile of p over secs seconds.
 func fetchProfile(ctx context.Context, p *proc, secs int, file string) error {
+	return fetchProfileWith(ctx, http.DefaultClient, p, secs, file)
+}
+
+// fetchProfileWith is fetchProfile through hc (one that reaches p).
+func fetchProfileWith(ctx context.Context, hc *http.Client, p *proc, secs int, file string) error {
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.debug, secs)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

@@ -32,8 +32,8 @@ import (
 // warmServer is one row of the warm-load tables.
 type warmServer struct {
 	label string
-	url   string      // scheme://host:port as seen in srv
-	port  string      // for the veth URL
+	url   string // scheme://host:port as seen in srv
+	port  string // for the veth URL
 	cpu   func() time.Duration
 	proc  *proc       // nil for nginx
 	base  bool        // the A/B base binary
@@ -42,12 +42,12 @@ type warmServer struct {
 
 // warmCell is one measurement: a set of blobs, a number of clients, a path.
 type warmCell struct {
-	name   string
-	small  bool // 4 KiB blobs: requests are what matters
-	conns  int
-	veth   bool
-	tls    bool
-	paths  []string
+	name                       string
+	small                      bool // 4 KiB blobs: requests are what matters
+	conns                      int
+	veth                       bool
+	tls                        bool
+	paths                      []string
 	bigGoal, cpuGoal, rateGoal float64
 }
 
@@ -195,6 +195,20 @@ func (b *bench) warmLoadScenario(ctx context.Context) error {
 			warmCell{name: fmt.Sprintf("4 × %s, 16 clients, TLS, %s", fmtBytes(float64(b.o.warmBigSize)), path), conns: 16, veth: veth, tls: true, paths: big},
 		)
 	}
+	if b.o.warmCells != "" {
+		var keep []warmCell
+		for _, c := range cells {
+			if strings.Contains(c.name, b.o.warmCells) {
+				keep = append(keep, c)
+			}
+		}
+		cells = keep
+	}
+	if b.o.cpuprofile != "" {
+		if err := os.MkdirAll(b.o.cpuprofile, 0o755); err != nil {
+			return err
+		}
+	}
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(benchUser+":"+benchPassword))
 	load0, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(&b.md, "### Warm load: serving capacity against nginx (%v per run, %d repeats)\n\n", d, b.o.warmRepeats)
@@ -215,6 +229,14 @@ func (b *bench) warmLoadScenario(ctx context.Context) error {
 					base = strings.SplitN(sv.url, "://", 2)[0] + "://" + np.srvIP + ":" + sv.port
 				}
 				logf("warm-load: %s, %s, repeat %d/%d", cell.name, sv.label, r+1, b.o.warmRepeats)
+				var prof chan error
+				if b.o.cpuprofile != "" && r == 0 && sv.proc != nil && sv.proc.kind == kindCache && !sv.base {
+					// -cpuprofile with a pprof build (./bench/pprofbin): the
+					// cache's profile during the first repeat of each cell.
+					prof = make(chan error, 1)
+					file := filepath.Join(b.o.cpuprofile, "warm-"+strings.NewReplacer(" ", "", "×", "x", ",", "-").Replace(cell.name)+".pprof")
+					go func() { prof <- fetchProfileWith(ctx, hc, sv.proc, max(1, int(d.Seconds())-1), file) }()
+				}
 				h0, _ := readHostCPU()
 				c0 := sv.cpu()
 				res, err := wrkRun{ns: ns, base: base, paths: cell.paths, conns: cell.conns, d: d, auth: auth, scriptDir: b.work}.run(ctx)
@@ -222,6 +244,11 @@ func (b *bench) warmLoadScenario(ctx context.Context) error {
 				h1, _ := readHostCPU()
 				if err != nil {
 					return fmt.Errorf("warm-load %s, %s: %w", cell.name, sv.label, err)
+				}
+				if prof != nil {
+					if err := <-prof; err != nil {
+						return fmt.Errorf("warm-load profile: %w (build the binary from ./bench/pprofbin)", err)
+					}
 				}
 				secs := res.duration.Seconds()
 				s.add(sv.label+" MB/s", float64(res.bytes)/secs/1e6)
