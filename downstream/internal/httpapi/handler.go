@@ -46,6 +46,7 @@ type API struct {
 	keys      *keyring.Keyring // the origin's keys for signed URLs; nil without signing
 	mem       *manifestMemory  // manifests by digest, and what tags resolved to
 
+	blobRoute   blobRoute      // the blob route without the router (route.go)
 	prefetching atomic.Int64   // prefetched fills in flight (prefetch.go)
 	bg          sync.WaitGroup // prefetch goroutines
 }
@@ -70,9 +71,11 @@ type Deps struct {
 
 // New is the API of one cache instance.
 func New(d Deps) *API {
+	router := newRouter()
 	return &API{
-		cfg: d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
-		metrics: d.Metrics, log: d.Log, now: d.Now, router: newRouter(), redirects: d.Redirects,
+		blobRoute: newBlobRoute(router, v2.RouteNameBlob),
+		cfg:       d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
+		metrics: d.Metrics, log: d.Log, now: d.Now, router: router, redirects: d.Redirects,
 		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now),
 	}
 }
@@ -92,7 +95,7 @@ func (c *API) Handler(next http.Handler) http.Handler {
 			c.servePrefetchPost(w, r)
 			return
 		}
-		if !c.router.Match(r, &match) || match.Route == nil || match.Handler != nil {
+		if !c.blobRoute.match(r.URL.Path, &match) && (!c.router.Match(r, &match) || match.Route == nil || match.Handler != nil) {
 			// Distribution's app logs the URI of everything it answers
 			// (a trailing '/', '//', 'BLOBS', ...): never a signature.
 			next.ServeHTTP(w, signature.RedactRequest(r))
