@@ -91,6 +91,7 @@ type options struct {
 	warmDuration      time.Duration
 	warmRepeats       int
 	warmCells         string
+	wanPerConn        float64
 }
 
 func main() {
@@ -110,11 +111,12 @@ func main() {
 	flag.BoolVar(&o.wan, "wan", false, "also run the cold blob and the image pull across an emulated WAN link (shaping proxy)")
 	flag.DurationVar(&o.wanDelay, "wan-delay", 25*time.Millisecond, "one-way delay of the emulated WAN (the round trip is twice this)")
 	flag.Float64Var(&o.wanMbit, "wan-mbit", 100, "bandwidth cap of the emulated WAN in Mbit/s, per direction, shared by all connections")
+	flag.Float64Var(&o.wanPerConn, "wan-per-conn", 25, "the wan-pull scenario also runs with this bandwidth cap per connection, in Mbit/s, as CDNs behind registries impose (0: only without)")
 	flag.IntVar(&o.wanRepeats, "wan-repeats", 3, "repeats of the WAN scenarios")
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")
-	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: warm-load,blob,ttfb,concurrent,manifest,image,pull-trace,rss,profile,storage,floor,replicas (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3; replicas needs haproxy and redis-server)")
+	flag.StringVar(&o.only, "only", "", "comma-separated scenarios to run: warm-load,blob,ttfb,concurrent,manifest,image,wan-pull,pull-trace,rss,profile,storage,floor,replicas (default: all; pull-trace only with -trace or named here, profile only with -cpuprofile, storage only with -storage s3; replicas needs haproxy and redis-server)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "run the profile scenario: CPU profiles of content-cache, distribution's proxy and the origin during back-to-back cold pulls, written to this directory (needs a binary with pprof on its debug server: go build -o bin/content-cache-pprof ./bench/pprofbin)")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 8, "length of each CPU profile")
 	flag.BoolVar(&o.keep, "keep", false, "keep the working directory (storage, configs, logs)")
@@ -299,6 +301,7 @@ func run(ctx context.Context, o options) (string, error) {
 		{"concurrent", b.concurrentScenario},
 		{"manifest", b.manifestScenario},
 		{"image", b.imageScenario},
+		{"wan-pull", b.wanPullScenario},
 		{"pull-trace", b.traceScenario},
 		{"rss", b.rssScenario},
 		{"profile", b.profileScenario},

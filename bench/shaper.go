@@ -21,6 +21,9 @@ type Shaper struct {
 	delay  time.Duration
 	up     *link // client to target
 	down   *link // target to client
+	// perConn caps each connection's bandwidth in each direction besides
+	// the link's, as CDNs behind registries do (bits per second; 0: none).
+	perConn float64
 
 	ln    net.Listener
 	mu    sync.Mutex
@@ -109,8 +112,12 @@ func (s *Shaper) handle(client net.Conn) {
 
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); s.pipe(target, client, s.up) }()
-	go func() { defer wg.Done(); s.pipe(client, target, s.down) }()
+	up, down := []*link{s.up}, []*link{s.down}
+	if s.perConn > 0 {
+		up, down = append(up, newLink(s.perConn)), append(down, newLink(s.perConn))
+	}
+	go func() { defer wg.Done(); s.pipe(target, client, up) }()
+	go func() { defer wg.Done(); s.pipe(client, target, down) }()
 	wg.Wait()
 }
 
@@ -129,10 +136,11 @@ const chunkSize = 32 << 10
 // would cost the line the time it overslept.
 const burst = 5 * time.Millisecond
 
-// pipe copies src to dst across l: a reader takes bytes from src only as
-// fast as the link serializes them (so TCP pushes back on the sender), and
-// a writer delivers each chunk one delay after it left.
-func (s *Shaper) pipe(dst, src net.Conn, l *link) {
+// pipe copies src to dst across ls (the shared link, and the connection's
+// own cap if any): a reader takes bytes from src only as fast as the
+// slowest link serializes them (so TCP pushes back on the sender), and a
+// writer delivers each chunk one delay after it left.
+func (s *Shaper) pipe(dst, src net.Conn, ls []*link) {
 	inFlight := make(chan chunk, 4096)
 	go func() {
 		defer close(inFlight)
@@ -140,7 +148,7 @@ func (s *Shaper) pipe(dst, src net.Conn, l *link) {
 			buf := make([]byte, chunkSize)
 			n, err := src.Read(buf)
 			if n > 0 {
-				sent := l.transmit(n)
+				sent := transmitAll(ls, n)
 				// Keep at most burst of the line booked ahead: the sender
 				// waits as on a real line, and a late wake-up does not
 				// leave the line idle (the clock books from where it is).
@@ -179,6 +187,18 @@ func sleepUntil(t time.Time) {
 	if d := time.Until(t); d > 0 {
 		time.Sleep(d)
 	}
+}
+
+// transmitAll books n bytes on every link and returns when the last of
+// them has sent them.
+func transmitAll(ls []*link, n int) time.Time {
+	var sent time.Time
+	for _, l := range ls {
+		if t := l.transmit(n); t.After(sent) {
+			sent = t
+		}
+	}
+	return sent
 }
 
 // link is one direction of the emulated WAN: a virtual clock of when the

@@ -76,3 +76,17 @@ func TestShaperUnlimited(t *testing.T) {
 		t.Fatalf("an unlimited link booked time: %v", time.Until(got))
 	}
 }
+
+// A chunk is sent when the slowest of its links has sent it: the
+// connection's own cap (perConn) holds below the shared link's.
+func TestTransmitAllTakesTheSlowest(t *testing.T) {
+	shared, conn := newLink(800e6), newLink(8e6) // 100 MB/s and 1 MB/s
+	before := time.Now()
+	sent := transmitAll([]*link{shared, conn}, 100_000)
+	if d := sent.Sub(before); d < 100*time.Millisecond || d > time.Second {
+		t.Fatalf("100 kB at 1 MB/s sent after %v, want about 100ms", d)
+	}
+	if shared.free.After(before.Add(50 * time.Millisecond)) {
+		t.Fatalf("the shared link was booked for %v, want about 1ms", shared.free.Sub(before))
+	}
+}

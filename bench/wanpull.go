@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/content-cache/content-cache/internal/regtest"
+)
+
+// The wan-pull scenario (with -wan): cold pulls across the emulated WAN by
+// a client that pulls as dockerd and containerd do: the manifest, then the
+// config, then the layers 3 at a time, each request after the other on a
+// long round trip. It compares origin direct, content-cache without and
+// with prefetch on manifest, and distribution's proxy, for two image
+// shapes (many small layers, a few large ones), on a WAN link shared by
+// all connections and, with -wan-per-conn, also capped per connection as
+// CDNs behind registries do.
+
+// pullJobs is how many layers dockerd and containerd download at once by
+// default.
+const pullJobs = 3
+
+// imageShape is one image of the scenario.
+type imageShape struct {
+	layers int
+	size   int
+}
+
+func (s imageShape) String() string {
+	return fmt.Sprintf("%d layers of %s", s.layers, fmtBytes(float64(s.size)))
+}
+
+func (b *bench) wanPullScenario(ctx context.Context) error {
+	if !b.o.wan {
+		b.notes = append(b.notes, "The wan-pull scenario (prefetch) needs `-wan`.")
+		return nil
+	}
+	shapes := []imageShape{{12, 512 << 10}, {8, 18 << 20}}
+	perConn := []float64{0}
+	if b.o.wanPerConn > 0 {
+		perConn = append(perConn, b.o.wanPerConn)
+	}
+	for vi, pc := range perConn {
+		s, err := NewShaper(b.origin.addr, b.o.wanDelay, b.o.wanMbit*1e6)
+		if err != nil {
+			return err
+		}
+		s.perConn = pc * 1e6
+		defer s.Close()
+		start := func(name, kind, opts string) (*proc, error) {
+			p, err := startProc(ctx, b.hc, procSpec{bin: b.o.bin, dir: b.work, name: fmt.Sprintf("%s-%d", name, vi), kind: kind, htpasswd: filepath.Join(b.work, "htpasswd"),
+				upstream: s.Addr, storage: b.storageYAML, tls: b.tls, cacheOptions: opts})
+			if err == nil {
+				b.procs = append(b.procs, p)
+			}
+			return p, err
+		}
+		cache, err := start("wanpull-cache", kindCache, "")
+		if err != nil {
+			return err
+		}
+		pre, err := start("wanpull-prefetch", kindCache, "        prefetch: true\n")
+		if err != nil {
+			return err
+		}
+		proxy, err := start("wanpull-proxy", kindProxy, "")
+		if err != nil {
+			return err
+		}
+		ts := []target{
+			{label: "origin direct, across the WAN", host: s.Addr, p: b.origin},
+			{label: "content-cache, no prefetch", host: cache.addr, p: cache, cache: true},
+			{label: "content-cache, prefetch", host: pre.addr, p: pre, cache: true},
+			{label: "distribution proxy", host: proxy.addr, p: proxy, cache: true},
+		}
+		link := fmt.Sprintf("%v round trip, %.0f Mbit/s shared", 2*b.o.wanDelay, b.o.wanMbit)
+		if pc > 0 {
+			link += fmt.Sprintf(", %.0f Mbit/s per connection", pc)
+		}
+		for _, shape := range shapes {
+			sr, err := b.wanPullRun(ctx, ts, shape)
+			if err != nil {
+				return err
+			}
+			b.wanPullTable(fmt.Sprintf("Cold pull of %s across the emulated WAN (%s), %d layers at a time", shape, link, pullJobs), ts, sr, shape, pc > 0)
+		}
+	}
+	return nil
+}
+
+func (b *bench) wanPullRun(ctx context.Context, ts []target, shape imageShape) (series, error) {
+	s := series{}
+	for r := range b.o.wanRepeats {
+		seed := b.nextSeed()
+		img := regtest.RandomImage(int64(seed), shape.layers, shape.size)
+		img.Repo, img.Tag = "bench/wanpull", fmt.Sprintf("s%d", seed)
+		if err := regtest.PushWith(ctx, b.hc, b.origin.URL(), benchUser, benchPassword, img); err != nil {
+			return nil, fmt.Errorf("pushing the image: %w", err)
+		}
+		for _, t := range rotate(ts, r) {
+			logf("wan-pull: %s, %s, repeat %d/%d", shape, t.label, r+1, b.o.wanRepeats)
+			b.settle(ctx)
+			d, err := dockerPull(ctx, b.hc, t.url(), img, pullJobs)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.label, err)
+			}
+			s.add(t.label, d.Seconds())
+		}
+		d := s[ts[0].label][r]
+		for _, t := range ts[1:] {
+			s.add(t.label+" / direct", s[t.label][r]/d)
+		}
+		s.add("prefetch / no prefetch", s[ts[2].label][r]/s[ts[1].label][r])
+	}
+	return s, nil
+}
+
+func (b *bench) wanPullTable(title string, ts []target, s series, shape imageShape, perConn bool) {
+	t := &table{head: []string{"", "cold pull", "time / origin direct's"}, align: []string{"l", "r", "r"}}
+	t.row(ts[0].label, fmtSec(s.med(ts[0].label)), "1 (itself)")
+	for _, tg := range ts[1:] {
+		t.row(tg.label, fmtSec(s.med(tg.label)), fmtRatio(s.med(tg.label+" / direct"))+" ("+spread(s[tg.label+" / direct"], fmtRatio)+")")
+	}
+	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
+	fmt.Fprintf(&b.md, "Prefetch / no prefetch: %s (per repeat %s). The client: manifest by tag, config, then the layers %d at a time (dockerd's and containerd's defaults), on loopback to the caches; a fresh image each repeat.\n\n",
+		fmtRatio(s.med("prefetch / no prefetch")), spread(s["prefetch / no prefetch"], fmtRatio), pullJobs)
+	pc := ""
+	if perConn {
+		pc = ", per-connection cap"
+	}
+	if shape.size < 1<<20 {
+		v := s.med(ts[2].label + " / direct")
+		b.addGoal(fmt.Sprintf("cold pull of %s across the WAN%s: content-cache with prefetch / origin direct", shape, pc), fmtRatio(v), spread(s[ts[2].label+" / direct"], fmtRatio), "≤ 0.7×", v <= 0.7, !math.IsNaN(v))
+	} else {
+		v := s.med("prefetch / no prefetch")
+		b.addGoal(fmt.Sprintf("cold pull of %s across the WAN%s: content-cache with prefetch / without", shape, pc), fmtRatio(v), spread(s["prefetch / no prefetch"], fmtRatio), "≤ 1.0×", v <= 1.0, !math.IsNaN(v))
+	}
+}
+
+// dockerPull pulls img from base as dockerd and containerd do: the
+// manifest by tag, the config, then the layers jobs at a time, each read
+// to the end. It returns the time of the whole pull.
+func dockerPull(ctx context.Context, hc *http.Client, base string, img regtest.Image, jobs int) (time.Duration, error) {
+	start := time.Now()
+	if _, err := get(ctx, hc, base+"/v2/"+img.Repo+"/manifests/"+img.Tag, http.Header{"Accept": {manifestAccept}}, int64(len(img.Manifest))); err != nil {
+		return 0, err
+	}
+	if _, err := get(ctx, hc, base+blobPath(img.Repo, digest.FromBytes(img.Config)), nil, int64(len(img.Config))); err != nil {
+		return 0, err
+	}
+	sem := make(chan struct{}, jobs)
+	errs := make([]error, len(img.Layers))
+	var wg sync.WaitGroup
+	for i, l := range img.Layers {
+		path := blobPath(img.Repo, digest.FromBytes(l))
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, errs[i] = get(ctx, hc, base+path, nil, int64(len(l)))
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
