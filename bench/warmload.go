@@ -42,13 +42,12 @@ type warmServer struct {
 
 // warmCell is one measurement: a set of blobs, a number of clients, a path.
 type warmCell struct {
-	name                       string
-	small                      bool // 4 KiB blobs: requests are what matters
-	conns                      int
-	veth                       bool
-	tls                        bool
-	paths                      []string
-	bigGoal, cpuGoal, rateGoal float64
+	name  string
+	small bool // 4 KiB blobs: requests are what matters
+	conns int
+	veth  bool
+	tls   bool
+	paths []string
 }
 
 func (b *bench) warmLoadScenario(ctx context.Context) error {
