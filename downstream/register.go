@@ -101,6 +101,7 @@ func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
 	}
 	// Before the handler serves anything: read-only from then on.
 	c.api.SetRedirects(redirectsEnabled(config))
+	c.store.SetFileRoot(fileRoot(config))
 	return c.Handler(next)
 }
 
@@ -200,4 +201,17 @@ func ClientTimeouts(config *configuration.Configuration) (header, idle time.Dura
 		return 0, 0, err
 	}
 	return cfg.ClientHeaderTimeout, cfg.ClientIdleTimeout, nil
+}
+
+// fileRoot is the root directory of the filesystem storage driver, whose
+// blob files the cache may open itself; "" for any other driver, or when
+// storage middleware stands between the registry and the driver.
+func fileRoot(config *configuration.Configuration) string {
+	if config.Storage.Type() != "filesystem" || len(config.Middleware["storage"]) > 0 {
+		return ""
+	}
+	if root, ok := config.Storage.Parameters()["rootdirectory"].(string); ok && root != "" {
+		return root
+	}
+	return "/var/lib/registry" // the filesystem driver's default
 }

@@ -30,6 +30,8 @@ type Store struct {
 	driver storagedriver.StorageDriver
 	links  linkMemo         // links read lately (linkmemo.go)
 	now    func() time.Time // the memo's clock; nil: time.Now
+	// fileRoot: the filesystem driver's root, read directly (direct.go).
+	fileRoot string
 }
 
 // New is the store over ns, built by distribution over driver.
@@ -57,6 +59,9 @@ func (s *Store) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, er
 
 // Reader reads a blob's data from offset.
 func (s *Store) Reader(ctx context.Context, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
+	if s.fileRoot != "" {
+		return s.readerDirect(ctx, dgst, offset)
+	}
 	return s.driver.Reader(ctx, BlobDataPath(dgst), offset)
 }
 
