@@ -13,7 +13,7 @@ import (
 // (reported_kib). A page reported and touched again is faulted in by the
 // host: on this machine writing a GiB into such memory took 3.7 to 12.6 s
 // of system time against 0.3 s into memory the host still backed
-// (BENCHMARKS.md, "A note on this machine"). -1 when unreadable.
+// (BENCHMARKS.md before issue #24, "A note on this machine", in git history). -1 when unreadable.
 type memState struct {
 	reclaims, compactions int64
 	reportedKiB           int64
