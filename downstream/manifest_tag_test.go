@@ -95,6 +95,11 @@ func TestTagResolvedWithIfNoneMatch(t *testing.T) {
 	}
 
 	pullImage(t, bob, first) // stores the manifest
+	// The layers' fills commit after the client's last byte; until then a
+	// pull may ask the origin about a blob it is still storing.
+	if err := cache.WaitFillsDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		mark := x.len()
 		pullImage(t, bob, first)
@@ -106,6 +111,11 @@ func TestTagResolvedWithIfNoneMatch(t *testing.T) {
 	second.Repo, second.Tag = first.Repo, first.Tag
 	push(t, origin, second)
 	pullImage(t, bob, second)
+	// The layers' fills commit after the client's last byte; until then a
+	// pull may ask the origin about a blob it is still storing.
+	if err := cache.WaitFillsDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	mark := x.len()
 	pullImage(t, bob, second)
 	want("moved tag, pulled again", mark, quoted(second), http.StatusNotModified)
