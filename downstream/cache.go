@@ -5,16 +5,19 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/access"
+	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/expiry"
 	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/httpapi"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/distribution/distribution/v3"
@@ -32,6 +35,8 @@ type Cache struct {
 	store   *store.Store
 	fills   *fill.Fills
 	expiry  *expiry.Expiry // nil without blobttl
+	redis   *cluster.Redis // nil on a single node (no redis option)
+	replica string         // this replica's name in Redis
 	api     *httpapi.API
 	metrics *metrics.Metrics // this instance's Prometheus collectors
 	log     *logrus.Entry
@@ -108,11 +113,24 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	}
 	c.access = access.New(up, cfg.AuthTTL, cfg.OfflineGrace, opts.Now, m)
 	c.store = store.New(local, opts.Driver)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	var shared expiry.Cluster
+	if cfg.Redis != nil {
+		c.replica = uuid.NewString()
+		c.redis = cluster.NewRedis(cfg.Redis, cluster.RedisOptions{
+			Log: log, OnError: m.RedisError, OnState: func(up bool) { m.SetClusterFallback(!up) },
+		})
+		shared = expiry.Cluster{
+			InUse:  c.redis.InUse(c.ctx, c.replica, cfg.Redis.LeaseTTL),
+			Leases: c.redis.Leases(), Owner: c.replica,
+			Pulls: c.redis.Pulls(), Flush: cfg.Redis.PullsFlush,
+		}
+	}
 	bound := expiry.SizeBound{MaxSize: cfg.MaxSize, LowWatermark: cfg.LowWatermark}
 	if len(cfg.Pin) > 0 {
 		bound.Pinned = cfg.Pinned
 	}
-	c.expiry = expiry.NewBounded(c.store, cfg.BlobTTL, bound, opts.Now, log, m, expiry.Cluster{})
+	c.expiry = expiry.NewBounded(c.store, cfg.BlobTTL, bound, opts.Now, log, m, shared)
 	c.fills = fill.New(fill.Deps{
 		Upstream: up, Store: c.store, Access: c.access, Expiry: c.expiry, Metrics: m,
 		Log: log, Now: opts.Now, Timeout: cfg.FillTimeout,
@@ -125,7 +143,6 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		Config: cfg, Upstream: up, Access: c.access, Store: c.store, Fills: c.fills, Expiry: c.expiry,
 		Metrics: m, Log: log, Now: opts.Now, Redirects: true, Keys: keys,
 	})
-	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if keys != nil {
 		c.bg.Go(func() { keys.Run(c.ctx) })
 	}
@@ -150,6 +167,9 @@ func (c *Cache) close(grace time.Duration) error {
 	c.fills.Close(grace)
 	c.api.WaitPrefetch()
 	c.up.Close()
+	if c.redis != nil {
+		return c.redis.Close()
+	}
 	return nil
 }
 
@@ -183,7 +203,32 @@ func (c *Cache) Driver() storagedriver.StorageDriver { return c.store.Driver() }
 
 // Handler returns the cache's HTTP handler: it serves the /v2/ API and hands
 // everything else (health, metrics, /) to next.
-func (c *Cache) Handler(next http.Handler) http.Handler { return c.api.Handler(next) }
+func (c *Cache) Handler(next http.Handler) http.Handler {
+	h := c.api.Handler(next)
+	if c.redis == nil {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, fill.PeerPath) {
+			c.fills.ServePeer(w, r) // the other replicas' requests, authenticated there
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// JoinCluster turns cluster-wide fills on, with this replica reachable at
+// self and the internal endpoint keyed by secret (distribution's
+// http.secret). Before serving; nothing without the redis option.
+func (c *Cache) JoinCluster(self, secret string) {
+	if c.redis == nil {
+		return
+	}
+	c.fills.SetPeers(&fill.Peers{
+		Leases: c.redis.Leases(), Self: self, TTL: c.cfg.Redis.LeaseTTL, Key: fill.PeerKey(secret),
+	})
+	c.log.WithFields(map[string]any{"advertise": self, "redis": c.cfg.Redis.Addr}).Info("replica: fills and expiry coordinate through redis")
+}
 
 // Gatherer returns this instance's metrics, and only them: what the
 // content_cache_* part of the debug server's /metrics shows for it. Tests and

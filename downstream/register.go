@@ -3,6 +3,7 @@ package downstream
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -102,7 +103,26 @@ func Wrap(config *configuration.Configuration, next http.Handler) http.Handler {
 	// Before the handler serves anything: read-only from then on.
 	c.api.SetRedirects(redirectsEnabled(config))
 	c.store.SetFileRoot(fileRoot(config))
+	c.JoinCluster(advertised(c.cfg, config), config.HTTP.Secret)
 	return c.Handler(next)
+}
+
+// advertised is the URL the other replicas reach this one at: the
+// advertise option, or the loopback address at http.addr's port (replicas
+// on one host).
+func advertised(cfg Config, config *configuration.Configuration) string {
+	if cfg.Advertise != nil {
+		return cfg.Advertise.String()
+	}
+	scheme := "http"
+	if config.HTTP.TLS.Certificate != "" || config.HTTP.TLS.LetsEncrypt.CacheFile != "" {
+		scheme = "https"
+	}
+	port := "5000"
+	if _, p, err := net.SplitHostPort(config.HTTP.Addr); err == nil && p != "" {
+		port = p
+	}
+	return scheme + "://" + net.JoinHostPort("127.0.0.1", port)
 }
 
 // middlewareOptions returns the options map of the enabled downstream middleware, or

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand"
 	"net/http"
 	"slices"
@@ -183,21 +184,51 @@ type secSetup struct {
 	clock  *regtest.Clock
 	near   *regtest.Server // the cache next to the origin
 	front  *regtest.Server // the cache clients talk to (near without a chain)
+	// attack is where the requests of other users than the one filling go:
+	// front, or with replicas another replica than the fill's.
+	attack *regtest.Server
 }
 
-func newSecSetup(t *testing.T, token, chain bool, link regtest.SlowLinkOptions) *secSetup {
+// topology is how the caches of a security test are laid out.
+type topology string
+
+const (
+	topoCache    topology = "cache"    // one cache
+	topoChain    topology = "chain"    // a cache behind a cache
+	topoReplicas topology = "replicas" // two replicas on one storage and Redis: the fill on one, the others' requests on the other
+)
+
+func newSecSetup(t *testing.T, token bool, topo topology, link regtest.SlowLinkOptions) *secSetup {
 	s := &secSetup{origin: newSecOrigin(t, token), clock: &regtest.Clock{}}
 	s.link = regtest.NewSlowLink(t, s.origin.URL, link)
-	start := func(upstream string) *regtest.Server {
+	start := func(upstream string, more map[string]any) *regtest.Server {
 		extra := map[string]any{"authttl": "30s"}
+		maps.Copy(extra, more)
 		downstream.SetOptions(extra, downstream.Options{Now: s.clock.Now})
 		return regtest.StartCache(t, upstream, extra)
 	}
-	s.near = start(s.link.URL)
-	s.front = s.near
-	if chain {
-		s.front = start(s.near.URL)
+	switch topo {
+	case topoReplicas:
+		redis := startTestRedis(t)
+		root := t.TempDir()
+		var rs []*regtest.Server
+		for range 2 {
+			extra := map[string]any{"authttl": "30s", "redis": map[any]any{"addr": redis.Addr, "leasettl": "5s"}}
+			downstream.SetOptions(extra, downstream.Options{Now: s.clock.Now})
+			r := regtest.StartCacheAt(t, root, s.link.URL, extra)
+			r.Cache.JoinCluster(r.URL, r.Config.HTTP.Secret)
+			rs = append(rs, r)
+		}
+		s.near, s.front, s.attack = rs[0], rs[0], rs[1]
+		return s
+	case topoChain:
+		s.near = start(s.link.URL, nil)
+		s.front = start(s.near.URL, nil)
+	default:
+		s.near = start(s.link.URL, nil)
+		s.front = s.near
 	}
+	s.attack = s.front
 	return s
 }
 
@@ -206,7 +237,7 @@ func (s *secSetup) idle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	for _, c := range []*regtest.Server{s.front, s.near} {
+	for _, c := range []*regtest.Server{s.front, s.near, s.attack} {
 		if err := c.WaitIdle(ctx); err != nil {
 			t.Fatalf("cache not idle: %v", err)
 		}
@@ -214,15 +245,16 @@ func (s *secSetup) idle(t *testing.T) {
 }
 
 // forEachTopology runs f with token and htpasswd auth, through one cache
-// and through a chain of two.
+// through a chain of two, and through two replicas (the fill on one, the
+// other users on the other).
 // No goroutine outlives them: fills, waiters and slow links all end.
-func forEachTopology(t *testing.T, f func(t *testing.T, token, chain bool)) {
+func forEachTopology(t *testing.T, f func(t *testing.T, token bool, topo topology)) {
 	noLeaks(t)
 	for _, auth := range []string{"token", "htpasswd"} {
-		for _, topo := range []string{"cache", "chain"} {
-			t.Run(auth+"/"+topo, func(t *testing.T) {
+		for _, topo := range []topology{topoCache, topoChain, topoReplicas} {
+			t.Run(auth+"/"+string(topo), func(t *testing.T) {
 				t.Parallel()
-				f(t, auth == "token", topo == "chain")
+				f(t, auth == "token", topo)
 			})
 		}
 	}
@@ -260,8 +292,8 @@ func secretImage(t *testing.T, o *secOrigin, seed int64, layers, size int) regte
 // gives it, 404, by GET, HEAD and Range, before and after the fill: the
 // blob is not linked into its repository.
 func TestFillAuthorizesNoOtherRepository(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, token, chain bool) {
-		s := newSecSetup(t, token, chain, regtest.SlowLinkOptions{Rate: 4 << 20, HoldAt: 512 << 10})
+	forEachTopology(t, func(t *testing.T, token bool, topo topology) {
+		s := newSecSetup(t, token, topo, regtest.SlowLinkOptions{Rate: 4 << 20, HoldAt: 512 << 10})
 		secret := secretImage(t, s.origin, 40, 1, 1<<20)
 		app := regtest.RandomImage(41, 1, 4096)
 		app.Repo, app.Tag = "public/app", "v1"
@@ -275,7 +307,7 @@ func TestFillAuthorizesNoOtherRepository(t *testing.T) {
 			intruders = append(intruders, anonymous)
 		}
 		for _, who := range intruders {
-			if a := send(t.Context(), s.front.URL, http.MethodGet, "/v2/public/app/manifests/v1", s.origin.authz(who, "public/app"), ociAccept()); a.status != http.StatusOK {
+			if a := send(t.Context(), s.attack.URL, http.MethodGet, "/v2/public/app/manifests/v1", s.origin.authz(who, "public/app"), ociAccept()); a.status != http.StatusOK {
 				t.Fatalf("%q pulling public/app: %d %s", who, a.status, a.body)
 			}
 		}
@@ -302,7 +334,7 @@ func TestFillAuthorizesNoOtherRepository(t *testing.T) {
 				} {
 					path := "/v2/public/app/blobs/" + layer.String()
 					authz := s.origin.authz(who, "public/app")
-					got := sendRead(t.Context(), s.front.URL, v.method, path, authz, v.hdr, whole)
+					got := sendRead(t.Context(), s.attack.URL, v.method, path, authz, v.hdr, whole)
 					want := send(t.Context(), s.origin.URL, v.method, path, authz, v.hdr)
 					sameAsOrigin(t, fmt.Sprintf("%s: %q %s %v of carol's blob through public/app", when, who, v.method, v.hdr), got, want, secret.Layers[0])
 				}
@@ -322,8 +354,8 @@ func TestFillAuthorizesNoOtherRepository(t *testing.T) {
 // pulling changes nothing for carol: every one of her cold pulls gets the
 // blob, and every intruder gets the origin's own answer.
 func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, token, chain bool) {
-		s := newSecSetup(t, token, chain, regtest.SlowLinkOptions{Rate: 8 << 20, HoldAt: -1, Latency: 20 * time.Millisecond})
+	forEachTopology(t, func(t *testing.T, token bool, topo topology) {
+		s := newSecSetup(t, token, topo, regtest.SlowLinkOptions{Rate: 8 << 20, HoldAt: -1, Latency: 20 * time.Millisecond})
 		const layers = 8
 		secret := secretImage(t, s.origin, 42, layers, 256<<10)
 		paths := make([]string, layers)
@@ -349,7 +381,7 @@ func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
 			wg.Go(func() {
 				who := intruders[i%len(intruders)]
 				for ctx.Err() == nil {
-					got := send(ctx, s.front.URL, http.MethodGet, paths[current.Load()], s.origin.authz(who, "private/secret"), nil)
+					got := send(ctx, s.attack.URL, http.MethodGet, paths[current.Load()], s.origin.authz(who, "private/secret"), nil)
 					if ctx.Err() != nil {
 						return
 					}
@@ -383,8 +415,8 @@ func TestUnauthorizedFloodFailsNoAuthorizedPull(t *testing.T) {
 // A credential revoked at the origin, asking again after authttl for the
 // blob its own fill still fetches, gets the origin's refusal.
 func TestRevokedCredentialJoinsNoFill(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, token, chain bool) {
-		s := newSecSetup(t, token, chain, regtest.SlowLinkOptions{Rate: 4 << 20, HoldAt: 512 << 10})
+	forEachTopology(t, func(t *testing.T, token bool, topo topology) {
+		s := newSecSetup(t, token, topo, regtest.SlowLinkOptions{Rate: 4 << 20, HoldAt: 512 << 10})
 		secret := secretImage(t, s.origin, 43, 1, 1<<20)
 		path := "/v2/private/secret/blobs/" + digest.FromBytes(secret.Layers[0]).String()
 		authz, revoke := s.origin.revocable(t, "carol", "private/secret", path)
@@ -399,7 +431,7 @@ func TestRevokedCredentialJoinsNoFill(t *testing.T) {
 		revoke()
 		s.clock.Advance(33 * time.Second) // authttl is 30s
 		for _, method := range []string{http.MethodGet, http.MethodHead} {
-			got := sendRead(t.Context(), s.front.URL, method, path, authz, nil, false)
+			got := sendRead(t.Context(), s.attack.URL, method, path, authz, nil, false)
 			want := send(t.Context(), s.origin.URL, method, path, authz, nil)
 			sameAsOrigin(t, "revoked carol "+method+" during her own fill", got, want, secret.Layers[0])
 		}
@@ -417,7 +449,7 @@ func TestChainRevocationWithinAuthTTL(t *testing.T) {
 	for _, auth := range []string{"token", "htpasswd"} {
 		t.Run(auth, func(t *testing.T) {
 			t.Parallel()
-			s := newSecSetup(t, auth == "token", true, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: -1})
+			s := newSecSetup(t, auth == "token", topoChain, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: -1})
 			secret := secretImage(t, s.origin, 44, 1, 64<<10)
 			path := "/v2/private/secret/blobs/" + digest.FromBytes(secret.Layers[0]).String()
 			authz, revoke := s.origin.revocable(t, "carol", "private/secret", path)
@@ -441,8 +473,8 @@ func TestChainRevocationWithinAuthTTL(t *testing.T) {
 // layer shared, hammering a cache over a slow upstream: every answer equals
 // the origin's for that credential, repository and digest.
 func TestRandomizedAuthorization(t *testing.T) {
-	forEachTopology(t, func(t *testing.T, token, chain bool) {
-		s := newSecSetup(t, token, chain, regtest.SlowLinkOptions{Rate: 16 << 20, HoldAt: -1, Latency: 5 * time.Millisecond})
+	forEachTopology(t, func(t *testing.T, token bool, topo topology) {
+		s := newSecSetup(t, token, topo, regtest.SlowLinkOptions{Rate: 16 << 20, HoldAt: -1, Latency: 5 * time.Millisecond})
 		secret := secretImage(t, s.origin, 45, 3, 128<<10)
 		app := regtest.RandomImage(46, 2, 128<<10)
 		app.Repo, app.Tag = "public/app", "v1"

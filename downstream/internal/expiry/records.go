@@ -64,6 +64,12 @@ func newPulls(driver storagedriver.StorageDriver, ttl time.Duration, now func() 
 // record notes a pull of k now. Failing to write only risks an early
 // expiry, which costs a refetch: it is logged, not returned.
 func (p *pulls) record(ctx context.Context, k store.Ref) {
+	p.recordWith(ctx, k, p.write)
+}
+
+// recordWith is record writing through write: the storage, or a pull
+// index that batches its writes to storage.
+func (p *pulls) recordWith(ctx context.Context, k store.Ref, write func(context.Context, store.Ref, time.Time) error) {
 	if p == nil {
 		return
 	}
@@ -77,7 +83,7 @@ func (p *pulls) record(ctx context.Context, k store.Ref) {
 	p.written[k] = now // claimed: concurrent pulls do not write it again
 	p.mu.Unlock()
 	// Not the client's cancellation: the pull happened.
-	if err := p.write(context.WithoutCancel(ctx), k, now); err != nil {
+	if err := write(context.WithoutCancel(ctx), k, now); err != nil {
 		p.mu.Lock()
 		if p.written[k].Equal(now) {
 			if seen {

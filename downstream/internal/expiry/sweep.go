@@ -67,6 +67,16 @@ type Cluster struct {
 	// InUse covers the pulls and fills of every replica. Nil: this
 	// process's only (cluster.MemoryInUse).
 	InUse cluster.InUse
+	// Leases, if set, make the periodic sweep one per interval
+	// cluster-wide: the replica that takes the sweep lease sweeps; the
+	// lease lasts the interval and is not released early.
+	Leases cluster.Leases
+	// Owner is this replica's name in the leases.
+	Owner string
+	// Pulls, if set, keeps pull times (in Redis), flushed to the storage
+	// records every Flush: no storage write per pull on any replica.
+	Pulls cluster.PullIndex
+	Flush time.Duration
 }
 
 // New is the expiry of content in st after ttl; nil when ttl is 0.
@@ -127,13 +137,65 @@ func Interval(ttl time.Duration) time.Duration {
 	return min(max(ttl/10, time.Second), time.Hour)
 }
 
-// Record notes a pull of ref now (see pulls.record).
+// Record notes a pull of ref now (see pulls.record): in the pull index
+// when there is one (storage gets it with the next flush), else, or when
+// the index fails (Redis down), in storage.
 func (e *Expiry) Record(ctx context.Context, ref store.Ref) {
-	if e != nil {
-		if e.maxSize > 0 {
-			e.size.pulled(ref, e.now())
-		}
+	if e == nil {
+		return
+	}
+	if e.maxSize > 0 {
+		e.size.pulled(ref, e.now())
+	}
+	if e.cl.Pulls == nil {
 		e.pulls.record(ctx, ref)
+		return
+	}
+	e.pulls.recordWith(ctx, ref, func(ctx context.Context, k store.Ref, at time.Time) error {
+		if err := e.cl.Pulls.Record(ctx, cluster.Pull{Ref: k, At: at}); err == nil {
+			return nil
+		}
+		return e.pulls.write(ctx, k, at)
+	})
+}
+
+// Flush writes the pulls the index holds to the storage records. A pull
+// that cannot be written goes back to the index, for the next flush.
+func (e *Expiry) Flush(ctx context.Context) error {
+	if e == nil || e.cl.Pulls == nil {
+		return nil
+	}
+	batch, err := e.cl.Pulls.Drain(ctx)
+	if err != nil {
+		return err
+	}
+	var failed error
+	for _, p := range batch {
+		if err := e.pulls.write(ctx, p.Ref, p.At); err != nil {
+			failed = err
+			_ = e.cl.Pulls.Record(ctx, p)
+		}
+	}
+	return failed
+}
+
+// runFlush flushes the pull index every Flush until ctx ends, then once
+// more.
+func (e *Expiry) runFlush(ctx context.Context) {
+	t := time.NewTicker(e.cl.Flush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_ = e.Flush(fctx)
+			return
+		case <-t.C:
+		}
+		if err := e.Flush(ctx); err != nil && ctx.Err() == nil {
+			e.log.WithError(err).Warn("expiry: cannot write pull times to storage; retrying at the next flush")
+		}
 	}
 }
 
@@ -161,6 +223,14 @@ func (e *Expiry) Run(ctx context.Context) {
 	if e == nil {
 		return
 	}
+	if e.cl.Pulls != nil && e.cl.Flush > 0 {
+		flushed := make(chan struct{})
+		defer func() { <-flushed }()
+		go func() {
+			defer close(flushed)
+			e.runFlush(ctx)
+		}()
+	}
 	if e.maxSize > 0 {
 		if e.ttl <= 0 {
 			e.runSize(ctx)
@@ -179,7 +249,7 @@ func (e *Expiry) Run(ctx context.Context) {
 	t := time.NewTicker(Interval(e.ttl))
 	defer t.Stop()
 	for {
-		if _, err := e.Sweep(ctx); err != nil && ctx.Err() == nil {
+		if _, err := e.sweepShared(ctx); err != nil && ctx.Err() == nil {
 			e.log.WithError(err).Warn("expiry sweep failed; retrying at the next one")
 		}
 		select {
@@ -188,6 +258,24 @@ func (e *Expiry) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// sweepShared is a periodic sweep: with cluster leases, only by the
+// replica that takes the sweep lease for this interval, so that N replicas
+// do not each list the storage.
+func (e *Expiry) sweepShared(ctx context.Context) (SweepStats, error) {
+	if e.cl.Leases != nil {
+		_, ok, err := e.cl.Leases.Acquire(ctx, "sweep", e.cl.Owner, Interval(e.ttl))
+		if err != nil {
+			// Redis down: no replica can tell what the others serve, so
+			// nothing is removed until it is back.
+			return SweepStats{}, nil
+		}
+		if !ok {
+			return SweepStats{}, nil // another replica sweeps this interval
+		}
+	}
+	return e.Sweep(ctx)
 }
 
 // Sweep removes the content nobody pulled for blobttl. The first sweep of
@@ -267,6 +355,14 @@ func (e *Expiry) remove(ctx context.Context, dgst digest.Digest, limit time.Dura
 	if err != nil {
 		return false, 0, err
 	}
+	if e.cl.Pulls != nil {
+		// Pulls not flushed to storage yet count too.
+		idx, err := e.cl.Pulls.Of(ctx, dgst)
+		if err != nil {
+			return false, 0, fmt.Errorf("reading the pull index: %w", err)
+		}
+		recs = mergePulls(recs, idx)
+	}
 	if !expired(recs, e.now(), limit) {
 		return false, 0, nil
 	}
@@ -304,6 +400,9 @@ func (e *Expiry) removeNow(ctx context.Context, dgst digest.Digest, recs []pullR
 	}
 	e.pulls.forget(dgst)
 	e.size.removed(dgst)
+	if e.cl.Pulls != nil {
+		_ = e.cl.Pulls.Forget(ctx, dgst)
+	}
 	e.metrics.Evicted(reason, bytes)
 	slices.Sort(repos)
 	fields := map[string]any{
@@ -360,4 +459,23 @@ func (e *Expiry) adopt(ctx context.Context) (int, error) {
 		return add(store.Ref{Digest: d, Kind: store.KindData})
 	})
 	return n, err
+}
+
+// mergePulls is recs with the newer times of the index's pulls.
+func mergePulls(recs []pullRecord, idx []cluster.Pull) []pullRecord {
+	for _, p := range idx {
+		found := false
+		for i := range recs {
+			if recs[i].Ref == p.Ref {
+				found = true
+				if p.At.After(recs[i].at) {
+					recs[i].at = p.At
+				}
+			}
+		}
+		if !found {
+			recs = append(recs, pullRecord{Ref: p.Ref, at: p.At})
+		}
+	}
+	return recs
 }

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
@@ -63,6 +64,9 @@ type Fill struct {
 	// the origin answered 200. Set before the fill shows as started, read
 	// by others only after.
 	repo ident.Repo
+	// leads is set while the fill fetches under the cluster-wide fill
+	// lease: the other replicas may stream it (ServePeer).
+	leads atomic.Bool
 
 	// next lists the askers to fetch with if the origin refuses the
 	// current one before streaming. Under Fills.mu, which also guards the
@@ -152,6 +156,24 @@ func (c *Fills) startFill(ctx context.Context, a *Asker, dgst digest.Digest) *Fi
 // another's pull. Its error is the download's: a verified blob that could
 // not be stored is no failure for the readers.
 func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
+	if c.peers != nil {
+		l, done, err := c.lease(ctx, f, a)
+		if done {
+			return err
+		}
+		if l != nil {
+			var stop func()
+			ctx, stop = c.keepLease(ctx, *l)
+			f.leads.Store(true)
+			defer func() {
+				f.leads.Store(false)
+				stop()
+				// After the commit: a follower that sees the lease go
+				// finds the blob stored.
+				_ = c.peers.Leases.Release(context.WithoutCancel(ctx), *l)
+			}()
+		}
+	}
 	resp, err := c.fetchFirst(ctx, f, a)
 	if err != nil {
 		return err
@@ -212,7 +234,9 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 		}
 		n, rerr := body.Read(buf)
 		if n > 0 {
-			m.UpstreamBody(f.key.origin, v2.RouteNameBlob, int64(n))
+			if host != nil { // not another replica's stream
+				m.UpstreamBody(f.key.origin, v2.RouteNameBlob, int64(n))
+			}
 			if size >= 0 && written+int64(n) > size {
 				return written, fmt.Errorf("%w: more than the announced %d bytes", errBlobCorrupt, size)
 			}
@@ -229,6 +253,10 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 		if rerr != nil {
 			if rerr == io.EOF {
 				rerr = io.ErrUnexpectedEOF
+			}
+			if host == nil {
+				// Another replica's stream: no upstream to go on from.
+				return written, fmt.Errorf("streaming blob %s from the replica leading its fill, at byte %d: %w", f.dgst, written, rerr)
 			}
 			// The upstream failed mid-stream: go on from another one,
 			// from the byte reached.

@@ -41,6 +41,10 @@ type Fills struct {
 
 	chunks sync.Pool // free *chunk of finished fills' windows
 
+	// peers, set once before serving (SetPeers), makes one fetch per blob
+	// cluster-wide; nil on a single node.
+	peers *Peers
+
 	mu sync.Mutex
 	// fills are by registry and digest: a blob of one digest at two
 	// registries is fetched by each from its own upstreams, with its own
@@ -145,6 +149,9 @@ func (c *Fills) Close(grace time.Duration) {
 		<-done
 	}
 	c.cancel()
+	if c.peers != nil {
+		c.peers.Client.CloseIdleConnections()
+	}
 }
 
 // detach keeps ctx's values but not its cancellation, bounded by d and by

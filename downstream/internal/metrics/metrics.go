@@ -94,6 +94,9 @@ type Metrics struct {
 	storedBytes   gometrics.Gauge
 	maxSize       gometrics.Gauge
 	decisions     gometrics.LabeledCounter // registry, decision, source
+	// Replicas (the redis option): see cluster.go.
+	fillsLed, fillsFollowed, leaseTakeovers, redisErrors gometrics.Counter
+	clusterFallback                                      gometrics.Gauge
 
 	// The series of the fixed label values, resolved at New: a label
 	// lookup (WithValues) costs 100-500 ns and allocates, on every request.
@@ -255,6 +258,7 @@ func New(hosts []*url.URL, opts ...Option) *Metrics {
 			"Authorizations of a credential for a repository (blobs and manifests), by decision (allowed, denied) and source: cached (an allowed answer of the origin within authttl) or asked (the origin's answer just now). Denials are never cached.",
 			"registry", "decision", "source"),
 	}
+	m.newClusterMetrics(ns)
 	m.regs = make(map[string]*registrySeries, len(o.registries))
 	for origin, label := range o.registries {
 		m.regs[origin] = m.newRegistrySeries(label)

@@ -1,0 +1,237 @@
+package downstream_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/content-cache/content-cache/internal/regtest"
+)
+
+// testRedis is a redis-server a test started on a loopback port.
+type testRedis struct {
+	Addr string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// startTestRedis runs redis-server without persistence until the test
+// ends; skipped without it, failed when CI is set.
+func startTestRedis(t *testing.T) *testRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("redis-server not found on PATH")
+		}
+		t.Skip("redis-server not found on PATH (apt-get install redis-server)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	r := &testRedis{Addr: addr, done: make(chan error, 1)}
+	r.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s", addr)
+		}
+		select {
+		case err := <-r.done:
+			t.Fatalf("redis-server exited: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startReplicas starts n caches of upstream on one shared directory,
+// coordinating through redis, each reachable by the others at its own
+// URL.
+func startReplicas(t *testing.T, n int, upstream string, redis *testRedis, extra map[string]any) []*regtest.Server {
+	t.Helper()
+	root := t.TempDir()
+	var out []*regtest.Server
+	for range n {
+		opts := map[string]any{"redis": map[any]any{"addr": redis.Addr, "leasettl": "5s"}}
+		for k, v := range extra {
+			opts[k] = v
+		}
+		s := regtest.StartCacheAt(t, root, upstream, opts)
+		// In-process servers listen where http.addr does not say: tell
+		// each replica its URL (what the advertise option does).
+		s.Cache.JoinCluster(s.URL, s.Config.HTTP.Secret)
+		out = append(out, s)
+	}
+	return out
+}
+
+// fetchVerified GETs a blob and reports what went wrong, if anything: a
+// status other than 200, a short body, or bytes that do not hash to dgst.
+func fetchVerified(ctx context.Context, url string, dgst digest.Digest, size int64) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	v := dgst.Verifier()
+	n, err := io.Copy(v, resp.Body)
+	if err != nil {
+		return fmt.Errorf("after %d bytes: %w", n, err)
+	}
+	if n != size || !v.Verified() {
+		return fmt.Errorf("a complete-looking wrong body: %d bytes (want %d), verified %v", n, size, v.Verified())
+	}
+	return nil
+}
+
+// TestReplicasOneFetch: 32 concurrent misses of one blob spread over 3
+// replicas cause 1 upstream GET, and every body verifies; followers
+// stream while the fill runs (the upstream is held mid-blob until every
+// client has its headers).
+func TestReplicasOneFetch(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(21, 1, 8<<20)
+	push(t, origin, img)
+	layer := img.Layers[0]
+	d := digest.FromBytes(layer)
+	path := "/v2/" + img.Repo + "/blobs/" + d.String()
+	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
+	replicas := startReplicas(t, 3, slow.URL, redis, nil)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	const n = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			r := replicas[i%len(replicas)]
+			if err := fetchVerified(ctx, r.URL+path, d, int64(len(layer))); err != nil {
+				errs <- fmt.Errorf("client %d on replica %d: %w", i, i%len(replicas), err)
+			}
+		})
+	}
+	// Every client is streaming (its request in flight at its replica)
+	// while the upstream still holds the blob's end.
+	for _, r := range replicas {
+		if err := r.WaitInFlight(ctx, n/len(replicas)); err != nil {
+			t.Fatalf("clients did not all start while the fill ran: %v", err)
+		}
+	}
+	slow.Release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := origin.Counts.Get(http.MethodGet, path); got != 1 {
+		t.Fatalf("%d concurrent GETs over %d replicas caused %d upstream GETs, want 1", n, len(replicas), got)
+	}
+	led, followed := 0.0, 0.0
+	for _, r := range replicas {
+		led += metricValue(t, r, "content_cache_fills_led_total")
+		followed += metricValue(t, r, "content_cache_fills_followed_total")
+	}
+	if led != 1 || followed != 2 {
+		t.Fatalf("fills led %v, followed %v; want 1 and 2", led, followed)
+	}
+	// Every replica serves it from the shared storage now.
+	for _, r := range replicas {
+		if err := r.WaitFillsDone(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := fetchVerified(ctx, r.URL+path, d, int64(len(layer))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := origin.Counts.Get(http.MethodGet, path); got != 1 {
+		t.Fatalf("hits after the fill made %d upstream GETs in all, want 1", got)
+	}
+}
+
+// metricValue sums a metric's series of one replica.
+func metricValue(t *testing.T, s *regtest.Server, name string) float64 {
+	t.Helper()
+	mfs, err := s.Cache.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// TestReplicaInternalEndpointNeedsKey: the internal endpoint serves
+// nothing without the key derived from http.secret.
+func TestReplicaInternalEndpointNeedsKey(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	replicas := startReplicas(t, 1, origin.URL, redis, nil)
+	d := digest.FromString("x")
+	for _, hdr := range []string{"", "1.deadbeef", fmt.Sprintf("%d.%s", time.Now().Unix(), strings.Repeat("0", 64))} {
+		req, _ := http.NewRequest(http.MethodGet, replicas[0].URL+"/_content-cache/v1/fills/"+d.String(), nil)
+		if hdr != "" {
+			req.Header.Set("Content-Cache-Peer", hdr)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte(d.String())) {
+			t.Fatalf("peer header %q: status %d, want 403", hdr, resp.StatusCode)
+		}
+	}
+}
