@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -232,6 +233,84 @@ func TestReplicaInternalEndpointNeedsKey(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusForbidden || bytes.Contains(body, []byte(d.String())) {
 			t.Fatalf("peer header %q: status %d, want 403", hdr, resp.StatusCode)
+		}
+	}
+}
+
+// TestReplicasExpiryKeepsOtherReplicasPull: a blob being served by replica
+// B is not removed by sweeps on replica A (nor B's own), however long ago
+// it was pulled; once B's response ends, expiry removes it.
+func TestReplicasExpiryKeepsOtherReplicasPull(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(22, 1, 16<<20)
+	push(t, origin, img)
+	layer := img.Layers[0]
+	d := digest.FromBytes(layer)
+	path := "/v2/" + img.Repo + "/blobs/" + d.String()
+	replicas := startReplicas(t, 2, origin.URL, redis, map[string]any{"blobttl": "2s"})
+	a, b := replicas[0], replicas[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	if err := fetchVerified(ctx, b.URL+path, d, int64(len(layer))); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitFillsDone(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(b.Root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
+	// A pull on B that stays in flight: its client reads one byte, then
+	// waits (the server blocks writing the rest).
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	// Sweep on A until it finds the blob expired and in use (B's pull).
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for busy := false; !busy; {
+		st, err := a.Cache.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Removed > 0 {
+			t.Fatalf("replica A removed content replica B is serving: %+v", st)
+		}
+		busy = st.Busy > 0
+		select {
+		case <-ctx.Done():
+			t.Fatal("replica A never saw the blob expired and in use")
+		case <-tick.C:
+		}
+	}
+	if _, err := os.Stat(data); err != nil {
+		t.Fatalf("the blob's data went while B served it: %v", err)
+	}
+	v := d.Verifier()
+	_, _ = v.Write(first)
+	n, err := io.Copy(v, resp.Body)
+	if err != nil || n+1 != int64(len(layer)) || !v.Verified() {
+		t.Fatalf("B's pull during A's sweeps: %d bytes, %v, verified %v", n+1, err, v.Verified())
+	}
+	resp.Body.Close()
+	// Nobody serves it now: it goes (by A's sweep, or a periodic one).
+	for {
+		if _, err := a.Cache.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(data); os.IsNotExist(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the blob was never removed once nobody served it")
+		case <-tick.C:
 		}
 	}
 }
