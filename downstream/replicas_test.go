@@ -260,9 +260,10 @@ func TestReplicasExpiryKeepsOtherReplicasPull(t *testing.T) {
 	}
 	data := filepath.Join(b.Root, "docker/registry/v2/blobs/sha256", d.Encoded()[:2], d.Encoded(), "data")
 	// A pull on B that stays in flight: its client reads one byte, then
-	// waits (the server blocks writing the rest).
+	// waits (the server blocks writing the rest: the client's receive
+	// buffer is small).
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, b.URL+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := regtest.SlowReaderClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
