@@ -112,6 +112,17 @@ c.panel("timeseries", "Stored bytes and the bound", "Blob and manifest data in s
 c.panel("stat", "Storage used of the bound", "Stored bytes over maxsize; eviction brings it back to lowwatermark.",
         [('max(content_cache_stored_bytes{%s} / (content_cache_max_size_bytes{%s} > 0))' % (I, I), "used")], unit="percentunit")
 
+c.row("Replicas")
+c.panel("timeseries", "Fills led and followed", "Blob fills fetched under the cluster-wide fill lease, and fills streamed from the replica holding it instead (with the redis option).",
+        [('sum by (instance) (rate(content_cache_fills_led_total{%s}[%s]))' % (I, R), "led {{instance}}"),
+         ('sum by (instance) (rate(content_cache_fills_followed_total{%s}[%s]))' % (I, R), "followed {{instance}}")], unit="ops")
+c.panel("timeseries", "Lease takeovers", "Fill leases taken over after the holder died, stalled or lost its lease.",
+        [('sum by (instance) (increase(content_cache_lease_takeovers_total{%s}[%s]))' % (I, R), "{{instance}}")], unit="short")
+c.panel("timeseries", "Redis fallback", "1 while Redis is unreachable and the replica works alone (its own coalescing and in-use holds, no sweep).",
+        [('max by (instance) (content_cache_cluster_fallback{%s})' % I, "{{instance}}")], unit="bool", extra={"fieldConfig": {"defaults": {"unit": "bool", "min": 0, "max": 1}, "overrides": []}})
+c.panel("timeseries", "Redis errors", "Failed calls to Redis (timeouts, refused connections, errors).",
+        [('sum by (instance) (rate(content_cache_redis_errors_total{%s}[%s]))' % (I, R), "{{instance}}")], unit="ops")
+
 o = D("content-cache-origin", "content-cache: origin", "The origin side of transparent caches: redirects to caches, blobs the origin served itself, and the caches' health.", "content_cache_origin_direct_total")
 o.row("Redirects")
 o.panel("stat", "Share of blob GETs redirected", "Redirected to a cache over all blob GETs the origin authorized and found.",
