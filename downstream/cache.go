@@ -226,6 +226,7 @@ func (c *Cache) JoinCluster(self, secret string) {
 	}
 	c.fills.SetPeers(&fill.Peers{
 		Leases: c.redis.Leases(), Self: self, TTL: c.cfg.Redis.LeaseTTL, Key: fill.PeerKey(secret),
+		Draining: c.Draining(),
 	})
 	c.log.WithFields(map[string]any{"advertise": self, "redis": c.cfg.Redis.Addr}).Info("replica: fills and expiry coordinate through redis")
 }

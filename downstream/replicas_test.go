@@ -315,3 +315,108 @@ func TestReplicasExpiryKeepsOtherReplicasPull(t *testing.T) {
 		}
 	}
 }
+
+// waitMetric polls a replica's metric until ok holds for its value.
+func waitMetric(ctx context.Context, t *testing.T, s *regtest.Server, name string, ok func(float64) bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !ok(metricValue(t, s, name)) {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s stayed at %v", name, metricValue(t, s, name))
+		case <-tick.C:
+		}
+	}
+}
+
+// TestReplicaFollowerResumesWhenLeaderStops: the replica leading a fill
+// stops mid-blob (its fills cancelled, as when its drain time runs out or
+// it stalls past its lease); a client streaming the fill through another
+// replica still gets the whole verified blob, which that replica fetches
+// on from the upstream with a range request from the byte it had. The
+// leader's own client gets an aborted body, never a complete-looking one.
+func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(23, 1, 4<<20)
+	push(t, origin, img)
+	layer := img.Layers[0]
+	d := digest.FromBytes(layer)
+	path := "/v2/" + img.Repo + "/blobs/" + d.String()
+	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
+	replicas := startReplicas(t, 2, slow.URL, redis, nil)
+	a, b := replicas[0], replicas[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	leaderErr := make(chan error, 1)
+	go func() { leaderErr <- fetchVerified(ctx, a.URL+path, d, int64(len(layer))) }()
+	waitMetric(ctx, t, a, "content_cache_fills_led_total", func(v float64) bool { return v == 1 })
+	followerErr := make(chan error, 1)
+	go func() { followerErr <- fetchVerified(ctx, b.URL+path, d, int64(len(layer))) }()
+	waitMetric(ctx, t, b, "content_cache_fills_followed_total", func(v float64) bool { return v == 1 })
+	// B has bytes of the fill: it streams from A, which waits for the
+	// upstream's held end.
+	if err := b.WaitUpstreamBytes(ctx, "blob", 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// A stops: no time left for its fills.
+	done, stop := context.WithDeadline(ctx, time.Now())
+	defer stop()
+	_ = a.Cache.Shutdown(done)
+	if err := <-leaderErr; err == nil || strings.Contains(err.Error(), "complete-looking") {
+		t.Fatalf("the stopped leader's client: %v, want an aborted body", err)
+	}
+	slow.Release()
+	if err := <-followerErr; err != nil {
+		t.Fatalf("the follower's client: %v", err)
+	}
+	if got := metricValue(t, b, "content_cache_lease_takeovers_total"); got != 1 {
+		t.Fatalf("lease takeovers on the follower: %v, want 1", got)
+	}
+	if got := origin.Counts.Get(http.MethodGet, path); got != 2 {
+		t.Fatalf("origin GETs of the blob: %d, want 2 (the leader's, the follower's range)", got)
+	}
+}
+
+// TestDrainingReplicaTakesNoLease: a draining replica fetches a miss
+// without taking the fill lease, so that no other replica streams from a
+// process about to stop: a request on another replica meanwhile leads a
+// fill of its own.
+func TestDrainingReplicaTakesNoLease(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(24, 1, 2<<20)
+	push(t, origin, img)
+	layer := img.Layers[0]
+	d := digest.FromBytes(layer)
+	path := "/v2/" + img.Repo + "/blobs/" + d.String()
+	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
+	replicas := startReplicas(t, 2, slow.URL, redis, nil)
+	a, b := replicas[0], replicas[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	a.Cache.StartDrain()
+	errs := make(chan error, 2)
+	go func() { errs <- fetchVerified(ctx, a.URL+path, d, int64(len(layer))) }()
+	if err := a.WaitUpstreamBytes(ctx, "blob", 1); err != nil {
+		t.Fatal(err)
+	}
+	go func() { errs <- fetchVerified(ctx, b.URL+path, d, int64(len(layer))) }()
+	waitMetric(ctx, t, b, "content_cache_fills_led_total", func(v float64) bool { return v == 1 })
+	slow.Release()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if led := metricValue(t, a, "content_cache_fills_led_total"); led != 0 {
+		t.Fatalf("the draining replica led %v fills, want 0", led)
+	}
+	if followed := metricValue(t, b, "content_cache_fills_followed_total"); followed != 0 {
+		t.Fatalf("replica B followed %v fills, want 0 (it must not follow a draining replica)", followed)
+	}
+}

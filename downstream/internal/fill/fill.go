@@ -200,7 +200,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	stored := make(chan error, 1)
 	go func() { stored <- f.store(ctx) }()
 
-	written, err := c.download(ctx, f, resp.Body, resp.Host, hdr, a.Query, size)
+	written, err := c.download(ctx, f, resp.Body, resp.Host, source{hdr: hdr, query: a.Query, repo: a.Repo.Name()}, size)
 	f.update(func(s *State) {
 		f.fetched = true
 		s.Verified = err == nil
@@ -214,10 +214,21 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	return err
 }
 
+// source is what a fill asks an upstream with when it resumes: the
+// request's headers (its credential), its signed query and repository.
+type source struct {
+	hdr   http.Header
+	query string
+	repo  string
+}
+
 // download reads the body into the window, from another upstream if this
 // one fails mid-stream, and verifies size and digest. It returns how many
-// bytes it received, and closes the body it ends with.
-func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host *url.URL, hdr http.Header, query string, size int64) (int64, error) {
+// bytes it received, and closes the body it ends with. A nil host is
+// another replica's stream of its fill (follow): if that stream is cut and
+// src has a repository, the fill goes on from an upstream, asking with
+// src, from the byte reached.
+func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host *url.URL, src source, size int64) (int64, error) {
 	defer func() {
 		if body != nil {
 			body.Close()
@@ -255,8 +266,21 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 				rerr = io.ErrUnexpectedEOF
 			}
 			if host == nil {
-				// Another replica's stream: no upstream to go on from.
-				return written, fmt.Errorf("streaming blob %s from the replica leading its fill, at byte %d: %w", f.dgst, written, rerr)
+				// Another replica's stream was cut: it died, stalled past
+				// its lease, or drained. Go on from an upstream with this
+				// replica's own request, from the byte reached.
+				cut := fmt.Errorf("streaming blob %s from the replica leading its fill, at byte %d: %w", f.dgst, written, rerr)
+				if src.repo == "" || ctx.Err() != nil {
+					return written, cut
+				}
+				body.Close()
+				body, host, err = c.resume(ctx, f, src, written, failed)
+				if err != nil {
+					return written, fmt.Errorf("%w; resuming from an upstream: %w", cut, err)
+				}
+				c.metrics.LeaseTakeover()
+				c.log.WithFields(map[string]any{"digest": f.dgst, "to": host.Host, "offset": written}).Info("fill resumed from an upstream: the replica leading it stopped streaming")
+				continue
 			}
 			// The upstream failed mid-stream: go on from another one,
 			// from the byte reached.
@@ -267,7 +291,7 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 			c.up.MarkDown(f.key.origin, host, failure)
 			failed[host.Host] = true
 			body.Close()
-			body, host, err = c.resume(ctx, f, hdr, query, written, failed)
+			body, host, err = c.resume(ctx, f, src, written, failed)
 			if err != nil {
 				return written, failure
 			}
@@ -587,9 +611,9 @@ func (f *Fill) refusedKey(k access.DecisionKey) error {
 // resume continues a fill from offset at an upstream that has not failed
 // it yet, with a Range request (or, if that upstream ignores ranges, by
 // skipping the bytes already received).
-func (c *Fills) resume(ctx context.Context, f *Fill, hdr http.Header, query string, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+func (c *Fills) resume(ctx context.Context, f *Fill, src source, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
 	resp, err := c.up.Do(ctx, f.key.origin, upstream.Request{
-		Method: http.MethodGet, Path: upstream.BlobPath(f.repo.Name(), f.dgst), Query: query, Client: hdr,
+		Method: http.MethodGet, Path: upstream.BlobPath(src.repo, f.dgst), Query: src.query, Client: src.hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {

@@ -37,6 +37,11 @@ type Peers struct {
 	// Client reaches the other replicas. Default: a client without
 	// timeouts of its own beyond the fill's.
 	Client *http.Client
+	// Draining, once closed, stops this replica from taking fill leases:
+	// it is stopping, and other replicas must not come to depend on its
+	// fills. It still follows the fills of others, and fetches alone what
+	// nobody leads. Nil: never.
+	Draining <-chan struct{}
 }
 
 // PeerPath is where a replica serves its fills to the others.
@@ -170,6 +175,9 @@ func (c *Fills) lease(ctx context.Context, f *Fill, a *Asker) (l *cluster.Lease,
 	key := leaseKey(f.key)
 	failedHolder := false
 	for {
+		if p.draining() {
+			return c.leaseDraining(ctx, f, a, key)
+		}
 		got, ok, err := p.Leases.Acquire(ctx, key, p.Self, p.TTL)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -207,6 +215,33 @@ func (c *Fills) lease(ctx context.Context, f *Fill, a *Asker) (l *cluster.Lease,
 	}
 }
 
+func (p *Peers) draining() bool {
+	select {
+	case <-p.Draining:
+		return true
+	default:
+		return false
+	}
+}
+
+// leaseDraining is lease on a draining replica: it follows the replica
+// holding the lease, if it can; otherwise it fetches without a lease (an
+// upstream fetch of its own, rather than a lease others would follow into
+// a stop).
+func (c *Fills) leaseDraining(ctx context.Context, f *Fill, a *Asker, key string) (l *cluster.Lease, done bool, err error) {
+	p := c.peers
+	if got, held, err := p.Leases.Holder(ctx, key); err == nil && held && got.Owner != p.Self {
+		if done, err := c.follow(ctx, f, a, got); done {
+			return nil, true, err
+		}
+	}
+	if _, err := c.store.Stat(ctx, f.dgst); err == nil {
+		f.update(func(s *State) { s.Stored = true })
+		return nil, true, errStored
+	}
+	return nil, false, nil
+}
+
 // awaitLeaseChange waits until l is no longer the lease held on its key.
 func (c *Fills) awaitLeaseChange(ctx context.Context, l cluster.Lease) error {
 	p := c.peers
@@ -232,10 +267,11 @@ func (c *Fills) awaitLeaseChange(ctx context.Context, l cluster.Lease) error {
 func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) (done bool, err error) {
 	p := c.peers
 	// The stream ends when the leader loses its lease: a stalled leader
-	// must not hold its followers beyond the lease's bound.
-	ctx, cancel := context.WithCancelCause(ctx)
+	// must not hold its followers beyond the lease's bound. The fill
+	// itself goes on (download resumes it from an upstream).
+	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+	req, err := http.NewRequestWithContext(pctx, http.MethodGet,
 		strings.TrimSuffix(l.Owner, "/")+PeerPath+f.dgst.String()+"?"+url.Values{"origin": {f.key.origin}}.Encode(), nil)
 	if err != nil {
 		return false, nil
@@ -243,7 +279,7 @@ func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) 
 	signPeer(req, p.Key, c.now())
 	stop := make(chan struct{})
 	defer close(stop)
-	go c.watchLease(ctx, f, l, cancel, stop)
+	go c.watchLease(pctx, f, l, cancel, stop)
 	resp, err := p.Client.Do(req)
 	if err != nil {
 		c.log.WithError(err).WithFields(map[string]any{"digest": f.dgst, "leader": l.Owner}).Info("cannot stream the fill from the replica leading it")
@@ -273,8 +309,11 @@ func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) 
 	f.repo = repo
 	size := resp.ContentLength
 	f.update(func(s *State) { s.Started, s.By, s.Size, s.Host = true, by, size, resp.Request.URL.Host })
-	written, err := c.download(ctx, f, resp.Body, nil, nil, "", size)
-	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+	// If the leader's stream is cut, the fill goes on from an upstream
+	// with this replica's own request (a's credential and repository):
+	// the origin decides on it as on any fetch.
+	written, err := c.download(ctx, f, resp.Body, nil, source{hdr: a.Hdr, query: a.Query, repo: a.Repo.Name()}, size)
+	if cause := context.Cause(pctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
 	f.update(func(s *State) {
