@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -418,5 +419,61 @@ func TestDrainingReplicaTakesNoLease(t *testing.T) {
 	}
 	if followed := metricValue(t, b, "content_cache_fills_followed_total"); followed != 0 {
 		t.Fatalf("replica B followed %v fills, want 0 (it must not follow a draining replica)", followed)
+	}
+}
+
+// TestReplicasSizeBound: the size bound counts what every replica stored.
+// Five layers pulled in turn through two replicas (three through A, two
+// through B) pass maxsize (4.5 layers) although neither replica stored
+// more than three; the least recently pulled go, whichever replica pulled
+// them, down to the low watermark (60%: 2.7 layers), and the cluster's
+// count says so.
+func TestReplicasSizeBound(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	var layers [][]byte
+	for i := range 5 {
+		layers = append(layers, randomLayer(int64(300+i), sizeBlob))
+	}
+	img := regtest.WithLayers(regtest.Image{Repo: "team/sized", Tag: "v1"}, layers)
+	pushImage(t, origin, img)
+	replicas := startReplicas(t, 2, origin.URL, redis, map[string]any{
+		"maxsize": strconv.Itoa(sizeBlob*9/2) + "B", "lowwatermark": "60%",
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var ds []digest.Digest
+	for i := range layers {
+		p, d := layerAt(img, i)
+		pull(t, replicas[i%2], p, d)
+		ds = append(ds, d)
+	}
+	driver := replicas[0].Cache.Driver()
+	want := map[digest.Digest]bool{ds[0]: false, ds[1]: false, ds[2]: false, ds[3]: true, ds[4]: true}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok := true
+		for d, keep := range want {
+			ok = ok && dataExists(t, driver, d) == keep
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			for i, d := range ds {
+				t.Errorf("layer %d (pulled through replica %d): stored %v, want %v", i, i%2, dataExists(t, driver, d), want[d])
+			}
+			t.Fatal("the size bound did not evict the least recently pulled layers across replicas")
+		case <-tick.C:
+		}
+	}
+	for _, r := range replicas {
+		waitMetric(ctx, t, r, "content_cache_stored_bytes", func(v float64) bool { return v == 2*sizeBlob })
+	}
+	evicted := metricValue(t, replicas[0], "content_cache_evictions_total") + metricValue(t, replicas[1], "content_cache_evictions_total")
+	if evicted != 3 {
+		t.Fatalf("evictions over both replicas: %v, want 3", evicted)
 	}
 }

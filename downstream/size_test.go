@@ -160,7 +160,7 @@ func testSizeBound(t *testing.T, st regtest.Storage) {
 func TestSizeBoundOversizeBlob(t *testing.T) {
 	origin := regtest.StartOrigin(t, nil)
 	small := randomLayer(7, 1000)
-	big := randomLayer(8, 16<<20) // more than the socket buffers hold
+	big := randomLayer(8, 16<<20) // more than the slow reader's socket buffers hold
 	img := regtest.WithLayers(regtest.Image{Repo: "team/big", Tag: "v1"}, [][]byte{small, big})
 	pushImage(t, origin, img)
 	clock := &regtest.Clock{}
@@ -174,7 +174,7 @@ func TestSizeBoundOversizeBlob(t *testing.T) {
 
 	// A client holds the big blob's response open while the bound runs.
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, cache.URL+pb, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := regtest.SlowReaderClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Package cluster is what replicas of the cache sharing one storage
 // coordinate through: fill and sweep leases (Leases), the digests any
-// replica is serving or filling (InUse), and the last pull of each digest
-// and repository (PullIndex).
+// replica is serving or filling (InUse), the last pull of each digest
+// and repository (PullIndex), and the bytes stored (Sizes).
 //
 // Each is a small interface with two implementations: in memory (memory.go:
 // one node, the default without a redis block) and in Redis (redis.go:
@@ -90,4 +90,21 @@ type PullIndex interface {
 	Drain(ctx context.Context) ([]Pull, error)
 	// Forget drops what the index holds of dgst (it was removed).
 	Forget(ctx context.Context, dgst digest.Digest) error
+}
+
+// Sizes counts the bytes of data stored, per digest, for the size bound:
+// every replica adds what it commits and removes what it evicts, so that
+// any of them knows the total without walking the storage.
+type Sizes interface {
+	// Add notes dgst stored with size bytes and returns the total. Adding
+	// a digest counted already changes nothing (two replicas may commit
+	// the same blob).
+	Add(ctx context.Context, dgst digest.Digest, size int64) (total int64, err error)
+	// Remove notes dgst removed and returns the total.
+	Remove(ctx context.Context, dgst digest.Digest) (total int64, err error)
+	// Replace sets every digest's size at once (from a walk of the
+	// storage) and returns the total.
+	Replace(ctx context.Context, sizes map[digest.Digest]int64) (total int64, err error)
+	// Total is the bytes counted.
+	Total(ctx context.Context) (int64, error)
 }

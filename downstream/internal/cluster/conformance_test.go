@@ -18,9 +18,12 @@ import (
 // implementations are one value shared). expire makes every lease and hold
 // older than d, however the implementation measures time.
 type impl struct {
-	leases  func(t *testing.T) Leases
-	inUse   func(t *testing.T, replica int) InUse
-	pulls   func(t *testing.T) PullIndex
+	leases func(t *testing.T) Leases
+	inUse  func(t *testing.T, replica int) InUse
+	pulls  func(t *testing.T) PullIndex
+	// sizes are the stored sizes as replica sees them (a single node's
+	// are one value shared).
+	sizes   func(t *testing.T, replica int) Sizes
 	expire  func(t *testing.T, d time.Duration)
 	cluster bool // replicas see each other's holds
 }
@@ -194,6 +197,42 @@ func runConformance(t *testing.T, im impl) {
 		})
 	}
 
+	t.Run("Sizes", func(t *testing.T) {
+		a, b := im.sizes(t, 0), im.sizes(t, 1)
+		ctx := t.Context()
+		d1, d2, d3 := digest.FromString("s1"), digest.FromString("s2"), digest.FromString("s3")
+		check := func(what string, got int64, err error, want int64) {
+			t.Helper()
+			if err != nil || got != want {
+				t.Fatalf("%s = %d, %v; want %d", what, got, err, want)
+			}
+		}
+		n, err := a.Total(ctx)
+		check("Total of nothing", n, err, 0)
+		n, err = a.Add(ctx, d1, 100)
+		check("Add d1", n, err, 100)
+		n, err = b.Add(ctx, d2, 20)
+		check("Add d2 (the other replica)", n, err, 120)
+		n, err = b.Add(ctx, d1, 100)
+		check("Add d1 again (a double commit)", n, err, 120)
+		n, err = a.Remove(ctx, d2)
+		check("Remove d2", n, err, 100)
+		n, err = a.Remove(ctx, d2)
+		check("Remove d2 again", n, err, 100)
+		n, err = b.Replace(ctx, map[digest.Digest]int64{d2: 5, d3: 7})
+		check("Replace", n, err, 12)
+		n, err = a.Total(ctx)
+		check("Total after Replace", n, err, 12)
+		n, err = a.Remove(ctx, d1)
+		check("Remove what Replace dropped", n, err, 12)
+		n, err = a.Add(ctx, d3, 7)
+		check("Add what Replace counted", n, err, 12)
+		n, err = a.Replace(ctx, nil)
+		check("Replace with nothing", n, err, 0)
+		n, err = b.Add(ctx, d1, 1)
+		check("Add after emptying", n, err, 1)
+	})
+
 	t.Run("Pulls", func(t *testing.T) {
 		p := im.pulls(t)
 		ctx := t.Context()
@@ -284,6 +323,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 func TestMemoryConformance(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_000_000, 0)}
 	var shared *MemoryInUse
+	var sizes *MemorySizes
 	runConformance(t, impl{
 		leases: func(*testing.T) Leases { return NewMemoryLeases(clock.Now) },
 		inUse: func(*testing.T, int) InUse {
@@ -292,7 +332,13 @@ func TestMemoryConformance(t *testing.T) {
 			}
 			return shared
 		},
-		pulls:  func(*testing.T) PullIndex { return NewMemoryPulls() },
+		pulls: func(*testing.T) PullIndex { return NewMemoryPulls() },
+		sizes: func(_ *testing.T, replica int) Sizes {
+			if replica == 0 {
+				sizes = NewMemorySizes()
+			}
+			return sizes
+		},
 		expire: func(_ *testing.T, d time.Duration) { clock.Advance(d) },
 	})
 }

@@ -248,3 +248,57 @@ func (m *MemoryPulls) Forget(_ context.Context, dgst digest.Digest) error {
 	delete(m.pulls, dgst)
 	return nil
 }
+
+// MemorySizes are Sizes in memory: one node's.
+type MemorySizes struct {
+	mu    sync.Mutex
+	sizes map[digest.Digest]int64
+	total int64
+}
+
+var _ Sizes = (*MemorySizes)(nil)
+
+// NewMemorySizes counts nothing yet.
+func NewMemorySizes() *MemorySizes { return &MemorySizes{sizes: make(map[digest.Digest]int64)} }
+
+// Add implements Sizes.
+func (m *MemorySizes) Add(_ context.Context, dgst digest.Digest, size int64) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.sizes[dgst]; !ok {
+		m.sizes[dgst] = size
+		m.total += size
+	}
+	return m.total, nil
+}
+
+// Remove implements Sizes.
+func (m *MemorySizes) Remove(_ context.Context, dgst digest.Digest) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if size, ok := m.sizes[dgst]; ok {
+		delete(m.sizes, dgst)
+		m.total -= size
+	}
+	return m.total, nil
+}
+
+// Replace implements Sizes.
+func (m *MemorySizes) Replace(_ context.Context, sizes map[digest.Digest]int64) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sizes = make(map[digest.Digest]int64, len(sizes))
+	m.total = 0
+	for d, n := range sizes {
+		m.sizes[d] = n
+		m.total += n
+	}
+	return m.total, nil
+}
+
+// Total implements Sizes.
+func (m *MemorySizes) Total(context.Context) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.total, nil
+}

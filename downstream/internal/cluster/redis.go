@@ -607,3 +607,120 @@ func (p RedisPulls) Forget(ctx context.Context, dgst digest.Digest) error {
 	p.r.failed(ctx, err)
 	return err
 }
+
+// --- sizes
+
+// The sizes are a hash digest -> bytes and a total beside it, changed
+// together by scripts, so that a digest committed by two replicas counts
+// once.
+var (
+	addSizeScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then return redis.call('INCRBY', KEYS[2], ARGV[2]) end
+return tonumber(redis.call('GET', KEYS[2]) or '0')`)
+	removeSizeScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  return redis.call('DECRBY', KEYS[2], v)
+end
+return tonumber(redis.call('GET', KEYS[2]) or '0')`)
+	// KEYS[3] is the new hash, written beforehand; absent when empty.
+	replaceSizesScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('RENAME', KEYS[3], KEYS[1])
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('DEL', KEYS[1])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return tonumber(ARGV[1])`)
+)
+
+// RedisSizes are Sizes in Redis.
+type RedisSizes struct{ r *Redis }
+
+var _ Sizes = RedisSizes{}
+
+// Sizes are r's stored sizes.
+func (r *Redis) Sizes() RedisSizes { return RedisSizes{r} }
+
+func (s RedisSizes) keys() []string { return []string{s.r.key("sizes"), s.r.key("sizes-total")} }
+
+func asTotal(v any, err error) (int64, error) {
+	if err != nil {
+		return 0, err
+	}
+	n, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("cluster: redis answered %v (%T) for a total", v, v)
+	}
+	return n, nil
+}
+
+// Add implements Sizes.
+func (s RedisSizes) Add(ctx context.Context, dgst digest.Digest, size int64) (int64, error) {
+	return asTotal(s.r.run(ctx, addSizeScript, s.keys(), dgst.String(), size))
+}
+
+// Remove implements Sizes.
+func (s RedisSizes) Remove(ctx context.Context, dgst digest.Digest) (int64, error) {
+	return asTotal(s.r.run(ctx, removeSizeScript, s.keys(), dgst.String()))
+}
+
+// replaceBatch is how many digests one HSET of Replace writes.
+const replaceBatch = 512
+
+// Replace implements Sizes: the new hash is written under a key of its own
+// (expiring, should this replica die meanwhile), then renamed over the old
+// one with the total in one script.
+func (s RedisSizes) Replace(ctx context.Context, sizes map[digest.Digest]int64) (int64, error) {
+	if !s.r.up.Load() {
+		return 0, errDown
+	}
+	tmp := s.r.key("sizes-new", strconv.FormatInt(time.Now().UnixNano(), 36))
+	var total int64
+	args := make([]any, 0, 2*replaceBatch)
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		_, err := s.r.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, tmp, args...)
+			p.PExpire(ctx, tmp, 10*time.Minute)
+			return nil
+		})
+		args = args[:0]
+		if err != nil {
+			s.r.failed(ctx, err)
+		}
+		return err
+	}
+	for d, n := range sizes {
+		total += n
+		args = append(args, d.String(), n)
+		if len(args) == cap(args) {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	return asTotal(s.r.run(ctx, replaceSizesScript, append(s.keys(), tmp), total))
+}
+
+// Total implements Sizes.
+func (s RedisSizes) Total(ctx context.Context) (int64, error) {
+	if !s.r.up.Load() {
+		return 0, errDown
+	}
+	n, err := s.r.c.Get(ctx, s.r.key("sizes-total")).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		s.r.failed(ctx, err)
+	}
+	return n, err
+}

@@ -98,6 +98,15 @@ func TestRedisConformance(t *testing.T) {
 			return r.InUse(t.Context(), fmt.Sprintf("replica-%d", replica), 3*time.Second)
 		},
 		pulls: func(t *testing.T) PullIndex { cur = newTestRedis(t, s); return cur.Pulls() },
+		sizes: func(t *testing.T, replica int) Sizes {
+			if replica == 0 {
+				cur = newTestRedis(t, s)
+				return cur.Sizes()
+			}
+			r := NewRedis(&config.Redis{Addr: s.Addr, KeyPrefix: cur.prefix}, RedisOptions{})
+			t.Cleanup(func() { _ = r.Close() })
+			return r.Sizes()
+		},
 		expire: func(t *testing.T, _ time.Duration) {
 			// Every lease of the subtest expires now.
 			ctx := t.Context()

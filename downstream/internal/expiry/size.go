@@ -196,6 +196,15 @@ func (e *Expiry) Stored(dgst digest.Digest, size int64) {
 	}
 	oversize := size > e.maxSize
 	total := e.size.stored(dgst, size, e.now(), oversize)
+	if e.cl.Sizes != nil {
+		// Every replica's commits count. Redis down: this replica's
+		// count, until it is back.
+		ctx, cancel := context.WithTimeout(context.Background(), sizesTimeout)
+		if shared, err := e.cl.Sizes.Add(ctx, dgst, size); err == nil {
+			total = shared
+		}
+		cancel()
+	}
 	e.metrics.SetStoredBytes(total)
 	if oversize {
 		e.log.WithFields(map[string]any{"digest": dgst, "bytes": size, "maxsize": e.maxSize}).
@@ -224,6 +233,11 @@ func (e *Expiry) Reconcile(ctx context.Context) error {
 func (e *Expiry) reconcileLocked(ctx context.Context) error {
 	if err := e.adoptOnce(ctx); err != nil {
 		return err
+	}
+	if err := e.Flush(ctx); err != nil {
+		// Pulls still in Redis are merged candidate by candidate
+		// (removeForSize) instead.
+		e.log.WithError(err).Warn("size bound: cannot write the pull index to storage before rebuilding the size index")
 	}
 	started := e.now()
 	fresh := map[digest.Digest]*sizeEntry{}
@@ -261,9 +275,42 @@ func (e *Expiry) reconcileLocked(ctx context.Context) error {
 	}
 	e.size.replace(fresh, started)
 	total, _ := e.size.usage()
+	if e.cl.Sizes != nil {
+		sizes := make(map[digest.Digest]int64, len(fresh))
+		for d, f := range fresh {
+			sizes[d] = f.size
+		}
+		if total, err = e.cl.Sizes.Replace(ctx, sizes); err != nil {
+			return fmt.Errorf("writing the size index to the cluster: %w", err)
+		}
+	}
 	e.metrics.SetStoredBytes(total)
 	e.reconciled = true
 	return nil
+}
+
+// storedGaugeInterval is how often a replica reads the cluster's count of
+// stored bytes for its gauge (a fraction of a usual scrape interval).
+const storedGaugeInterval = 5 * time.Second
+
+// sizesTimeout bounds a call to the cluster's sizes outside a request.
+const sizesTimeout = 2 * time.Second
+
+// sizeLeaseTTL bounds one replica's eviction pass: it holds the size
+// lease that long at most (released when the pass ends), so that a
+// replica that dies mid-pass holds up the others no longer.
+const sizeLeaseTTL = 5 * time.Minute
+
+// storedTotal is the bytes stored: every replica's with cluster sizes
+// (this replica's own count if they cannot be read), else this one's.
+func (e *Expiry) storedTotal(ctx context.Context) (total, oversize int64) {
+	total, oversize = e.size.usage()
+	if e.cl.Sizes != nil {
+		if shared, err := e.cl.Sizes.Total(ctx); err == nil {
+			total = shared
+		}
+	}
+	return total, oversize
 }
 
 // EnforceSize removes content by least recent pull until stored data is
@@ -276,7 +323,24 @@ func (e *Expiry) EnforceSize(ctx context.Context) (SizeStats, error) {
 	}
 	e.sweepMu.Lock()
 	defer e.sweepMu.Unlock()
-	if !e.reconciled {
+	if e.cl.Leases != nil && e.cl.Sizes != nil {
+		// Replicas: the total is the cluster's; one replica evicts at a
+		// time, from an index it rebuilds first (the others' commits and
+		// pulls are in storage and Redis, not in its memory).
+		total, oversize := e.storedTotal(ctx)
+		st.Stored = total
+		if total-oversize <= e.maxSize && oversize == 0 {
+			return st, nil
+		}
+		l, ok, err := e.cl.Leases.Acquire(ctx, "size", e.cl.Owner, sizeLeaseTTL)
+		if err != nil || !ok {
+			return st, err // another replica evicts (or Redis is down: nothing can be removed)
+		}
+		defer func() { _ = e.cl.Leases.Release(context.WithoutCancel(ctx), l) }()
+		if err := e.reconcileLocked(ctx); err != nil {
+			return st, err
+		}
+	} else if !e.reconciled {
 		if err := e.reconcileLocked(ctx); err != nil {
 			return st, err
 		}
@@ -321,7 +385,7 @@ func (e *Expiry) EnforceSize(ctx context.Context) (SizeStats, error) {
 			st.Bytes += bytes
 		}
 	}
-	st.Stored, _ = e.size.usage()
+	st.Stored, _ = e.storedTotal(ctx)
 	e.metrics.SetStoredBytes(st.Stored)
 	return st, nil
 }
@@ -340,6 +404,14 @@ func (e *Expiry) removeForSize(ctx context.Context, c candidate) (bool, int64, e
 	recs, err := e.pulls.of(ctx, c.dgst)
 	if err != nil {
 		return false, 0, err
+	}
+	if e.cl.Pulls != nil {
+		// Pulls not flushed to storage yet count too.
+		idx, err := e.cl.Pulls.Of(ctx, c.dgst)
+		if err != nil {
+			return false, 0, fmt.Errorf("reading the pull index: %w", err)
+		}
+		recs = mergePulls(recs, idx)
 	}
 	var repos []string
 	for _, r := range recs {
@@ -382,20 +454,50 @@ func (e *Expiry) runSize(ctx context.Context) {
 			retry = time.After(time.Second)
 		}
 	}
+	var gauge <-chan time.Time
+	if e.cl.Leases != nil && e.cl.Sizes != nil {
+		// The first replica to start builds the cluster's count (the
+		// others' evictions read it).
+		if err := e.reconcileShared(ctx); err != nil && ctx.Err() == nil {
+			e.log.WithError(err).Warn("size bound: building the size index failed; retrying in an hour")
+		}
+		// The stored-bytes gauge of every replica shows the cluster's
+		// count, which the others change.
+		t := time.NewTicker(storedGaugeInterval)
+		defer t.Stop()
+		gauge = t.C
+	}
 	enforce()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-gauge:
+			if total, err := e.cl.Sizes.Total(ctx); err == nil {
+				e.metrics.SetStoredBytes(total)
+			}
 		case <-e.wake:
 			enforce()
 		case <-retry:
 			enforce()
 		case <-rec.C:
-			if err := e.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			if err := e.reconcileShared(ctx); err != nil && ctx.Err() == nil {
 				e.log.WithError(err).Warn("size bound: reconciling the size index failed; retrying in an hour")
 			}
 			enforce()
 		}
 	}
+}
+
+// reconcileShared is the periodic rebuild of the size index: with
+// replicas, by the one that takes the reconcile lease for the interval, so
+// that N replicas do not each walk the storage.
+func (e *Expiry) reconcileShared(ctx context.Context) error {
+	if e.cl.Leases != nil && e.cl.Sizes != nil {
+		_, ok, err := e.cl.Leases.Acquire(ctx, "size-reconcile", e.cl.Owner, ReconcileInterval)
+		if err != nil || !ok {
+			return err
+		}
+	}
+	return e.Reconcile(ctx)
 }

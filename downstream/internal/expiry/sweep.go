@@ -77,6 +77,10 @@ type Cluster struct {
 	// records every Flush: no storage write per pull on any replica.
 	Pulls cluster.PullIndex
 	Flush time.Duration
+	// Sizes, if set, counts the bytes stored by every replica, for the
+	// size bound (size.go); then only the replica holding the size lease
+	// evicts, and one replica per ReconcileInterval rebuilds the count.
+	Sizes cluster.Sizes
 }
 
 // New is the expiry of content in st after ttl; nil when ttl is 0.
@@ -400,6 +404,11 @@ func (e *Expiry) removeNow(ctx context.Context, dgst digest.Digest, recs []pullR
 	}
 	e.pulls.forget(dgst)
 	e.size.removed(dgst)
+	if e.cl.Sizes != nil {
+		if total, err := e.cl.Sizes.Remove(ctx, dgst); err == nil {
+			e.metrics.SetStoredBytes(total)
+		}
+	}
 	if e.cl.Pulls != nil {
 		_ = e.cl.Pulls.Forget(ctx, dgst)
 	}
