@@ -17,6 +17,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
+	"github.com/content-cache/content-cache/downstream/internal/warm"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -40,6 +41,12 @@ type Cache struct {
 	api     *httpapi.API
 	metrics *metrics.Metrics // this instance's Prometheus collectors
 	log     *logrus.Entry
+	warmer  *warm.Scheduler // nil without the warm option (warm.go)
+	warmEnd func()          // releases the warm schedule's leases
+	// warmAuto: the schedule's timer runs, from the first Handler on
+	// (the handler's settings are final then).
+	warmAuto  bool
+	warmStart sync.Once
 
 	// Lifecycle: the cache's own goroutines (sweeper, health polls) run
 	// until ctx ends; fills run until a grace period after Close.
@@ -73,6 +80,10 @@ type Options struct {
 	// program calls Sweep itself. Default: false (the cache sweeps every
 	// tenth of blobttl, within [1s, 1h]).
 	ManualSweep bool
+	// ManualWarm turns off the warm schedule's timer: the program calls
+	// WarmNow itself. Default: false (the cache warms at startup and every
+	// warm.interval).
+	ManualWarm bool
 }
 
 // New builds a cache over a local namespace (the storage the app built) and
@@ -150,6 +161,11 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 	if c.expiry != nil && !opts.ManualSweep {
 		c.bg.Go(func() { c.expiry.Run(c.ctx) })
 	}
+	if cfg.Warm != nil {
+		leases, end := warmLeases(cfg, opts.Now, log)
+		c.warmer, c.warmEnd = c.newWarmSchedule(leases, opts.Now), end
+		c.warmAuto = !opts.ManualWarm
+	}
 	return c, nil
 }
 
@@ -165,6 +181,9 @@ func (c *Cache) Close() error { return c.close(c.closeGrace) }
 func (c *Cache) close(grace time.Duration) error {
 	c.cancel()
 	c.bg.Wait()
+	if c.warmEnd != nil {
+		c.warmEnd()
+	}
 	c.fills.Close(grace)
 	c.api.WaitPrefetch()
 	c.up.Close()
@@ -205,6 +224,9 @@ func (c *Cache) Driver() storagedriver.StorageDriver { return c.store.Driver() }
 // Handler returns the cache's HTTP handler: it serves the /v2/ API and hands
 // everything else (health, metrics, /) to next.
 func (c *Cache) Handler(next http.Handler) http.Handler {
+	if c.warmAuto {
+		c.warmStart.Do(func() { c.bg.Go(func() { c.warmer.Run(c.ctx, nil) }) })
+	}
 	h := c.api.Handler(next)
 	if c.redis == nil {
 		return h

@@ -24,7 +24,7 @@ const (
 	wantPositive = "a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantZeroOK   = "a duration such as 30s, or 0 to turn it off (units ns, us, ms, s, m, h; a bare integer means nanoseconds)"
 	wantUps      = "a list of upstream URLs (https://host:port) or a list with one {originhost: URL, upstreamhosts: [URL, ...]}"
-	wantKeys     = "advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, lowwatermark, maxsize, offlinegrace, pin, prefetch, redis, registries, signing, upstreams"
+	wantKeys     = "advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, lowwatermark, maxsize, offlinegrace, pin, prefetch, redis, registries, signing, upstreams, warm"
 )
 
 // writeCA writes a CA certificate as PEM into dir and returns its path.

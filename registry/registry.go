@@ -80,7 +80,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	gc := distregistry.GCCmd
 	gc.Use = "garbage-collect <config>"
-	root.AddCommand(serve, gc)
+	root.AddCommand(serve, gc, warmCommand(stdout))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

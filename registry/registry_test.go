@@ -790,7 +790,7 @@ func TestBadConfigurations(t *testing.T) {
 	}{
 		{"unknown option", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        bogus: 1"))}
-		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, lowwatermark, maxsize, offlinegrace, pin, prefetch, redis, registries, signing, upstreams`},
+		}, `content-cache: configuration error in CONFIG: downstream: unknown option "bogus"; valid options are advertise, anonymous, authttl, backoff, blobttl, cas, clientheadertimeout, clientidletimeout, dialtimeout, filltimeout, headertimeout, idletimeout, lowwatermark, maxsize, offlinegrace, pin, prefetch, redis, registries, signing, upstreams, warm`},
 		{"bad blobttl", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 1d"))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "blobttl": found string "1d", expected a positive duration such as 24h (units ns, us, ms, s, m, h; a bare integer means nanoseconds)`},

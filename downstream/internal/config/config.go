@@ -102,6 +102,8 @@ type Config struct {
 	Pin []string
 	// Prefetch: fills started on serving an image manifest (prefetch.go).
 	Prefetch Prefetch
+	// Warm: images pulled in on a schedule (warm.go); nil: none.
+	Warm *Warm
 }
 
 // Validate checks a Config built in code rather than by ParseOptions (which
@@ -224,6 +226,7 @@ func options() map[string]option {
 		"anonymous":           {parse: parseAnonymous},
 		"registries":          {parse: parseRegistries},
 		"prefetch":            {parse: parsePrefetch},
+		"warm":                {parse: parseWarm},
 	}
 }
 
@@ -275,6 +278,9 @@ func Parse(raw map[string]any) (Config, error) {
 		if err := parseRegistries(&c, raw[k]); err != nil {
 			return Config{}, err
 		}
+	}
+	if err := c.checkWarmRegistries(); err != nil {
+		return Config{}, err
 	}
 	return c, nil
 }

@@ -97,6 +97,7 @@ type Metrics struct {
 	// Replicas (the redis option): see cluster.go.
 	fillsLed, fillsFollowed, leaseTakeovers, redisErrors gometrics.Counter
 	clusterFallback                                      gometrics.Gauge
+	warm                                                 warmSeries // the warm schedule (warm.go)
 
 	// The series of the fixed label values, resolved at New: a label
 	// lookup (WithValues) costs 100-500 ns and allocates, on every request.
@@ -259,6 +260,7 @@ func New(hosts []*url.URL, opts ...Option) *Metrics {
 			"registry", "decision", "source"),
 	}
 	m.newClusterMetrics(ns)
+	m.warm = newWarmSeries(ns)
 	m.regs = make(map[string]*registrySeries, len(o.registries))
 	for origin, label := range o.registries {
 		m.regs[origin] = m.newRegistrySeries(label)
