@@ -43,6 +43,8 @@ type Cache struct {
 	log     *logrus.Entry
 	warmer  *warm.Scheduler // nil without the warm option (warm.go)
 	warmEnd func()          // releases the warm schedule's leases
+	// warmClient makes warm runs' registry clients (Options.WarmClient).
+	warmClient WarmClient
 	// warmAuto: the schedule's timer runs, from the first Handler on
 	// (the handler's settings are final then).
 	warmAuto  bool
@@ -84,6 +86,10 @@ type Options struct {
 	// WarmNow itself. Default: false (the cache warms at startup and every
 	// warm.interval).
 	ManualWarm bool
+	// WarmClient makes the registry client of warm runs (the command and
+	// the warm option). Nil: the cache cannot warm (Warm fails, and so do
+	// the scheduled runs). The content-cache binary sets it.
+	WarmClient WarmClient
 }
 
 // New builds a cache over a local namespace (the storage the app built) and
@@ -118,7 +124,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		// unless explicitly configured. This is; say what it means.
 		log.WithField("username", cfg.Anonymous.Username).Warn("option \"anonymous\" is set on the default registry: every request without credentials, from anyone who can reach this cache, pulls with this account")
 	}
-	c := &Cache{cfg: cfg, up: up, metrics: m, log: log, closeGrace: opts.CloseGrace, drain: newDrain()}
+	c := &Cache{cfg: cfg, up: up, metrics: m, log: log, closeGrace: opts.CloseGrace, drain: newDrain(), warmClient: opts.WarmClient}
 	if c.closeGrace <= 0 {
 		c.closeGrace = DefaultCloseGrace
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
-	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/config"
@@ -32,6 +31,22 @@ type WarmImageProgress = warm.ImageProgress
 
 // WarmResult is what warming one image did.
 type WarmResult = warm.Result
+
+// WarmDoer sends a warm run's requests and answers the registries'
+// authentication challenges with the run's credential.
+type WarmDoer = warm.Doer
+
+// WarmClient makes the registry client of a warm run (Options.WarmClient):
+// a WarmDoer over base (whose transport reaches the cache) with the
+// credentials of the Docker config file credentialsFile ("": the
+// environment's, else the default Docker config), getenv reading the
+// environment (the schedule passes one that reads nothing). The binary
+// passes internal/warmauth.New (oras-go's client): the middleware adds no
+// registry client of its own to distribution's dependencies.
+type WarmClient func(base *http.Client, credentialsFile string, getenv func(string) string) (WarmDoer, error)
+
+// CheckDockerConfig checks that path is a readable Docker config file.
+func CheckDockerConfig(path string) error { return config.CheckDockerConfig(path) }
 
 // WarmOptions are a warm run's.
 type WarmOptions struct {
@@ -83,15 +98,14 @@ func (c *Cache) Warm(ctx context.Context, images []string, o WarmOptions) ([]War
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	creds, err := warm.Credentials(o.CredentialsFile, getenv)
-	if err != nil {
-		return nil, WarmError{fmt.Errorf("credentials: %v", err)}
-	}
-	return c.warm(ctx, refs, platform, creds, o)
+	return c.warm(ctx, refs, platform, o.CredentialsFile, getenv, o)
 }
 
 // warm runs refs through a loopback listener serving the cache's handler.
-func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm.Platform, creds auth.CredentialFunc, o WarmOptions) ([]WarmResult, error) {
+func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm.Platform, credentialsFile string, getenv func(string) string, o WarmOptions) ([]WarmResult, error) {
+	if c.warmClient == nil {
+		return nil, WarmError{errors.New("this cache was built without a registry client for warming (Options.WarmClient); the content-cache binary sets it")}
+	}
 	hosts := map[string]warm.Registry{}
 	for _, ref := range refs {
 		host := ref.Host
@@ -110,6 +124,11 @@ func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm
 		return nil, fmt.Errorf("warm: serving the cache on loopback: %w", err)
 	}
 	client := lb.Client(hosts)
+	doer, err := c.warmClient(client, credentialsFile, getenv)
+	if err != nil {
+		_ = lb.Close(ctx)
+		return nil, WarmError{fmt.Errorf("credentials: %v", err)}
+	}
 	defer func() {
 		client.CloseIdleConnections()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -125,11 +144,10 @@ func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm
 		budget = c.cfg.MaxSize * int64(wm) / 100
 	}
 	w := &warm.Warmer{
-		Client:      client,
+		Client:      doer,
 		Resolve:     func(h string) (warm.Registry, bool) { r, ok := hosts[h]; return r, ok },
 		DefaultHost: c.cfg.Upstreams.Origin.Host,
 		Storage:     storedData{c.store},
-		Credential:  creds,
 		Platform:    platform,
 		Budget:      budget,
 		Progress:    o.Progress,
@@ -179,11 +197,7 @@ func (c *Cache) newWarmSchedule(leases warm.Leases, now func() time.Time) *warm.
 		Warm: func(ctx context.Context) ([]WarmResult, error) {
 			// The credentials file is read at each run: a rotated secret
 			// is picked up without a restart. Never the environment's.
-			creds, err := warm.Credentials(wcfg.Credentials, func(string) string { return "" })
-			if err != nil {
-				return nil, err
-			}
-			return c.warm(ctx, wcfg.Refs, nil, creds, WarmOptions{UserAgent: "content-cache-warm"})
+			return c.warm(ctx, wcfg.Refs, nil, wcfg.Credentials, func(string) string { return "" }, WarmOptions{UserAgent: "content-cache-warm"})
 		},
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/content-cache/content-cache/downstream"
 	// So does the origin side of transparent caches (contentcaches).
 	"github.com/content-cache/content-cache/downstream/origin"
+	"github.com/content-cache/content-cache/internal/warmauth"
 
 	// What distribution's own registry binary includes.
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
@@ -143,6 +144,11 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
 	defer signal.Stop(signals)
 
+	if mw := downstreamOptions(config); mw != nil {
+		// The warm option's registry client (the middleware has none of
+		// its own: see internal/warmauth).
+		downstream.SetOptions(mw, downstream.Options{WarmClient: warmauth.New})
+	}
 	var reg *distregistry.Registry
 	afterNewRegistry := tracingOff()
 	err := runGuarded(func() {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/content-cache/content-cache/downstream"
+	"github.com/content-cache/content-cache/internal/warmauth"
 )
 
 // warmCommand is `content-cache warm`: images pulled into a cache's
@@ -97,7 +98,7 @@ func warm(ctx context.Context, config *configuration.Configuration, stdout io.Wr
 	log.SetOutput(os.Stderr)
 	log.SetLevel(logrus.WarnLevel)
 	// No sweep, no scheduled warm run in this process: it only warms.
-	downstream.SetOptions(mw, downstream.Options{ManualSweep: true, ManualWarm: true, Logger: logrus.NewEntry(log)})
+	downstream.SetOptions(mw, downstream.Options{ManualSweep: true, ManualWarm: true, Logger: logrus.NewEntry(log), WarmClient: warmauth.New})
 	config.Log.AccessLog.Disabled = true
 	// distribution's startup chatter (no http.secret, which no upload
 	// needs here; no repository remover) means nothing to a warm run.

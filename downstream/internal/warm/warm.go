@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -28,7 +27,6 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/content-cache/content-cache/downstream/internal/config"
 )
@@ -118,11 +116,19 @@ type Result struct {
 	Err       error
 }
 
+// Doer sends a request and answers the registry's authentication
+// challenges (Basic, or a token from the challenge's realm) with the run's
+// credential; one per run, so that its tokens serve the whole run.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
 // Warmer warms images through a cache.
 type Warmer struct {
-	// Client reaches the cache: its transport sends every request for a
-	// registry host to the cache's handler (see Serve).
-	Client *http.Client
+	// Client reaches the cache with the run's credentials; its transport
+	// sends every request for a registry host to the cache's handler (see
+	// Loopback.Client).
+	Client Doer
 	// Resolve maps a reference's registry host to how the cache reaches it.
 	Resolve Resolver
 	// DefaultHost names the default registry (the origin's host): a
@@ -131,8 +137,6 @@ type Warmer struct {
 	DefaultHost string
 	// Storage says what is stored already.
 	Storage Storage
-	// Credential returns the credential for a registry host; nil: none.
-	Credential auth.CredentialFunc
 	// Platform selects the manifests of an index; nil: every one.
 	Platform *Platform
 	// Budget bounds the bytes one run warms (the size bound's low
@@ -157,15 +161,7 @@ var ErrBudget = errors.New("size bound")
 // Run warms refs one image after the other and returns one result each.
 // The budget spans the run: content shared by several images counts once.
 func (w *Warmer) Run(ctx context.Context, refs []config.ImageRef) []Result {
-	run := &runState{seen: map[digest.Digest]int64{}, auth: &auth.Client{
-		Client:     w.Client,
-		Credential: w.Credential,
-		Cache:      auth.NewCache(), // tokens reused across the run
-		// The realms are those of the registries the cache is configured
-		// for, which the operator chose: loopback and private addresses
-		// are theirs too (an empty list blocks none).
-		BlockedRealmPrefixes: []netip.Prefix{},
-	}}
+	run := &runState{seen: map[digest.Digest]int64{}}
 	out := make([]Result, 0, len(refs))
 	for _, ref := range refs {
 		out = append(out, w.image(ctx, ref, run))
@@ -177,7 +173,6 @@ func (w *Warmer) Run(ctx context.Context, refs []config.ImageRef) []Result {
 type runState struct {
 	seen  map[digest.Digest]int64 // every digest the run warmed, with its size
 	total int64
-	auth  *auth.Client
 }
 
 type noProgress struct{}
@@ -215,8 +210,7 @@ func (w *Warmer) image(ctx context.Context, ref config.ImageRef, run *runState) 
 		res.Err = fmt.Errorf("registry %s is not served by this cache", host)
 		return res
 	}
-	c := &client{w: w, ac: run.auth, base: reg.Scheme + "://" + host + "/v2/" + ref.Repo}
-	ctx = auth.WithScopesForHost(ctx, host, auth.ScopeRepository(ref.Repo, auth.ActionPull))
+	c := &client{w: w, base: reg.Scheme + "://" + host + "/v2/" + ref.Repo}
 
 	// Manifests: the reference, then, for an index, its platforms'.
 	m, dgst, err := c.manifest(ctx, ref.Reference())
@@ -362,7 +356,6 @@ const maxManifestBytes = 4 << 20
 // client asks the cache for one repository's content.
 type client struct {
 	w    *Warmer
-	ac   *auth.Client
 	base string // scheme://host/v2/repo
 }
 
@@ -377,7 +370,7 @@ func (c *client) do(ctx context.Context, method, url string, hdr http.Header) (*
 	if c.w.UserAgent != "" {
 		req.Header.Set("User-Agent", c.w.UserAgent)
 	}
-	return c.ac.Do(req)
+	return c.w.Client.Do(req)
 }
 
 // manifest GETs a manifest by tag or digest.

@@ -1,13 +1,21 @@
-package warm
+// Package warmauth is the registry client of warm runs (docs/warming.md):
+// oras-go's authenticating client (Basic and token flows) with the
+// credentials of a Docker config file or the environment. The downstream
+// middleware takes it as Options.WarmClient, so that the middleware itself
+// adds no dependency to distribution's (downstream's depcheck test); the
+// binary passes it.
+package warmauth
 
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/netip"
 
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
-	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/downstream"
 )
 
 // Environment variables that give one credential for every registry a run
@@ -28,6 +36,9 @@ const (
 //
 // getenv reads the environment (os.Getenv).
 func Credentials(path string, getenv func(string) string) (auth.CredentialFunc, error) {
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
 	if u, p := getenv(EnvUsername), getenv(EnvPassword); u != "" && p != "" {
 		cred := auth.Credential{Username: u, Password: p}
 		return func(context.Context, string) (auth.Credential, error) { return cred, nil }, nil
@@ -35,7 +46,7 @@ func Credentials(path string, getenv func(string) string) (auth.CredentialFunc, 
 	var store *credentials.DynamicStore
 	var err error
 	if path != "" {
-		if err := config.CheckDockerConfig(path); err != nil {
+		if err := downstream.CheckDockerConfig(path); err != nil {
 			return nil, err
 		}
 		store, err = credentials.NewStore(path, credentials.StoreOptions{})
@@ -47,3 +58,24 @@ func Credentials(path string, getenv func(string) string) (auth.CredentialFunc, 
 	}
 	return credentials.Credential(store), nil
 }
+
+// New is a downstream.WarmClient: an authenticating client over base (the
+// client whose transport reaches the cache) with the credentials
+// Credentials finds, and a token cache for the run.
+func New(base *http.Client, credentialsFile string, getenv func(string) string) (downstream.WarmDoer, error) {
+	creds, err := Credentials(credentialsFile, getenv)
+	if err != nil {
+		return nil, err
+	}
+	return &auth.Client{
+		Client:     base,
+		Credential: creds,
+		Cache:      auth.NewCache(), // tokens reused across the run
+		// The realms are those of the registries the cache is configured
+		// for, which the operator chose: loopback and private addresses
+		// are theirs too (an empty list blocks none).
+		BlockedRealmPrefixes: []netip.Prefix{},
+	}, nil
+}
+
+var _ downstream.WarmClient = New
