@@ -42,7 +42,6 @@ type Cache struct {
 	metrics *metrics.Metrics // this instance's Prometheus collectors
 	log     *logrus.Entry
 	warmer  *warm.Scheduler // nil without the warm option (warm.go)
-	warmEnd func()          // releases the warm schedule's leases
 	// warmClient makes warm runs' registry clients (Options.WarmClient).
 	warmClient WarmClient
 	// warmAuto: the schedule's timer runs, from the first Handler on
@@ -168,8 +167,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 		c.bg.Go(func() { c.expiry.Run(c.ctx) })
 	}
 	if cfg.Warm != nil {
-		leases, end := warmLeases(cfg, opts.Now, log)
-		c.warmer, c.warmEnd = c.newWarmSchedule(leases, opts.Now), end
+		c.warmer = c.newWarmSchedule(opts.Now)
 		c.warmAuto = !opts.ManualWarm
 	}
 	return c, nil
@@ -187,9 +185,6 @@ func (c *Cache) Close() error { return c.close(c.closeGrace) }
 func (c *Cache) close(grace time.Duration) error {
 	c.cancel()
 	c.bg.Wait()
-	if c.warmEnd != nil {
-		c.warmEnd()
-	}
 	c.fills.Close(grace)
 	c.api.WaitPrefetch()
 	c.up.Close()

@@ -11,7 +11,6 @@ import (
 
 	"github.com/distribution/distribution/v3"
 	"github.com/opencontainers/go-digest"
-	"github.com/sirupsen/logrus"
 
 	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/config"
@@ -183,14 +182,20 @@ func (c *Cache) WarmNow(ctx context.Context) ([]WarmResult, error) {
 // ErrWarmSkipped is WarmNow's answer when another replica warms.
 var ErrWarmSkipped = warm.ErrSkipped
 
-// newWarmSchedule builds the warm schedule of cfg.Warm; leases make it run
-// on one replica at a time.
-func (c *Cache) newWarmSchedule(leases warm.Leases, now func() time.Time) *warm.Scheduler {
+// newWarmSchedule builds the warm schedule of cfg.Warm. It runs on one
+// replica at a time: under the cluster's leases in Redis with the redis
+// option, in memory on a single node.
+func (c *Cache) newWarmSchedule(now func() time.Time) *warm.Scheduler {
 	wcfg := c.cfg.Warm
+	var leases warm.Leases = cluster.NewMemoryLeases(now)
+	owner := replicaName()
+	if c.redis != nil {
+		leases, owner = c.redis.Leases(), c.replica
+	}
 	return &warm.Scheduler{
 		Interval: wcfg.Interval,
 		Leases:   leases,
-		Owner:    replicaName(),
+		Owner:    owner,
 		Log:      c.log.WithField("component", "warm"),
 		Metrics:  c.metrics,
 		Now:      now,
@@ -200,17 +205,6 @@ func (c *Cache) newWarmSchedule(leases warm.Leases, now func() time.Time) *warm.
 			return c.warm(ctx, wcfg.Refs, nil, wcfg.Credentials, func(string) string { return "" }, WarmOptions{UserAgent: "content-cache-warm"})
 		},
 	}
-}
-
-// warmLeases are the leases the warm schedule runs under: in memory on a
-// single node; in Redis when the redis option is set, so that one replica
-// warms at a time. close releases what they hold.
-func warmLeases(cfg Config, now func() time.Time, log *logrus.Entry) (leases warm.Leases, close func()) {
-	if cfg.Redis == nil {
-		return cluster.NewMemoryLeases(now), func() {}
-	}
-	r := cluster.NewRedis(cfg.Redis, cluster.RedisOptions{Log: log})
-	return r.Leases(), func() { _ = r.Close() }
 }
 
 // replicaName names this process in the leases it holds.
