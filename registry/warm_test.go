@@ -178,8 +178,9 @@ func TestWarmCommand(t *testing.T) {
 }
 
 // TestWarmCommandTerminal runs `content-cache warm` on a pseudo-terminal:
-// it draws a progress display (mpb's bars: bytes, layers, rate, redrawn
-// with escape codes), then the same summary.
+// it draws a progress display (mpb's bars: bytes, layers, rate; redrawn
+// with escape codes while the run lasts, which a run this small may not
+// outlast), then the same summary.
 func TestWarmCommandTerminal(t *testing.T) {
 	f := newWarmFixture(t, "")
 	ptmx, tty, err := pty.Open()

@@ -67,7 +67,7 @@ func (b *barReporter) Image(ref string) downstream.WarmImageProgress {
 				return fmt.Sprintf("%d/%d layers", img.done.Load(), img.blobs.Load())
 			}, decor.WCSyncSpace),
 			decor.Any(func(st decor.Statistics) string { return img.rate(st.Current) }, decor.WCSyncSpace),
-			decor.OnAbort(decor.OnComplete(decor.Name(""), "done"), "failed"),
+			decor.OnAbort(decor.OnComplete(decor.Name(""), " done"), " failed"),
 		),
 	)
 	img.bar = bar
