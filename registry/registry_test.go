@@ -797,6 +797,12 @@ func TestBadConfigurations(t *testing.T) {
 		{"maxsize with a unit typo", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        maxsize: 500GBi"))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "maxsize": found string "500GBi", expected a size in bytes such as 500GiB (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; a bare integer counts bytes) greater than 0`},
+		{"warm with inline credentials", func(t *testing.T) []string {
+			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        warm:\n          images: [base/app:1.4]\n          credentials: {username: alice, password: hunter2}"))}
+		}, `content-cache: configuration error in CONFIG: downstream: option "warm.credentials": found a mapping, expected the path of a Docker config file (config.json); credentials are never inline`},
+		{"warm interval too short", func(t *testing.T) []string {
+			return []string{"serve", badConfig(t, replace("blobttl: 24h", "blobttl: 24h\n        warm:\n          images: [base/app:1.4]\n          interval: 30s"))}
+		}, `content-cache: configuration error in CONFIG: downstream: option "warm.interval": found string "30s", expected a duration of at least 1m such as 6h (units s, m, h)`},
 		{"blobttl without delete", func(t *testing.T) []string {
 			return []string{"serve", badConfig(t, replace("  delete:\n    enabled: true\n", ""))}
 		}, `content-cache: configuration error in CONFIG: downstream: option "blobttl" (24h) needs storage.delete.enabled: true to expire content, but it is not set; expected storage.delete.enabled: true or no blobttl`},

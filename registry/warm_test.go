@@ -281,3 +281,49 @@ func TestWarmCommandBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmOptionServe: a cache started with the warm option warms its
+// images at startup, through the binary's registry client, and the
+// cache's own pulls of them are hits.
+func TestWarmOptionServe(t *testing.T) {
+	dir := t.TempDir()
+	// The credentials file must exist before the configuration names it.
+	f := newWarmFixture(t, "")
+	creds := writeDockerConfig(t, dir, "warm.json", f.origin.Host, "alice", "alice-pw")
+	f2 := *f
+	cfg, err := os.ReadFile(f.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = append(cfg, []byte("        warm:\n          images: [base/app:1.4, "+f.origin.Host+"/base/other:1]\n          interval: 1h\n          credentials: "+creds+"\n")...)
+	f2.config = filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(f2.config, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "cache", childEnv(), "serve", f2.config)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	want := append(blobs(f.app), blobs(f.other)...)
+	for {
+		missing := 0
+		for _, b := range want {
+			if !f.stored(digest.FromBytes(b)) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the cache exited: %v", p.err)
+		case <-ctx.Done():
+			t.Fatalf("%d blobs not warmed within 60s", missing)
+		case <-time.After(regtest.PollInterval):
+		}
+	}
+	shared := digest.FromBytes(f.app.Layers[0])
+	if n := f.blobGets("base/app", shared) + f.blobGets("base/other", shared); n != 1 {
+		t.Errorf("the shared layer was fetched %d times, want 1", n)
+	}
+}

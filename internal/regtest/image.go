@@ -467,3 +467,19 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// WithPlatform returns img for another platform: its config says os/arch
+// (so PushIndex lists it so), hence another config digest and manifest.
+func WithPlatform(img Image, os, arch string) Image {
+	var cfg v1.Image
+	_ = json.Unmarshal(img.Config, &cfg) // Images of this package always parse
+	cfg.OS, cfg.Architecture = os, arch
+	out := img
+	out.Config = mustJSON(cfg)
+	var m v1.Manifest
+	_ = json.Unmarshal(img.Manifest, &m)
+	m.Config.Digest, m.Config.Size = digest.FromBytes(out.Config), int64(len(out.Config))
+	out.Manifest = mustJSON(m)
+	out.Digest = digest.FromBytes(out.Manifest)
+	return out
+}

@@ -74,7 +74,11 @@ func (r ImageRef) Reference() string {
 	return r.Tag
 }
 
-const imageRefHelp = "an image reference such as registry.example.com/base/app:1.4, base/app:1.4 (the default registry) or base/app@sha256:<hex>"
+const (
+	imageRefExamples = "registry.example.com/base/app:1.4, base/app:1.4 (the default registry) or base/app@sha256:<hex>"
+	imageRefHelp     = "an image reference such as " + imageRefExamples
+	imagesHelp       = "a non-empty list of image references such as " + imageRefExamples
+)
 
 // ParseImageRef reads an image reference as docker does, except that a
 // name without a registry host is the default registry's as it is
@@ -211,7 +215,11 @@ func parseWarm(c *Config, v any) error {
 		case "images":
 			list, ok := v.([]any)
 			if !ok || len(list) == 0 {
-				return fmt.Errorf("downstream: option \"warm.images\": found %s, expected a non-empty list of %s", yamlopt.Describe(v), imageRefHelp)
+				found := yamlopt.Describe(v)
+				if ok {
+					found = "an empty list"
+				}
+				return fmt.Errorf("downstream: option \"warm.images\": found %s, expected %s", found, imagesHelp)
 			}
 			for _, item := range list {
 				s, ok := item.(string)
@@ -234,7 +242,8 @@ func parseWarm(c *Config, v any) error {
 		case "credentials":
 			p, ok := v.(string)
 			if !ok {
-				return fmt.Errorf("downstream: option \"warm.credentials\": found %s, expected the path of a Docker config file (config.json); credentials are never inline", yamlopt.Describe(v))
+				// Never the value: it may hold a password.
+				return fmt.Errorf("downstream: option \"warm.credentials\": found %s, expected the path of a Docker config file (config.json); credentials are never inline", kindOf(v))
 			}
 			if err := CheckDockerConfig(p); err != nil {
 				return fmt.Errorf("downstream: option \"warm.credentials\": %v", err)
@@ -245,7 +254,7 @@ func parseWarm(c *Config, v any) error {
 		}
 	}
 	if len(w.Images) == 0 {
-		return fmt.Errorf("downstream: option \"warm.images\" is missing; expected a non-empty list of %s", imageRefHelp)
+		return fmt.Errorf("downstream: option \"warm.images\" is missing; expected %s", imagesHelp)
 	}
 	c.Warm = &w
 	return nil
@@ -281,4 +290,21 @@ func CheckDockerConfig(path string) error {
 		return fmt.Errorf("%q is not a Docker config file (not a JSON object); expected a file such as docker login writes, {\"auths\": {...}}", path)
 	}
 	return nil
+}
+
+// kindOf names the YAML kind of v without its content.
+func kindOf(v any) string {
+	switch v.(type) {
+	case map[any]any, map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	case nil:
+		return "nothing"
+	case bool:
+		return "a boolean"
+	case int, int64, uint64, float64:
+		return "a number"
+	}
+	return "a value that is not a path"
 }
