@@ -218,7 +218,9 @@ func TestWarmIndexPlatforms(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := dockerConfig(t, origin.Host, "alice", "alice-pw")
-	gets := func(b []byte) int { return origin.Counts.Get("GET", "/v2/base/multi/blobs/"+digest.FromBytes(b).String()) }
+	gets := func(b []byte) int {
+		return origin.Counts.Get("GET", "/v2/base/multi/blobs/"+digest.FromBytes(b).String())
+	}
 
 	s := warmCache(t, origin.URL, &regtest.Clock{}, nil)
 	res, err := s.Cache.Warm(t.Context(), []string{"base/multi:1"}, downstream.WarmOptions{CredentialsFile: creds, Platform: "linux/arm64"})
