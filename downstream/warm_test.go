@@ -397,3 +397,36 @@ func TestWarmConfigErrors(t *testing.T) {
 		t.Errorf("parsed %+v; want the default interval 6h, the credentials path, tag latest for a bare name", *w)
 	}
 }
+
+// TestWarmReplicasOneAtATime: replicas sharing Redis warm once per
+// interval between them: the second replica's run is skipped (the leases
+// are Redis'), and it finds everything the first stored.
+func TestWarmReplicasOneAtATime(t *testing.T) {
+	redis := startTestRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(2550, 2, 16<<10)
+	img.Repo, img.Tag = "base/app", "1"
+	if err := regtest.Push(t.Context(), origin.URL, "", "", img); err != nil {
+		t.Fatal(err)
+	}
+	extra := map[string]any{"warm": map[string]any{"images": []any{"base/app:1"}, "interval": "1h",
+		"credentials": dockerConfig(t, "unused.example", "x", "y")}}
+	downstream.SetOptions(extra, downstream.Options{ManualWarm: true, WarmClient: warmauth.New})
+	replicas := startReplicas(t, 2, origin.URL, redis, extra)
+
+	res, err := replicas[0].Cache.WarmNow(t.Context())
+	if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Fetched != 3 {
+		t.Fatalf("replica 0: %v, %+v", err, res)
+	}
+	if _, err := replicas[1].Cache.WarmNow(t.Context()); !errors.Is(err, downstream.ErrWarmSkipped) {
+		t.Fatalf("replica 1 in the same interval: %v, want ErrWarmSkipped", err)
+	}
+	if got := labeled(t, replicas[1], "content_cache_warm_runs_total", "result", "skipped"); got != 1 {
+		t.Errorf("replica 1: warm_runs_total{skipped} = %v, want 1", got)
+	}
+	for _, b := range append([][]byte{img.Config}, img.Layers...) {
+		if n := origin.Counts.Get("GET", "/v2/base/app/blobs/"+digest.FromBytes(b).String()); n != 1 {
+			t.Errorf("blob %s fetched %d times, want 1", digest.FromBytes(b), n)
+		}
+	}
+}
