@@ -16,6 +16,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 
 	"github.com/content-cache/content-cache/downstream/internal/access"
+	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/upstream"
 	v2 "github.com/distribution/distribution/v3/registry/api/v2"
@@ -162,15 +163,15 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 			return err
 		}
 		if l != nil {
-			var stop func()
+			var stop func() cluster.Lease
 			ctx, stop = c.keepLease(ctx, *l)
 			f.leads.Store(true)
 			defer func() {
 				f.leads.Store(false)
-				stop()
+				held := stop()
 				// After the commit: a follower that sees the lease go
 				// finds the blob stored.
-				_ = c.peers.Leases.Release(context.WithoutCancel(ctx), *l)
+				_ = c.peers.Leases.Release(context.WithoutCancel(ctx), held)
 			}()
 		}
 	}

@@ -340,11 +340,15 @@ func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) 
 var errLeaseLost = errors.New("the replica leading the fill lost its lease")
 
 // watchLease cancels a follower's stream once the leader's lease is gone
-// (expired: the leader died or stalls) or taken by another replica.
+// (expired: the leader died or stalls) or taken by another replica. A
+// lease that nobody holds is given one more lease period before the cut:
+// when Redis restarted empty, the leader, alive, takes its lease again at
+// its next renewal (keepLease), and the stream goes on under the new token.
 func (c *Fills) watchLease(ctx context.Context, f *Fill, l cluster.Lease, cancel context.CancelCauseFunc, stop <-chan struct{}) {
 	p := c.peers
 	t := time.NewTicker(max(p.TTL/4, 20*time.Millisecond))
 	defer t.Stop()
+	var gone time.Time // when the lease was first seen held by nobody
 	for {
 		select {
 		case <-ctx.Done():
@@ -357,18 +361,29 @@ func (c *Fills) watchLease(ctx context.Context, f *Fill, l cluster.Lease, cancel
 		if err != nil {
 			continue // Redis down: the stream itself tells whether the leader lives
 		}
-		if !held || cur != l {
-			select {
-			case <-stop: // the stream ended just now: the leader released its lease
-				return
-			default:
-			}
-			if f.verified() {
-				return // every byte is here: the leader released after committing
-			}
-			cancel(errLeaseLost)
-			return
+		switch {
+		case held && cur == l:
+			gone = time.Time{}
+			continue
+		case held && cur.Owner == l.Owner:
+			l, gone = cur, time.Time{} // the leader took its lease again
+			continue
+		case !held && gone.IsZero():
+			gone = c.now()
+			continue
+		case !held && c.now().Sub(gone) < p.TTL:
+			continue
 		}
+		select {
+		case <-stop: // the stream ended just now: the leader released its lease
+			return
+		default:
+		}
+		if f.verified() {
+			return // every byte is here: the leader released after committing
+		}
+		cancel(errLeaseLost)
+		return
 	}
 }
 
@@ -378,10 +393,14 @@ func (f *Fill) verified() bool {
 	return f.state.Verified || f.state.Written > 0 && f.state.Written == f.state.Size
 }
 
-// keepLease renews l every third of its ttl while the fill runs; when it
-// is lost (Redis lost it, or this replica stalled past it) the fill is
-// cancelled: its followers were cut already, and it commits nothing.
-func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context, func()) {
+// keepLease renews l every third of its ttl while the fill runs. When
+// the renewal finds the lease gone and nobody holding it (Redis restarted
+// empty, or lost the key), the fill takes it again under a new token and
+// goes on: its bytes are verified before they are committed either way.
+// When another replica holds it (this replica stalled past it and was
+// taken over) the fill is cancelled: its followers were cut already, and
+// it commits nothing. stop returns the lease held last, to release.
+func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context, func() cluster.Lease) {
 	p := c.peers
 	ctx, cancel := context.WithCancelCause(ctx)
 	stop := make(chan struct{})
@@ -400,7 +419,13 @@ func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context
 			}
 			err := p.Leases.Renew(ctx, l, p.TTL)
 			if errors.Is(err, cluster.ErrLeaseLost) {
-				c.log.WithField("lease", l.Key).Warn("fill lease lost (this replica stalled, or redis lost it); abandoning the fill")
+				again, ok, aerr := p.Leases.Acquire(ctx, l.Key, p.Self, p.TTL)
+				if aerr == nil && ok {
+					c.log.WithFields(map[string]any{"lease": l.Key, "token": again.Token}).Info("fill lease gone with nobody holding it (redis lost it); taken again")
+					l = again
+					continue
+				}
+				c.log.WithField("lease", l.Key).Warn("fill lease lost to another replica (this replica stalled past it); abandoning the fill")
 				cancel(errLeaseLost)
 				return
 			}
@@ -408,9 +433,10 @@ func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context
 			// followers still stream from it.
 		}
 	}()
-	return ctx, func() {
+	return ctx, func() cluster.Lease {
 		close(stop)
 		<-done
 		cancel(nil)
+		return l
 	}
 }
