@@ -23,22 +23,27 @@ import (
 // origin's answer to this request (the upstream failing for everybody).
 const fillAttempts = 3
 
-// serveBlob answers GET and HEAD of a blob: from local storage when this
-// credential may pull this repository and the blob is linked in it, else
-// after the origin confirmed both.
+// serveBlob answers GET and HEAD of a blob. It reads top to bottom:
+//
+//  1. A signed URL is judged by its signature alone (signed.go).
+//  2. Otherwise the request's right to this repository and digest rests on
+//     a decision younger than authttl for its credential and repository,
+//     or on the origin's confirmation of this very request (reqAuth),
+//     asked once, and only when no decision allows it.
+//  3. Stored: served once authorized, through the repository's link (made
+//     if it is missing).
+//  4. Not stored: a HEAD gets the upstream's answer; a GET joins or starts
+//     the fill (joinFill authorizes each waiter on its own).
 func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, rl *requestLog) (string, error) {
-	// --- transparent caches: a signed URL is judged by its signature (signed.go)
 	if isSigned(r) {
 		return c.serveSigned(w, r, repo, dgst, rl), nil
 	}
-	// ---
 	ctx := r.Context()
 	ck := c.access.Cred(r, repo.Origin())
 	local, err := c.store.Repository(ctx, repo)
 	if err != nil {
 		return "", err
 	}
-	blobs := local.Blobs(ctx)
 	// Expiry leaves it alone while this request lasts (or, if it is being
 	// removed right now, this waits and then fetches it again).
 	release, err := c.expiry.Hold(ctx, dgst)
@@ -46,29 +51,11 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 		return "", err // the client went away
 	}
 	defer release()
-	// What the cache knows of this request's right to pull from repo,
-	// looked up once: a recent decision, or the origin's confirmation.
-	ra := reqAuth{decided: c.access.AllowedByDecision(r, ck, repo)}
-	if ra.decided && c.serveLocal(w, r, blobs, dgst) {
-		c.pulled(r, repo, dgst, store.KindLayer)
-		return metrics.ResultHit, nil
-	}
+	b := &blobRequest{c: c, w: w, r: r, repo: repo, dgst: dgst, blobs: local.Blobs(ctx), rl: rl,
+		auth: reqAuth{decided: c.access.AllowedByDecision(r, ck, repo)}}
 
-	// Stored for another repository (or linked here but not yet allowed).
-	if _, err := c.store.Stat(ctx, dgst); err == nil {
-		served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, ra.decided, rl)
-		if err != nil && !written(w) && c.canServeStale(r, repo, err) {
-			// No upstream answers: what this credential may pull from
-			// this repository (linked here after the origin confirmed it)
-			// is served under offlinegrace.
-			if stale, _ := serveStale(w, func() (bool, error) { return c.serveLocal(w, r, blobs, dgst), nil }); stale {
-				c.pulled(r, repo, dgst, store.KindLayer)
-				return metrics.ResultStale, nil
-			}
-		}
-		if served || err != nil {
-			return metrics.ResultHit, err
-		}
+	if result, served, err := b.fromStorage(); served || err != nil {
+		return result, err
 	}
 	if r.Method == http.MethodHead {
 		// HEAD of an uncached blob: the upstream's answer, so that caches
@@ -82,24 +69,116 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 		w.WriteHeader(resp.StatusCode)
 		return metrics.ResultForwarded, nil
 	}
+	return b.fromFill(&fill.Asker{Cred: ck, Repo: repo, Hdr: r.Header.Clone()})
+}
 
-	a := &fill.Asker{Cred: ck, Repo: repo, Hdr: r.Header.Clone()}
+// blobRequest is one GET or HEAD of a blob on its way through serveBlob.
+type blobRequest struct {
+	c     *API
+	w     http.ResponseWriter
+	r     *http.Request
+	repo  ident.Repo
+	dgst  digest.Digest
+	blobs distribution.BlobStore // the repository's, through its links
+	rl    *requestLog
+	auth  reqAuth
+	// triedLink: serving through the repository's link was tried and found
+	// no link (nothing was written); trying again is pointless until the
+	// link is made.
+	triedLink bool
+}
+
+// serveLinked serves the blob through the repository's link, if there is
+// one, and records the pull.
+func (b *blobRequest) serveLinked() bool {
+	b.triedLink = true
+	if !b.c.serveLocal(b.w, b.r, b.blobs, b.dgst) {
+		return false
+	}
+	b.c.pulled(b.r, b.repo, b.dgst, store.KindLayer)
+	return true
+}
+
+// fromStorage serves the blob if it is stored and the request authorized.
+// served is false, with nothing written, when it is not stored (or went
+// meanwhile): the caller fetches it.
+func (b *blobRequest) fromStorage() (result string, served bool, err error) {
+	c := b.c
+	// The common hit: a decision, and the blob linked in this repository.
+	if b.auth.decided && b.serveLinked() {
+		return metrics.ResultHit, true, nil
+	}
+	// Stored for another repository (or linked here but not yet allowed).
+	if _, err := c.store.Stat(b.r.Context(), b.dgst); err != nil {
+		return "", false, nil
+	}
+	served, err = b.linkAndServe()
+	if err != nil && !written(b.w) && c.canServeStale(b.r, b.repo, err) {
+		// No upstream answers: what this credential may pull from this
+		// repository (linked here after the origin confirmed it) is
+		// served under offlinegrace.
+		if stale, _ := serveStale(b.w, func() (bool, error) { return b.serveLinked(), nil }); stale {
+			return metrics.ResultStale, true, nil
+		}
+	}
+	return metrics.ResultHit, served, err
+}
+
+// linkAndServe serves stored data through the repository's link, once the
+// request is authorized: by a decision, else by the origin's confirmation,
+// which also makes the link if it is missing. false, having written
+// nothing, when it cannot (the data went, the link failed): the caller
+// fetches it.
+func (b *blobRequest) linkAndServe() (bool, error) {
+	c, ctx := b.c, b.r.Context()
+	if (b.auth.decided || b.auth.confirmed) && !b.triedLink && b.serveLinked() {
+		return true, nil
+	}
+	if !b.auth.confirmed {
+		resp, err := c.access.Confirm(ctx, b.r, upstream.BlobPath(b.repo.Name(), b.dgst), b.repo)
+		if err != nil {
+			return false, err
+		}
+		b.auth.confirmed = true
+		b.rl.upstream = resp.Host.Host
+		// Linked here already (the decision had expired): served without
+		// writing the link again (on an object store, four requests saved).
+		if !b.triedLink && b.serveLinked() {
+			return true, nil
+		}
+	}
+	// Recorded before the link exists, so that expiry knows of every link
+	// it may have to remove.
+	c.expiry.Record(ctx, store.Ref{Digest: b.dgst, Repo: b.repo.Stored().Name(), Kind: store.KindLayer})
+	if err := c.store.Link(ctx, b.repo, b.dgst); err != nil {
+		c.log.WithError(err).WithField("digest", b.dgst).Warn("cannot link blob")
+		return false, nil
+	}
+	return b.serveLinked(), nil
+}
+
+// fromFill streams the blob from the fill of its digest, started by this
+// request (as a) or joined.
+func (b *blobRequest) fromFill(a *fill.Asker) (string, error) {
+	c, ctx := b.c, b.r.Context()
 	fetch := false // a fill stored the blob since this request looked, but it is gone again
 	for attempt := 1; ; attempt++ {
 		// Only a request the origin allowed may take the fill over if the
 		// credential it fetches with is refused: a flood of unauthorized
 		// requests cannot stand in the way.
-		f, leader := c.fills.Join(ctx, a, dgst, ra.confirmed || ra.decided, fetch)
+		f, leader := c.fills.Join(ctx, a, b.dgst, b.auth.confirmed || b.auth.decided, fetch)
 		if f == nil {
 			// A fill stored the blob since this request looked at storage:
-			// it is served from there, not fetched a second time.
-			if served, err := c.serveStored(w, r, repo, dgst, blobs, &ra, false, rl); served || err != nil {
+			// it is served from there, not fetched a second time (and the
+			// fill may have made the link).
+			b.triedLink = false
+			if served, err := b.linkAndServe(); served || err != nil {
 				return metrics.ResultHit, err
 			}
 			fetch = true
 			continue
 		}
-		result, err := c.joinFill(w, r, f, a, leader, &ra, rl)
+		result, err := c.joinFill(b.w, b.r, f, a, leader, &b.auth, b.rl)
 		var own ownAnswer
 		if errors.As(err, &own) {
 			return "", own.err
@@ -115,43 +194,6 @@ func (c *API) serveBlob(w http.ResponseWriter, r *http.Request, repo ident.Repo,
 			return "", pre.err
 		}
 	}
-}
-
-// serveStored serves a blob whose data is stored: through this
-// repository's link when the request is allowed, else once the origin
-// confirmed that this repository has it for this credential, which makes
-// the link. false, having written nothing, when it cannot (the data went,
-// the link failed): the caller fetches it. tried says the caller found no
-// link here already.
-func (c *API) serveStored(w http.ResponseWriter, r *http.Request, repo ident.Repo, dgst digest.Digest, blobs distribution.BlobStore, ra *reqAuth, tried bool, rl *requestLog) (bool, error) {
-	ctx := r.Context()
-	if !tried && (ra.confirmed || ra.decided) && c.serveLocal(w, r, blobs, dgst) {
-		c.pulled(r, repo, dgst, store.KindLayer)
-		return true, nil
-	}
-	tried = tried || ra.confirmed || ra.decided
-	if !ra.confirmed {
-		resp, err := c.access.Confirm(ctx, r, upstream.BlobPath(repo.Name(), dgst), repo)
-		if err != nil {
-			return false, err
-		}
-		ra.confirmed = true
-		rl.upstream = resp.Host.Host
-		// Linked here already (the decision had expired): served without
-		// writing the link again (on an object store, four requests saved).
-		if !tried && c.serveLocal(w, r, blobs, dgst) {
-			c.pulled(r, repo, dgst, store.KindLayer)
-			return true, nil
-		}
-	}
-	// Recorded before the link exists, so that expiry knows of every link
-	// it may have to remove.
-	c.expiry.Record(ctx, store.Ref{Digest: dgst, Repo: repo.Stored().Name(), Kind: store.KindLayer})
-	if err := c.store.Link(ctx, repo, dgst); err != nil {
-		c.log.WithError(err).WithField("digest", dgst).Warn("cannot link blob")
-		return false, nil
-	}
-	return c.serveLocal(w, r, blobs, dgst), nil
 }
 
 // reqAuth is what a request's authorization rests on.
