@@ -255,6 +255,14 @@ func (c *Cache) JoinCluster(self, secret string) {
 	c.log.WithFields(map[string]any{"advertise": self, "redis": c.cfg.Redis.Addr}).Info("replica: fills and expiry coordinate through redis")
 }
 
+// ServeHit answers a GET or HEAD of a small blob this cache holds, for a
+// credential a recent decision allows on its repository, and reports
+// whether it did (false: nothing was written; Handler serves it). Handler
+// tries it first; a server may call it before the wrappers that surround
+// Handler (the registry's OpenTelemetry handler, when no trace exporter is
+// configured and so nothing would be recorded).
+func (c *Cache) ServeHit(w http.ResponseWriter, r *http.Request) bool { return c.api.ServeHit(w, r) }
+
 // Gatherer returns this instance's metrics, and only them: what the
 // content_cache_* part of the debug server's /metrics shows for it. Tests and
 // programs that embed several caches read it; a registry process also finds

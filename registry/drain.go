@@ -34,6 +34,7 @@ const readinessPath = "/"
 // started, for the drain's quiet wait.
 type drainGate struct {
 	next     http.Handler
+	hit      func(http.ResponseWriter, *http.Request) bool // answers what it can before next; nil: none
 	draining atomic.Bool
 
 	mu   sync.Mutex
@@ -57,6 +58,9 @@ func (g *drainGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Not kept alive: the client's (or the load balancer's) next
 		// request opens a connection elsewhere.
 		w.Header().Set("Connection", "close")
+	}
+	if g.hit != nil && g.hit(w, r) {
+		return
 	}
 	g.next.ServeHTTP(w, r)
 }

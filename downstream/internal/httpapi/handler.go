@@ -47,6 +47,8 @@ type API struct {
 	mem       *manifestMemory  // manifests by digest, and what tags resolved to
 
 	blobRoute   blobRoute      // the blob route without the router (route.go)
+	hits        hitRoutes      // request URIs of hits, for ServeHit (hit.go)
+	hitHdr      hitHeaders     // header values of every hit
 	prefetching atomic.Int64   // prefetched fills in flight (prefetch.go)
 	bg          sync.WaitGroup // prefetch goroutines
 }
@@ -76,7 +78,7 @@ func New(d Deps) *API {
 		blobRoute: newBlobRoute(router, v2.RouteNameBlob),
 		cfg:       d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
 		metrics: d.Metrics, log: d.Log, now: d.Now, router: router, redirects: d.Redirects,
-		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now),
+		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now), hitHdr: newHitHeaders(),
 	}
 }
 
@@ -87,6 +89,9 @@ func (c *API) SetRedirects(on bool) { c.redirects = on }
 // everything else (health, metrics, /) to next.
 func (c *API) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.ServeHit(w, r) {
+			return
+		}
 		var match mux.RouteMatch
 		// match.Handler is set only for the redirects of distribution's
 		// router (StrictSlash: a trailing slash too many or missing): the
@@ -173,6 +178,9 @@ func (c *API) Handler(next http.Handler) http.Handler {
 				}
 				rl.digest = dgst
 				result, err = c.serveBlob(w, r, repo, dgst, rl)
+				if err == nil && result == metrics.ResultHit && sw.status == http.StatusOK {
+					c.rememberHit(r, repo, nsr, dgst)
+				}
 			} else {
 				result, err = c.serveManifest(w, r, repo, match.Vars["reference"], rl)
 				if err == nil && sw.status == http.StatusOK && (result == metrics.ResultHit || result == metrics.ResultMiss) {

@@ -20,6 +20,10 @@ import (
 // goes through the driver.
 func (s *Store) SetFileRoot(dir string) { s.fileRoot = dir }
 
+// Direct reports whether blob data is read straight from the filesystem
+// driver's files: that driver, with no storage middleware, never redirects.
+func (s *Store) Direct() bool { return s.fileRoot != "" }
+
 // readerDirect opens the blob's data file under the file root.
 func (s *Store) readerDirect(_ context.Context, dgst digest.Digest, offset int64) (io.ReadCloser, error) {
 	p := BlobDataPath(dgst)

@@ -29,6 +29,7 @@ type Store struct {
 	ns     distribution.Namespace
 	driver storagedriver.StorageDriver
 	links  linkMemo         // links read lately (linkmemo.go)
+	files  openFiles        // data files of small hits kept open (openfiles.go)
 	now    func() time.Time // the memo's clock; nil: time.Now
 	// fileRoot: the filesystem driver's root, read directly (direct.go).
 	fileRoot string
@@ -150,6 +151,10 @@ func (s *Store) Unlink(ctx context.Context, ref Ref) error {
 
 // RemoveData deletes a blob's data (gone already is fine).
 func (s *Store) RemoveData(ctx context.Context, dgst digest.Digest) error {
+	// Closed before and after: a hit between the two opens it again (and
+	// finds it gone once removed).
+	s.files.forget(dgst, nil)
+	defer s.files.forget(dgst, nil)
 	if err := storage.NewVacuum(ctx, s.driver).RemoveBlob(dgst.String()); err != nil && !IsNotFound(err) {
 		return err
 	}
