@@ -150,6 +150,7 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 		downstream.SetOptions(mw, downstream.Options{WarmClient: warmauth.New})
 	}
 	var reg *distregistry.Registry
+	tracing := tracingConfigured() // before tracingOff sets its own "none"
 	afterNewRegistry := tracingOff()
 	err := runGuarded(func() {
 		var err error
@@ -176,7 +177,7 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 	c, cached := downstream.Instance(config)
 	if cached {
 		defer c.Close()
-		if !tracingConfigured() {
+		if !tracing {
 			// Without a trace exporter distribution's OpenTelemetry
 			// handler records nothing, yet cost a tenth of a small hit's
 			// CPU: hits are answered before it.

@@ -18,6 +18,7 @@ import (
 	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/keyring"
+	"github.com/content-cache/content-cache/downstream/internal/logline"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 	"github.com/content-cache/content-cache/downstream/internal/signature"
 	"github.com/content-cache/content-cache/downstream/internal/store"
@@ -40,6 +41,7 @@ type API struct {
 	expiry    *expiry.Expiry // nil without blobttl
 	metrics   *metrics.Metrics
 	log       *logrus.Entry
+	reqLog    *logline.Logger // the request lines, through log
 	now       func() time.Time
 	router    *mux.Router
 	redirects bool             // storage.redirect is on (see Deps.Redirects)
@@ -77,7 +79,7 @@ func New(d Deps) *API {
 	return &API{
 		blobRoute: newBlobRoute(router, v2.RouteNameBlob),
 		cfg:       d.Config, up: d.Upstream, access: d.Access, store: d.Store, fills: d.Fills, expiry: d.Expiry,
-		metrics: d.Metrics, log: d.Log, now: d.Now, router: router, redirects: d.Redirects,
+		metrics: d.Metrics, log: d.Log, reqLog: logline.New(d.Log), now: d.Now, router: router, redirects: d.Redirects,
 		keys: d.Keys, mem: newManifestMemory(d.Config.BlobTTL, d.Now), hitHdr: newHitHeaders(),
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
+	"github.com/content-cache/content-cache/downstream/internal/logline"
 
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
 
@@ -35,27 +36,22 @@ func (c *API) newRequestLog(w *statusWriter, r *http.Request, route string) *req
 }
 
 func (rl *requestLog) done() {
-	fields := map[string]any{
-		"method":   rl.method,
-		"kind":     rl.route,
-		"result":   rl.result,
-		"status":   rl.w.status,
-		"bytes":    rl.w.bytes,
-		"duration": rl.c.now().Sub(rl.start).String(),
+	var f [10]logline.Field
+	f[0], f[1], f[2] = logline.String("method", rl.method), logline.String("kind", rl.route), logline.String("result", rl.result)
+	f[3], f[4] = logline.Int("status", int64(rl.w.status)), logline.Int("bytes", rl.w.bytes)
+	f[5] = logline.String("duration", rl.c.now().Sub(rl.start).String())
+	n := 6
+	add := func(k, v string) {
+		if v != "" {
+			f[n] = logline.String(k, v)
+			n++
+		}
 	}
-	if label := rl.c.registryLabel(rl.registry); label != "" {
-		fields["registry"] = label
-	}
-	if rl.repo != "" {
-		fields["repository"] = rl.repo
-	}
-	if rl.digest != "" {
-		fields["digest"] = rl.digest.String()
-	}
-	if rl.upstream != "" {
-		fields["upstream"] = rl.upstream
-	}
-	rl.c.log.WithFields(fields).Info("request")
+	add("registry", rl.c.registryLabel(rl.registry))
+	add("repository", rl.repo)
+	add("digest", rl.digest.String())
+	add("upstream", rl.upstream)
+	rl.c.reqLog.Info("request", f[:n]...)
 
 	m := rl.c.metrics
 	m.Request(rl.registry, rl.route, rl.result, rl.w.bytes)
