@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -325,5 +326,41 @@ func TestWarmOptionServe(t *testing.T) {
 	shared := digest.FromBytes(f.app.Layers[0])
 	if n := f.blobGets("base/app", shared) + f.blobGets("base/other", shared); n != 1 {
 		t.Errorf("the shared layer was fetched %d times, want 1", n)
+	}
+}
+
+// TestWarmCommandBesideServer: the command warms the storage a running
+// cache serves (no lock, no restart): the cache's pulls of what it warmed
+// are hits, and the origin sent each blob once.
+func TestWarmCommandBesideServer(t *testing.T) {
+	f := newWarmFixture(t, "")
+	p := start(t, "cache", childEnv(), "serve", f.config)
+	cfg, err := os.ReadFile(f.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := strings.TrimSpace(strings.SplitN(strings.SplitN(string(cfg), "addr: ", 2)[1], "\n", 2)[0])
+	waitReady(t, p, http.DefaultClient, "http://"+addr)
+
+	code, stdout, stderr := runToExit(t, childEnv("DOCKER_CONFIG="+t.TempDir()), "warm", "--credentials", f.creds, f.config, "base/app:1.4")
+	if code != 0 {
+		t.Fatalf("warm beside a running cache: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, b := range blobs(f.app) {
+		d := digest.FromBytes(b)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/v2/base/app/blobs/"+d.String(), nil)
+		req.SetBasicAuth("alice", "alice-pw")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || digest.FromBytes(body) != d {
+			t.Fatalf("GET %s through the running cache: %s, %d bytes", d, resp.Status, len(body))
+		}
+		if n := f.blobGets("base/app", d); n != 1 {
+			t.Errorf("blob %s: %d origin GETs, want 1 (the command's): the running cache did not find what it stored", d, n)
+		}
 	}
 }
