@@ -85,13 +85,12 @@ func (s *Scheduler) Run(ctx context.Context, tick <-chan time.Time) {
 		defer t.Stop()
 		tick = t.C
 	}
-	for {
+	for ctx.Err() == nil {
 		if _, err := s.RunOnce(ctx); err != nil && !errors.Is(err, ErrSkipped) && ctx.Err() == nil {
 			s.Log.WithError(err).Warn("warm: run failed; retrying at the next interval")
 		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-tick:
 		}
 	}
