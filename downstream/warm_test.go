@@ -430,3 +430,45 @@ func TestWarmReplicasOneAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestWarmObjectStore: warming writes through the configured driver on an
+// object store too (S3, versitygw); a stored blob's answer there is a
+// redirect to the storage, which the warm client takes as stored without
+// following it, and nothing is fetched twice.
+func TestWarmObjectStore(t *testing.T) {
+	st := regtest.StartS3(t)
+	st.Redirect = true // distribution's default: hits answer 307 to the bucket
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(2560, 3, 32<<10)
+	img.Repo, img.Tag = "base/app", "1"
+	if err := regtest.Push(t.Context(), origin.URL, "", "", img); err != nil {
+		t.Fatal(err)
+	}
+	extra := map[string]any{}
+	downstream.SetOptions(extra, downstream.Options{ManualWarm: true, ManualSweep: true, WarmClient: warmauth.New})
+	s := regtest.StartCacheOn(t, st, origin.URL, extra)
+	opts := downstream.WarmOptions{CredentialsFile: dockerConfig(t, "unused.example", "x", "y")}
+	res, err := s.Cache.Warm(t.Context(), []string{"base/app:1"}, opts)
+	if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Fetched != 4 {
+		t.Fatalf("first warm on S3: %v, %+v", err, res)
+	}
+	fillsDone(t, s)
+	first := originBlobGets(origin)
+	res, err = s.Cache.Warm(t.Context(), []string{"base/app:1"}, opts)
+	if err != nil || len(res) != 1 || res[0].Err != nil || res[0].Present != 4 || res[0].Fetched != 0 {
+		t.Fatalf("second warm on S3: %v, %+v; want every blob found stored", err, res)
+	}
+	for k, n := range originBlobGets(origin) {
+		if n != first[k] {
+			t.Errorf("second warm on S3: origin %s %d times, was %d", k, n, first[k])
+		}
+	}
+	// The data is in the bucket, where another cache or distribution
+	// itself would find it.
+	d := st.NewDriver(t)
+	for _, b := range append([][]byte{img.Config}, img.Layers...) {
+		if !dataExists(t, d, digest.FromBytes(b)) {
+			t.Errorf("blob %s not in the bucket", digest.FromBytes(b))
+		}
+	}
+}
