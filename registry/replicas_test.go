@@ -659,6 +659,87 @@ func TestReplicaProcessesRedisKilled(t *testing.T) {
 	}
 }
 
+// TestReplicaProcessLeaseTakenAfterRedisLostIt: Redis restarts empty
+// while replica 0 leads a fill (held at the link), and replica 2 gets a
+// request for the same blob before replica 0 renews its lease (a 30 s
+// lease is renewed every 10 s): replica 2 finds no lease, takes it, and
+// fetches too. Replica 0, finding its lease held by another at its next
+// renewal without having stalled, goes on with its fill: its client gets
+// the verified blob, not an aborted response (Redis losing its data fails
+// no request one node could answer).
+func TestReplicaProcessLeaseTakenAfterRedisLostIt(t *testing.T) {
+	img := regtest.RandomImage(2126, 1, 4<<20)
+	img.Repo = "replicas/redislost"
+	other := regtest.RandomImage(2127, 1, 64<<10)
+	other.Repo = "replicas/redislost-other"
+	st := regtest.Filesystem(t)
+	s := startReplicaSetup(t, st, regtest.SlowLinkOptions{Rate: 16 << 20, HoldAt: 1 << 20}, "30s", true, nil, img, other)
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	d := digest.FromBytes(img.Layers[0])
+	size := int64(len(img.Layers[0]))
+	a, c := s.c.Replicas[0], s.c.Replicas[2]
+	var results [2]blobResult
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		results[0] = getBlob(ctx, &http.Client{Transport: &http.Transport{}}, blobURL(a.URL, img.Repo, d), d, nil)
+	})
+	if lead := leader(ctx, t, s.c); lead != a {
+		t.Fatalf("replica %d leads the fill, want 0 (its only client's)", lead.Index)
+	}
+	if err := s.link.WaitHeld(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	s.redis.Restart()
+	// Replica 2 talks to the new Redis (a request of another blob, small
+	// enough for the link not to hold it), and is in cluster mode.
+	od := digest.FromBytes(other.Layers[0])
+	if res := getBlob(ctx, nil, blobURL(c.URL, other.Repo, od), od, nil); !res.ok(int64(len(other.Layers[0]))) {
+		t.Fatalf("replica 2, another blob: %s", res)
+	}
+	if err := regtest.Poll(ctx, func(ctx context.Context) error {
+		if v, err := c.Metric(ctx, "content_cache_cluster_fallback"); err != nil || v != 0 {
+			return fmt.Errorf("replica 2: fallback %v %v, want 0", v, err)
+		}
+		return nil
+	}, c.Proc); err != nil {
+		t.Fatal(err)
+	}
+	ledBefore, err := c.Metric(ctx, "content_cache_fills_led_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Go(func() {
+		results[1] = getBlob(ctx, &http.Client{Transport: &http.Transport{}}, blobURL(c.URL, img.Repo, d), d, nil)
+	})
+	if err := regtest.Poll(ctx, func(ctx context.Context) error {
+		if v, err := c.Metric(ctx, "content_cache_fills_led_total"); err != nil || v != ledBefore+1 {
+			return fmt.Errorf("replica 2 leads %v fills (%v), want %v: it took the lease Redis lost", v, err, ledBefore+1)
+		}
+		return nil
+	}, c.Proc); err != nil {
+		t.Fatal(err)
+	}
+	// Replica 0's next renewal finds the lease held by replica 2.
+	if line, err := a.Proc.Out.WaitFor(ctx, "fill lease", "another replica"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("replica 0: %s", line)
+	}
+	s.link.Release()
+	wg.Wait()
+	for i, r := range results {
+		if !r.ok(size) {
+			t.Errorf("client %d (replica %d): %s", i, []int{0, 2}[i], r)
+		}
+	}
+	drv := st.NewDriver(t)
+	if err := waitStoredBlob(ctx, st, drv, d); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("origin GETs of the blob: %d (one per replica that held the lease)", s.originGETs(img.Repo, d))
+}
+
 // listingCounter is a proxy in front of the object store that records the
 // sweeps' bucket listings (ListObjectsV2 of the pull records' root) of one
 // replica, with their times.

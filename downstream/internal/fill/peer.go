@@ -397,9 +397,14 @@ func (f *Fill) verified() bool {
 // the renewal finds the lease gone and nobody holding it (Redis restarted
 // empty, or lost the key), the fill takes it again under a new token and
 // goes on: its bytes are verified before they are committed either way.
-// When another replica holds it (this replica stalled past it and was
-// taken over) the fill is cancelled: its followers were cut already, and
-// it commits nothing. stop returns the lease held last, to release.
+// When another replica holds it, and this replica's last renewal was
+// less than a ttl ago (so the lease was not lost by a stall: Redis lost
+// it, and another replica took it meanwhile), the fill goes on without a
+// lease, as when Redis is down: the other replica fetches too, and both
+// commit the same verified bytes. When this replica stalled past its
+// lease and was taken over, the fill is cancelled: its followers were cut
+// already, and it commits nothing. stop returns the lease held last, to
+// release.
 func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context, func() cluster.Lease) {
 	p := c.peers
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -409,6 +414,9 @@ func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context
 		defer close(done)
 		t := time.NewTicker(p.TTL / 3)
 		defer t.Stop()
+		// The monotonic clock runs on while the process is stopped: a
+		// stall past the ttl shows here.
+		renewed := time.Now()
 		for {
 			select {
 			case <-stop:
@@ -418,12 +426,23 @@ func (c *Fills) keepLease(ctx context.Context, l cluster.Lease) (context.Context
 			case <-t.C:
 			}
 			err := p.Leases.Renew(ctx, l, p.TTL)
+			if err == nil {
+				renewed = time.Now()
+				continue
+			}
 			if errors.Is(err, cluster.ErrLeaseLost) {
 				again, ok, aerr := p.Leases.Acquire(ctx, l.Key, p.Self, p.TTL)
 				if aerr == nil && ok {
 					c.log.WithFields(map[string]any{"lease": l.Key, "token": again.Token}).Info("fill lease gone with nobody holding it (redis lost it); taken again")
-					l = again
+					l, renewed = again, time.Now()
 					continue
+				}
+				if aerr != nil {
+					continue // Redis failed meanwhile: try again at the next tick
+				}
+				if time.Since(renewed) < p.TTL {
+					c.log.WithField("lease", l.Key).Warn("fill lease taken by another replica after redis lost it; going on without it")
+					return
 				}
 				c.log.WithField("lease", l.Key).Warn("fill lease lost to another replica (this replica stalled past it); abandoning the fill")
 				cancel(errLeaseLost)
