@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/content-cache/content-cache/downstream/internal/ident"
 	"github.com/content-cache/content-cache/downstream/internal/metrics"
@@ -29,8 +30,8 @@ import (
 //   - allowed to this credential on that repository by a decision younger
 //     than authttl (access.AllowedByDecision, exactly as the full path;
 //     denials are never remembered anywhere);
-//   - and, for a GET, a body under minSendfile read whole from a data file
-//     that still has a name (store.ReadSmall).
+//   - and, for a GET, a body under minSendfile kept with its data file,
+//     which still has a name (store.SmallData).
 
 // hitRoutesMax bounds the remembered request URIs; past it they are
 // forgotten all at once (each costs one trip through the full path).
@@ -45,6 +46,23 @@ type hitRoute struct {
 	dgst     digest.Digest
 	digest   []string // header values, built once
 	etag     []string
+	length   atomic.Pointer[lengthHeader] // Content-Length, built at the first hit
+}
+
+// lengthHeader is a Content-Length header value for a size.
+type lengthHeader struct {
+	size int64
+	hdr  []string
+}
+
+// contentLength is the Content-Length header value of size.
+func (rt *hitRoute) contentLength(size int64) []string {
+	if l := rt.length.Load(); l != nil && l.size == size {
+		return l.hdr
+	}
+	l := &lengthHeader{size, []string{strconv.FormatInt(size, 10)}}
+	rt.length.Store(l)
+	return l.hdr
 }
 
 // hitRoutes maps request URIs to their routes.
@@ -108,9 +126,6 @@ func newHitHeaders() hitHeaders {
 	}
 }
 
-// smallBodies are the buffers of hit bodies (under minSendfile).
-var smallBodies = sync.Pool{New: func() any { b := make([]byte, minSendfile); return &b }}
-
 // ServeHit answers r if it is a hit the fast path may answer (see above),
 // and reports whether it did; false means nothing was written.
 func (c *API) ServeHit(w http.ResponseWriter, r *http.Request) bool {
@@ -142,10 +157,7 @@ func (c *API) ServeHit(w http.ResponseWriter, r *http.Request) bool {
 	defer release()
 	var body []byte
 	if r.Method == http.MethodGet {
-		bp := smallBodies.Get().(*[]byte)
-		defer smallBodies.Put(bp)
-		body = (*bp)[:desc.Size]
-		if !c.store.ReadSmall(desc, body) {
+		if body, ok = c.store.SmallData(desc); !ok {
 			return false
 		}
 	}
@@ -164,7 +176,7 @@ func (c *API) ServeHit(w http.ResponseWriter, r *http.Request) bool {
 		h[keyContentType] = hh.octetStream
 	}
 	h[keyAcceptRanges] = hh.acceptRanges
-	h[keyContentLength] = []string{strconv.FormatInt(desc.Size, 10)}
+	h[keyContentLength] = rt.contentLength(desc.Size)
 	w.WriteHeader(http.StatusOK)
 	sw := statusWriter{status: http.StatusOK}
 	if body != nil {
