@@ -14,6 +14,7 @@ import (
 
 	"github.com/content-cache/content-cache/downstream/internal/cluster"
 	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/downstream/internal/fill"
 	"github.com/content-cache/content-cache/downstream/internal/store"
 	"github.com/content-cache/content-cache/downstream/internal/warm"
 )
@@ -146,7 +147,7 @@ func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm
 		Client:      doer,
 		Resolve:     func(h string) (warm.Registry, bool) { r, ok := hosts[h]; return r, ok },
 		DefaultHost: c.cfg.Upstreams.Origin.Host,
-		Storage:     storedData{c.store},
+		Storage:     storedData{c.store, c.fills},
 		Platform:    platform,
 		Budget:      budget,
 		Progress:    o.Progress,
@@ -156,7 +157,14 @@ func (c *Cache) warm(ctx context.Context, refs []config.ImageRef, platform *warm
 }
 
 // storedData says whether a digest's data is in storage.
-type storedData struct{ st *store.Store }
+type storedData struct {
+	st    *store.Store
+	fills *fill.Fills
+}
+
+func (s storedData) Settle(ctx context.Context, dgst digest.Digest) error {
+	return s.fills.Settle(ctx, dgst)
+}
 
 func (s storedData) Stored(ctx context.Context, dgst digest.Digest) (bool, error) {
 	_, err := s.st.Stat(ctx, dgst)

@@ -128,6 +128,31 @@ func (c *Fills) committed(dgst digest.Digest) {
 	c.stored[dgst] = now
 }
 
+// Settle waits until no fill of dgst (at any registry) is in flight: the
+// ones running now committed or failed. A client has every byte of a blob
+// before its fill commits it; a caller that needs it in storage next
+// (warming, which must not fetch it again for another image) waits here.
+func (c *Fills) Settle(ctx context.Context, dgst digest.Digest) error {
+	for {
+		c.mu.Lock()
+		var f *Fill
+		for k, g := range c.fills {
+			if k.dgst == dgst {
+				f = g
+				break
+			}
+		}
+		c.mu.Unlock()
+		if f == nil {
+			return nil
+		}
+		// A fill leaves c.fills before it shows as finished.
+		if _, err := f.Wait(ctx, func(s State) bool { return s.Finished }); err != nil {
+			return err
+		}
+	}
+}
+
 // Enlist adds a, which the origin just allowed, to the askers f may fetch
 // with (see Join).
 func (c *Fills) Enlist(f *Fill, a *Asker) { c.enlist(f, a) }

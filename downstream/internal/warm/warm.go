@@ -49,6 +49,10 @@ type Resolver func(host string) (Registry, bool)
 // cache's store).
 type Storage interface {
 	Stored(ctx context.Context, dgst digest.Digest) (bool, error)
+	// Settle waits until the fills of dgst in flight ended: the client
+	// has a blob's last byte before the cache commits it, and the next
+	// image of a run must find it stored, not fetch it again.
+	Settle(ctx context.Context, dgst digest.Digest) error
 }
 
 // Platform selects the manifests of an index: OS and Architecture, and
@@ -482,6 +486,9 @@ func (c *client) blob(ctx context.Context, d v1.Descriptor, ip ImageProgress) (w
 	}
 	if got != d.Size {
 		return false, got, fmt.Errorf("blob %s: %d bytes, the manifest says %d", d.Digest, got, d.Size)
+	}
+	if err := c.w.Storage.Settle(ctx, d.Digest); err != nil {
+		return false, got, fmt.Errorf("blob %s: waiting for it to be stored: %w", d.Digest, err)
 	}
 	ip.BlobDone()
 	return false, got, nil
