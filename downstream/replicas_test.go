@@ -5,15 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,64 +19,10 @@ import (
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
-// testRedis is a redis-server a test started on a loopback port.
-type testRedis struct {
-	Addr string
-	cmd  *exec.Cmd
-	done chan error
-}
-
-// startTestRedis runs redis-server without persistence until the test
-// ends; skipped without it, failed when CI is set.
-func startTestRedis(t *testing.T) *testRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("redis-server not found on PATH")
-		}
-		t.Skip("redis-server not found on PATH (apt-get install redis-server)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	r := &testRedis{Addr: addr, done: make(chan error, 1)}
-	r.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.done <- r.cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = r.cmd.Process.Kill()
-		<-r.done
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s", addr)
-		}
-		select {
-		case err := <-r.done:
-			t.Fatalf("redis-server exited: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // startReplicas starts n caches of upstream on one shared directory,
 // coordinating through redis, each reachable by the others at its own
 // URL.
-func startReplicas(t *testing.T, n int, upstream string, redis *testRedis, extra map[string]any) []*regtest.Server {
+func startReplicas(t *testing.T, n int, upstream string, redis *regtest.Redis, extra map[string]any) []*regtest.Server {
 	t.Helper()
 	root := t.TempDir()
 	var out []*regtest.Server
@@ -129,7 +72,7 @@ func fetchVerified(ctx context.Context, url string, dgst digest.Digest, size int
 // stream while the fill runs (the upstream is held mid-blob until every
 // client has its headers).
 func TestReplicasOneFetch(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	img := regtest.RandomImage(21, 1, 8<<20)
 	push(t, origin, img)
@@ -217,7 +160,7 @@ func metricValue(t *testing.T, s *regtest.Server, name string) float64 {
 // TestReplicaInternalEndpointNeedsKey: the internal endpoint serves
 // nothing without the key derived from http.secret.
 func TestReplicaInternalEndpointNeedsKey(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	replicas := startReplicas(t, 1, origin.URL, redis, nil)
 	d := digest.FromString("x")
@@ -242,7 +185,7 @@ func TestReplicaInternalEndpointNeedsKey(t *testing.T) {
 // B is not removed by sweeps on replica A (nor B's own), however long ago
 // it was pulled; once B's response ends, expiry removes it.
 func TestReplicasExpiryKeepsOtherReplicasPull(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	img := regtest.RandomImage(22, 1, 16<<20)
 	push(t, origin, img)
@@ -338,7 +281,7 @@ func waitMetric(ctx context.Context, t *testing.T, s *regtest.Server, name strin
 // on from the upstream with a range request from the byte it had. The
 // leader's own client gets an aborted body, never a complete-looking one.
 func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	img := regtest.RandomImage(23, 1, 4<<20)
 	push(t, origin, img)
@@ -387,7 +330,7 @@ func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
 // process about to stop: a request on another replica meanwhile leads a
 // fill of its own.
 func TestDrainingReplicaTakesNoLease(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	img := regtest.RandomImage(24, 1, 2<<20)
 	push(t, origin, img)
@@ -429,7 +372,7 @@ func TestDrainingReplicaTakesNoLease(t *testing.T) {
 // them, down to the low watermark (60%: 2.7 layers), and the cluster's
 // count says so.
 func TestReplicasSizeBound(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	var layers [][]byte
 	for i := range 5 {

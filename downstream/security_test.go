@@ -209,7 +209,7 @@ func newSecSetup(t *testing.T, token bool, topo topology, link regtest.SlowLinkO
 	}
 	switch topo {
 	case topoReplicas:
-		redis := startTestRedis(t)
+		redis := regtest.StartRedis(t)
 		root := t.TempDir()
 		var rs []*regtest.Server
 		for range 2 {

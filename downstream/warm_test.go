@@ -402,7 +402,7 @@ func TestWarmConfigErrors(t *testing.T) {
 // interval between them: the second replica's run is skipped (the leases
 // are Redis'), and it finds everything the first stored.
 func TestWarmReplicasOneAtATime(t *testing.T) {
-	redis := startTestRedis(t)
+	redis := regtest.StartRedis(t)
 	origin := regtest.StartOrigin(t, nil)
 	img := regtest.RandomImage(2550, 2, 16<<10)
 	img.Repo, img.Tag = "base/app", "1"
