@@ -108,6 +108,8 @@ func (b *bench) warmLoadScenario(ctx context.Context) error {
 			upstream: upstream, storage: fsStorage, netns: np.srv, serveTLS: serveTLS, root: root})
 		if err == nil {
 			procs = append(procs, p)
+			p.drainOnly.Store(true) // nothing here reads their request lines
+
 		}
 		return p, err
 	}
