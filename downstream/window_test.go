@@ -259,8 +259,7 @@ func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
 	if err := cache.WaitInFlight(t.Context(), alices+bobs); err != nil {
 		t.Fatal(err)
 	}
-	// bob's requests ask the origin before they wait for the fill: once
-	// all of them did, alice's (sent before) are waiting too.
+	// bob's requests ask the origin before they wait for the fill.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	tick := time.NewTicker(time.Millisecond)
@@ -269,6 +268,15 @@ func TestJoinersShareTheirCredentialsAnswer(t *testing.T) {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("%d HEADs at the origin, want at least bob's %d", fake.heads.Load(), bobs)
+		case <-tick.C:
+		}
+	}
+	// Every alice but the first waits for the fill's answer (on a busy
+	// machine one may reach the fill only after bob's HEADs).
+	for cache.Cache.FillSharing(fake.dgst) < alices-1 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d of alice's joiners wait for the fill's answer, want %d", cache.Cache.FillSharing(fake.dgst), alices-1)
 		case <-tick.C:
 		}
 	}

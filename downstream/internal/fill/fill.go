@@ -84,6 +84,7 @@ type Fill struct {
 	state                          State
 	refused                        map[*Asker]error // the origin's refusal of each Asker it refused
 	asking                         *Asker           // the Asker the fill is asking the origin with
+	sharing                        int              // requests waiting in Shared for the answer to asking
 
 	// The window: chunks hold bytes [base, state.Written). Only the fill
 	// appends, into the spare capacity of the last chunk: bytes below
@@ -573,7 +574,13 @@ func (f *Fill) Asking(k access.DecisionKey) bool {
 // (started with another credential, or failed without an answer).
 func (f *Fill) Shared(ctx context.Context, a *Asker) (State, error) {
 	k := a.Key()
+	f.mu.Lock()
+	f.sharing++
+	f.mu.Unlock()
 	st, err := f.Wait(ctx, func(s State) bool { return s.Started || s.Finished || f.refusedKey(k) != nil })
+	f.mu.Lock()
+	f.sharing--
+	f.mu.Unlock()
 	if err != nil {
 		return st, err
 	}

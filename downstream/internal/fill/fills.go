@@ -128,6 +128,27 @@ func (c *Fills) committed(dgst digest.Digest) {
 	c.stored[dgst] = now
 }
 
+// Sharing is how many requests wait for the answer to the origin request
+// of dgst's fills (Shared): what a test waits for before it lets that
+// answer come.
+func (c *Fills) Sharing(dgst digest.Digest) int {
+	c.mu.Lock()
+	var fs []*Fill
+	for k, f := range c.fills {
+		if k.dgst == dgst {
+			fs = append(fs, f)
+		}
+	}
+	c.mu.Unlock()
+	n := 0
+	for _, f := range fs {
+		f.mu.Lock()
+		n += f.sharing
+		f.mu.Unlock()
+	}
+	return n
+}
+
 // Settle waits until no fill of dgst (at any registry) is in flight: the
 // ones running now committed or failed. A client has every byte of a blob
 // before its fill commits it; a caller that needs it in storage next
