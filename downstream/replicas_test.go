@@ -40,6 +40,32 @@ func startReplicas(t *testing.T, n int, upstream string, redis *regtest.Redis, e
 	return out
 }
 
+// slowBlob is one blob of size bytes at an origin, behind a link that
+// holds every blob body at 1 MiB until Release, and replicas of a cache of
+// that link sharing one storage and a redis-server.
+type slowBlob struct {
+	origin   *regtest.Server
+	slow     *regtest.SlowLink
+	replicas []*regtest.Server
+	layer    []byte
+	d        digest.Digest
+	path     string // the blob's URL path
+}
+
+func startSlowBlob(t *testing.T, seed int64, size, replicas int) *slowBlob {
+	t.Helper()
+	redis := regtest.StartRedis(t)
+	origin := regtest.StartOrigin(t, nil)
+	img := regtest.RandomImage(seed, 1, size)
+	push(t, origin, img)
+	d := digest.FromBytes(img.Layers[0])
+	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
+	return &slowBlob{
+		origin: origin, slow: slow, replicas: startReplicas(t, replicas, slow.URL, redis, nil),
+		layer: img.Layers[0], d: d, path: "/v2/" + img.Repo + "/blobs/" + d.String(),
+	}
+}
+
 // fetchVerified GETs a blob and reports what went wrong, if anything: a
 // status other than 200, a short body, or bytes that do not hash to dgst.
 func fetchVerified(ctx context.Context, url string, dgst digest.Digest, size int64) error {
@@ -72,15 +98,8 @@ func fetchVerified(ctx context.Context, url string, dgst digest.Digest, size int
 // stream while the fill runs (the upstream is held mid-blob until every
 // client has its headers).
 func TestReplicasOneFetch(t *testing.T) {
-	redis := regtest.StartRedis(t)
-	origin := regtest.StartOrigin(t, nil)
-	img := regtest.RandomImage(21, 1, 8<<20)
-	push(t, origin, img)
-	layer := img.Layers[0]
-	d := digest.FromBytes(layer)
-	path := "/v2/" + img.Repo + "/blobs/" + d.String()
-	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
-	replicas := startReplicas(t, 3, slow.URL, redis, nil)
+	sb := startSlowBlob(t, 21, 8<<20, 3)
+	origin, slow, replicas, layer, d, path := sb.origin, sb.slow, sb.replicas, sb.layer, sb.d, sb.path
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -281,15 +300,8 @@ func waitMetric(ctx context.Context, t *testing.T, s *regtest.Server, name strin
 // on from the upstream with a range request from the byte it had. The
 // leader's own client gets an aborted body, never a complete-looking one.
 func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
-	redis := regtest.StartRedis(t)
-	origin := regtest.StartOrigin(t, nil)
-	img := regtest.RandomImage(23, 1, 4<<20)
-	push(t, origin, img)
-	layer := img.Layers[0]
-	d := digest.FromBytes(layer)
-	path := "/v2/" + img.Repo + "/blobs/" + d.String()
-	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
-	replicas := startReplicas(t, 2, slow.URL, redis, nil)
+	sb := startSlowBlob(t, 23, 4<<20, 2)
+	origin, slow, replicas, layer, d, path := sb.origin, sb.slow, sb.replicas, sb.layer, sb.d, sb.path
 	a, b := replicas[0], replicas[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -330,15 +342,8 @@ func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
 // process about to stop: a request on another replica meanwhile leads a
 // fill of its own.
 func TestDrainingReplicaTakesNoLease(t *testing.T) {
-	redis := regtest.StartRedis(t)
-	origin := regtest.StartOrigin(t, nil)
-	img := regtest.RandomImage(24, 1, 2<<20)
-	push(t, origin, img)
-	layer := img.Layers[0]
-	d := digest.FromBytes(layer)
-	path := "/v2/" + img.Repo + "/blobs/" + d.String()
-	slow := regtest.NewSlowLink(t, origin.URL, regtest.SlowLinkOptions{Rate: 64 << 20, HoldAt: 1 << 20})
-	replicas := startReplicas(t, 2, slow.URL, redis, nil)
+	sb := startSlowBlob(t, 24, 2<<20, 2)
+	slow, replicas, layer, d, path := sb.slow, sb.replicas, sb.layer, sb.d, sb.path
 	a, b := replicas[0], replicas[1]
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()

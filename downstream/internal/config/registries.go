@@ -4,9 +4,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -228,12 +230,7 @@ func parseRegistry(top Config, key string, v any) (Registry, error) {
 		IdleTimeout: top.IdleTimeout, Backoff: top.Backoff,
 	}
 	known := options()
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		lk := strings.ToLower(k)
 		if !contains(registryOptionKeys, lk) {
 			return Registry{}, fmt.Errorf("%s: unknown option %q; valid options of a registry are %s", prefix, k, strings.Join(registryOptionKeys, ", "))
@@ -272,12 +269,7 @@ func parseAnonymous(c *Config, v any) error {
 		return fmt.Errorf("downstream: option \"anonymous\": found %s, expected %s", yamlopt.Describe(v), anonymousHelp)
 	}
 	a := &Anonymous{}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		val := m[k]
 		switch strings.ToLower(k) {
 		case "username":

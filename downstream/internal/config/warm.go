@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"slices"
@@ -204,12 +205,7 @@ func parseWarm(c *Config, v any) error {
 		return fmt.Errorf("downstream: option \"warm\": found %s, expected %s", yamlopt.Describe(v), warmHelp)
 	}
 	w := Warm{Interval: DefaultWarmInterval}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		switch strings.ToLower(k) {
 		case "images":

@@ -89,7 +89,8 @@ type blobRequest struct {
 }
 
 // serveLinked serves the blob through the repository's link, if there is
-// one, and records the pull.
+// one, and records the pull (linkAndServe's last step, which recorded it
+// before making the link, serves without it).
 func (b *blobRequest) serveLinked() bool {
 	b.triedLink = true
 	if !b.c.serveLocal(b.w, b.r, b.blobs, b.dgst) {
@@ -154,7 +155,9 @@ func (b *blobRequest) linkAndServe() (bool, error) {
 		c.log.WithError(err).WithField("digest", b.dgst).Warn("cannot link blob")
 		return false, nil
 	}
-	return b.serveLinked(), nil
+	// The pull is recorded already (above): served without recording it
+	// twice.
+	return c.serveLocal(b.w, b.r, b.blobs, b.dgst), nil
 }
 
 // fromFill streams the blob from the fill of its digest, started by this
