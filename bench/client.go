@@ -43,6 +43,12 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // get GETs url with the bench credentials, reads the body to the end and
 // checks the status and, when want >= 0, the length.
 func get(ctx context.Context, c *http.Client, url string, hdr http.Header, want int64) (timing, error) {
+	return getTo(ctx, c, url, hdr, want, nil)
+}
+
+// getTo is get that also writes the body to sink when it is not nil (a
+// digest's verifier, a buffer).
+func getTo(ctx context.Context, c *http.Client, url string, hdr http.Header, want int64, sink io.Writer) (timing, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return timing{}, err
@@ -71,6 +77,9 @@ func get(ctx context.Context, c *http.Client, url string, hdr http.Header, want 
 			t.ttfb = time.Since(start)
 		}
 		t.bytes += int64(n)
+		if sink != nil && n > 0 {
+			_, _ = sink.Write(buf[:n]) // hashes and buffers do not fail
+		}
 		if err == io.EOF {
 			break
 		}

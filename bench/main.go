@@ -87,6 +87,10 @@ type options struct {
 	replicasRepeats   int
 	replicasImageSize size
 	replicasRedis     bool
+	replicasWAN       bool
+	replicasVerify    int
+	replicasBase      bool
+	loadgen           loadgenSpec // internal: run as the replicas scenario's load generator
 	warmBigSize       size
 	warmDuration      time.Duration
 	warmRepeats       int
@@ -133,9 +137,17 @@ func main() {
 	flag.BoolVar(&o.trace, "trace", false, "also run the pull-trace scenario (selected alone with -only pull-trace): a timeline of cold crane pulls from the registries' logs")
 	replicasClients := flag.String("replicas-clients", "32,128", "replicas scenario: the numbers of concurrent clients, comma-separated")
 	flag.IntVar(&o.replicasRepeats, "replicas-repeats", 1, "replicas scenario: repeats of each number of clients")
-	o.replicasImageSize = 8 << 20
+	o.replicasImageSize = 32 << 20
 	flag.Var(&o.replicasImageSize, "replicas-image-size", "replicas scenario: total size of the image (-image-layers layers)")
 	flag.BoolVar(&o.replicasRedis, "replicas-redis", true, "replicas scenario: the content-cache replicas coordinate through Redis (redis-server started by the harness)")
+	flag.BoolVar(&o.replicasWAN, "replicas-wan", true, "replicas scenario: the replicas and proxies reach the origin across the emulated WAN (-wan-delay, -wan-mbit; its own shaper, -wan not needed); false: on loopback")
+	flag.IntVar(&o.replicasVerify, "replicas-verify", 16, "replicas scenario: the load generator checks the digests of every Nth client's blobs (client 0 always; 1: all; 0: none); every body's length is checked")
+	flag.BoolVar(&o.replicasBase, "replicas-base", true, "replicas scenario: with -base-bin or -base-rev, also a set of 3 replicas of the base binary (A/B)")
+	flag.StringVar(&o.loadgen.base, "loadgen-base", "", "internal: run as the replicas scenario's load generator, pulling from this URL")
+	flag.StringVar(&o.loadgen.ref, "loadgen-ref", "", "internal: the load generator's repo:tag")
+	flag.IntVar(&o.loadgen.clients, "loadgen-clients", 1, "internal: the load generator's concurrent clients")
+	flag.IntVar(&o.loadgen.verify, "loadgen-verify", 0, "internal: every Nth client of the load generator checks digests")
+	flag.DurationVar(&o.loadgen.deadline, "loadgen-deadline", 30*time.Minute, "internal: the load generator gives up after this")
 	flag.Var(&o.warmBigSize, "warm-size", "size of each of the 4 big blobs of the warm-load scenario")
 	flag.DurationVar(&o.warmDuration, "warm-duration", 5*time.Second, "length of each wrk run of the warm-load scenario")
 	flag.IntVar(&o.warmRepeats, "warm-repeats", 3, "repeats of the warm-load scenario")
@@ -148,6 +160,13 @@ func main() {
 			os.Exit(2)
 		}
 		o.replicasClients = append(o.replicasClients, n)
+	}
+	if o.loadgen.base != "" {
+		if err := loadgenMain(o.loadgen); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: load generator:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if o.relayListen != "" {
 		if err := relayMain(o.relayListen, o.relayUpstream, o.relayDir); err != nil {

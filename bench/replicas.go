@@ -7,9 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,9 +20,14 @@ import (
 // distribution's proxies, each set on one bucket of its own in versitygw
 // and behind its own haproxy (the same configuration as the tests':
 // round-robin, health-checked on /). content-cache's replicas share Redis
-// (the redis option) unless -replicas-redis=false. For each number of
-// clients, a fresh image is pulled cold by one client, then another fresh
-// image by all the clients at once; the origin's log counts the fetches.
+// (the redis option) unless -replicas-redis=false. With -base-bin or
+// -base-rev, a third set runs the base binary (A/B). The sets reach the
+// origin across the emulated WAN (a shaper of the scenario's own, one link
+// for all), as a cache near its users reaches a far origin; the clients
+// reach haproxy on loopback. For each number of clients, a fresh image is
+// pulled cold by one client, then another fresh image by all the clients
+// at once, from the load generator's process (loadgen.go); the origin's
+// log counts the fetches.
 
 // replicaSet is one set of replicas behind haproxy.
 type replicaSet struct {
@@ -76,24 +81,48 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		b.notes = append(b.notes, "The replicas scenario needs haproxy (Debian's haproxy): not run.")
 		return nil
 	}
+	load0 := loadAvg()
 	dir := filepath.Join(b.work, "replicas")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	store, err := startObjectStore(ctx, b.o.versitygw, dir, []string{"replicas-cache", "replicas-proxy"})
+	type setKind struct{ label, kind, bucket, bin string }
+	kinds := []setKind{
+		{"content-cache ×3", kindCache, "replicas-cache", b.o.bin},
+		{"distribution proxy ×3", kindProxy, "replicas-proxy", b.o.bin},
+	}
+	if b.base != "" && b.o.replicasBase {
+		kinds = append(kinds, setKind{"content-cache ×3 (base)", kindCache, "replicas-base", b.base})
+	}
+	var buckets []string
+	for _, k := range kinds {
+		buckets = append(buckets, k.bucket)
+	}
+	store, err := startObjectStore(ctx, b.o.versitygw, dir, buckets)
 	if err != nil {
 		return err
 	}
 	defer store.close()
 
-	cacheOptions := ""
+	upstream, link := b.origin.addr, "on loopback"
+	if b.o.replicasWAN {
+		sh, err := NewShaper(b.origin.addr, b.o.wanDelay, b.o.wanMbit*1e6)
+		if err != nil {
+			return err
+		}
+		defer sh.Close()
+		upstream = sh.Addr
+		link = fmt.Sprintf("across the emulated WAN (%v round trip, %.0f Mbit/s shared)", 2*b.o.wanDelay, b.o.wanMbit)
+	}
+
+	redisAddr := ""
 	if b.o.replicasRedis {
 		rbin, err := exec.LookPath("redis-server")
 		if err != nil {
 			return fmt.Errorf("-replicas-redis needs redis-server (Debian's redis-server): %w", err)
 		}
-		addr := freeAddr()
-		args, err := regtest.RedisArgs(addr, dir)
+		redisAddr = freeAddr()
+		args, err := regtest.RedisArgs(redisAddr, dir)
 		if err != nil {
 			return err
 		}
@@ -103,12 +132,11 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		}
 		defer kill(redis)
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = regtest.Poll(pctx, (&regtest.Redis{Addr: addr}).Ping)
+		err = regtest.Poll(pctx, (&regtest.Redis{Addr: redisAddr}).Ping)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("redis-server: %w", err)
 		}
-		cacheOptions = fmt.Sprintf("        redis: {addr: %q}\n", addr)
 	}
 
 	storage := func(bucket string) func(string, string) string {
@@ -127,17 +155,20 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			}
 		}
 	}()
-	for _, kind := range []struct{ label, kind, bucket string }{
-		{"content-cache ×3", kindCache, "replicas-cache"},
-		{"distribution proxy ×3", kindProxy, "replicas-proxy"},
-	} {
+	for _, kind := range kinds {
 		set := &replicaSet{label: kind.label}
 		sets = append(sets, set)
+		cacheOptions := ""
+		if redisAddr != "" {
+			// A key prefix per set: the base set's replicas must not join
+			// the other set's fills.
+			cacheOptions = fmt.Sprintf("        redis: {addr: %q, keyprefix: %q}\n", redisAddr, kind.bucket+"/")
+		}
 		var backends []string
 		for i := range 3 {
 			name := fmt.Sprintf("%s-%d", kind.bucket, i)
-			p, err := startProc(ctx, b.hc, procSpec{bin: b.o.bin, dir: b.work, name: name, kind: kind.kind,
-				htpasswd: filepath.Join(b.work, "htpasswd"), upstream: b.origin.addr, storage: storage(kind.bucket),
+			p, err := startProc(ctx, b.hc, procSpec{bin: kind.bin, dir: b.work, name: name, kind: kind.kind,
+				htpasswd: filepath.Join(b.work, "htpasswd"), upstream: upstream, storage: storage(kind.bucket),
 				tls: b.tls, cacheOptions: cacheOptions})
 			if err != nil {
 				return err
@@ -167,7 +198,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			return fmt.Errorf("%s: haproxy: %w", kind.label, err)
 		}
 	}
-	logf("replicas: 3 content-cache replicas (redis %v) and 3 distribution proxies on versitygw, each set behind haproxy", b.o.replicasRedis)
+	logf("replicas: %d sets of 3 (content-cache with redis %v, distribution proxies) on versitygw, each behind haproxy, the origin %s", len(sets), b.o.replicasRedis, link)
 
 	layers := b.o.imageLayers
 	layer := int(b.o.replicasImageSize) / layers
@@ -175,11 +206,11 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	for _, n := range b.o.replicasClients {
 		for r := range b.o.replicasRepeats {
 			for _, set := range rotateSets(sets, r) {
+				logf("replicas: %s, %d clients, repeat %d/%d", set.label, n, r+1, b.o.replicasRepeats)
 				one, err := b.replicaPulls(ctx, set, 1, layers, layer)
 				if err != nil {
 					return err
 				}
-				logf("replicas: %s, %d clients, repeat %d/%d", set.label, n, r+1, b.o.replicasRepeats)
 				all, err := b.replicaPulls(ctx, set, n, layers, layer)
 				if err != nil {
 					return err
@@ -191,35 +222,81 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 				s.add(key+" p99/one", percentile(all.times, 99)/one.times[0])
 				s.add(key+" fetches per blob", float64(all.up.blobGets)/float64(layers+1))
 				s.add(key+" origin bytes", float64(all.up.blobBytes))
+				s.add(key+" wall", slices.Max(all.times))
+				s.add(key+" servers cpu", all.servers.Seconds())
+				s.add(key+" loadgen cpu", all.loadgen.Seconds())
+				s.add(key+" harness cpu", all.harness.Seconds())
+				s.add(key+" host busy", all.host.share())
 			}
 		}
 	}
+	load1 := loadAvg()
+	cell := func(key string, f func(float64) string) string {
+		if len(s[key]) < 2 {
+			return f(s.med(key))
+		}
+		return f(s.med(key)) + " (" + spread(s[key], f) + ")"
+	}
+	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	t := &table{head: []string{"", "clients", "one client's cold pull", "p50", "p99", "p99 / one client", "origin blob GETs per blob", "bytes from the origin"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
+	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "servers (3 replicas + haproxy)", "load generator", "harness (the WAN shaper)"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r"}}
+	ncpu := float64(runtime.NumCPU())
 	for _, n := range b.o.replicasClients {
 		for _, set := range sets {
 			key := fmt.Sprintf("%s %d", set.label, n)
-			t.row(set.label, fmt.Sprint(n), fmtSec(s.med(key+" one")), fmtSec(s.med(key+" p50")), fmtSec(s.med(key+" p99")),
-				fmtRatio(s.med(key+" p99/one")), fmt.Sprintf("%.2f", s.med(key+" fetches per blob")), fmtBytes(s.med(key+" origin bytes")))
+			t.row(set.label, fmt.Sprint(n), cell(key+" one", fmtSec), cell(key+" p50", fmtSec), cell(key+" p99", fmtSec),
+				cell(key+" p99/one", fmtRatio), cell(key+" fetches per blob", count), cell(key+" origin bytes", fmtBytes))
+			cpu.row(set.label, fmt.Sprint(n), fmtSec(s.med(key+" wall")), fmt.Sprintf("%.2f of %.0f", s.med(key+" host busy")*ncpu, ncpu),
+				fmtSec(s.med(key+" servers cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")))
 		}
 	}
 	redis := "no Redis (each replica coalesces only its own requests)"
 	if b.o.replicasRedis {
 		redis = "Redis (the `redis` option)"
 	}
-	fmt.Fprintf(&b.md, "### Replicas: %d-layer image (%s) pulled cold by many clients through haproxy\n\n%s\n", layers, fmtBytes(float64(b.o.replicasImageSize)), t)
+	fmt.Fprintf(&b.md, "### Replicas: %d-layer image (%s) pulled cold by many clients through haproxy, the origin %s\n\n%s\n",
+		layers, fmtBytes(float64(layers*layer)), link, t)
 	fmt.Fprintf(&b.md, "Three content-cache replicas with %s, and three of distribution's proxies, each set sharing one versitygw bucket behind its own haproxy "+
-		"(round-robin, health check on `/`). Each row: one client pulls a fresh image cold (the reference), then all the clients pull another fresh image at once "+
-		"(manifest, config and layers one after the other, each verified; the harness's Go client, in the bench's process). p50 and p99 over the clients; "+
-		"origin GETs per blob: blob GETs the origin served / (layers + config). Repeats: %d (medians).\n\n", redis, b.o.replicasRepeats)
+		"(round-robin, health check on `/`), reaching the origin %s; the clients reach haproxy on loopback. "+
+		"Each row: one client pulls a fresh image cold (the reference), then all the clients pull another fresh image at once, "+
+		"as dockerd and containerd do (manifest by tag, config, then the layers %d at a time), each with connections of its own, from one load-generator process. "+
+		"A pull ends with its last byte; every body's length is checked, and the digests of every %dth client's bodies (hashing is each client's own CPU, on its own host). "+
+		"p50 and p99 over the clients; origin GETs per blob: blob GETs the origin served / (layers + config). "+
+		"Repeats: %d (medians, per-repeat range in brackets). Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n\n",
+		redis, link, pullJobs, b.o.replicasVerify, b.o.replicasRepeats, load0, load1)
+	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\nservers: the set's 3 registries and its haproxy (/proc/PID/stat); load generator: its process (wait4); "+
+		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time.\n\n", cpu)
 	for _, n := range b.o.replicasClients {
 		key := fmt.Sprintf("%s %d", sets[0].label, n)
 		f, p := s.max(key+" fetches per blob"), s.med(key+" p99/one")
 		b.addGoal(fmt.Sprintf("replicas, %d clients: origin fetches per blob through 3 content-cache replicas", n), fmt.Sprintf("%.2f (the most of any repeat)", f),
-			spread(s[key+" fetches per blob"], func(v float64) string { return fmt.Sprintf("%.2f", v) }), "= 1", f == 1, !math.IsNaN(f))
-		b.addGoal(fmt.Sprintf("replicas, %d clients: p99 pull time / one client's cold pull", n), fmtRatio(p), spread(s[key+" p99/one"], fmtRatio), "≤ 1.3×", p <= 1.3, !math.IsNaN(p))
+			spread(s[key+" fetches per blob"], count), "= 1", f == 1, !math.IsNaN(f))
+		b.addGoal(fmt.Sprintf("replicas, %d clients: p99 pull time / one client's cold pull, origin %s", n, link), fmtRatio(p), spread(s[key+" p99/one"], fmtRatio), "≤ 1.3×", p <= 1.3, !math.IsNaN(p))
+		if len(sets) > 2 {
+			base := fmt.Sprintf("%s %d", sets[2].label, n)
+			var ab []float64
+			for i := range s[key+" p99"] {
+				ab = append(ab, s[key+" p99"][i]/s[base+" p99"][i])
+			}
+			fmt.Fprintf(&b.md, "A/B, %d clients: p99 new/base %s (per repeat %s).\n\n", n, fmtRatio(median(ab)), spread(ab, fmtRatio))
+		}
 	}
 	return nil
+}
+
+// loadAvg is /proc/loadavg's 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
 }
 
 func rotateSets(ss []*replicaSet, r int) []*replicaSet {
@@ -229,8 +306,12 @@ func rotateSets(ss []*replicaSet, r int) []*replicaSet {
 
 // replicaRun is what n concurrent pulls of one fresh image did.
 type replicaRun struct {
-	times []float64 // seconds, one per client
-	up    upstreamCount
+	times   []float64 // seconds, one per client
+	up      upstreamCount
+	servers time.Duration // CPU of the set's registries and haproxy
+	loadgen time.Duration // CPU of the load generator
+	harness time.Duration // CPU of the bench's own process (the shaper)
+	host    hostCPU       // the machine's CPU during the pulls
 }
 
 // replicaPulls pushes a fresh image to the origin and has n clients pull
@@ -242,33 +323,47 @@ func (b *bench) replicaPulls(ctx context.Context, set *replicaSet, n, layers, la
 	if err := regtest.PushWith(ctx, b.hc, b.origin.URL(), benchUser, benchPassword, img); err != nil {
 		return replicaRun{}, fmt.Errorf("pushing the image: %w", err)
 	}
-	run := replicaRun{times: make([]float64, n)}
-	errs := make([]error, n)
+	var run replicaRun
 	up, err := b.measure(ctx, func() error {
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				c := &regtest.Client{Base: set.url(), User: benchUser, Pass: benchPassword, HTTP: newHTTPClient()}
-				<-start
-				t0 := time.Now()
-				_, errs[i] = c.Pull(ctx, img.Repo, img.Tag)
-				run.times[i] = time.Since(t0).Seconds()
-			})
+		pids := []int{set.cmd.Process.Pid}
+		for _, p := range set.procs {
+			pids = append(pids, p.pid())
 		}
-		close(start)
-		wg.Wait()
-		var failed []string
-		for i, err := range errs {
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("client %d: %v", i, err))
-			}
+		cpu0, self0 := pidsCPU(pids), selfCPU()
+		host0, _ := readHostCPU()
+		res, lg, err := runLoadgen(ctx, loadgenSpec{base: set.url(), ref: img.Repo + ":" + img.Tag, clients: n, verify: b.o.replicasVerify, deadline: 30 * time.Minute})
+		if err != nil {
+			return fmt.Errorf("%s, %d clients: %w", set.label, n, err)
 		}
-		if len(failed) > 0 {
-			return fmt.Errorf("%s: %d of %d pulls failed: %s", set.label, len(failed), n, strings.Join(failed[:min(3, len(failed))], "; "))
+		host1, _ := readHostCPU()
+		run.times, run.loadgen = res.Seconds, lg
+		run.servers, run.harness, run.host = pidsCPU(pids)-cpu0, selfCPU()-self0, host1.sub(host0)
+		if want := int64(n) * int64(len(img.Config)+layers*layer); res.Bytes != want {
+			return fmt.Errorf("%s: the clients got %d blob bytes, want %d", set.label, res.Bytes, want)
 		}
 		return nil
 	})
 	run.up = up
 	return run, err
+}
+
+// pidsCPU is the CPU time the processes pids used so far (those gone
+// count 0).
+func pidsCPU(pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		if d, err := cpuTime(pid); err == nil {
+			sum += d
+		}
+	}
+	return sum
+}
+
+// selfCPU is the CPU time this process used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

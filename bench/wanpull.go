@@ -1,8 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"path/filepath"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/content-cache/content-cache/internal/regtest"
 )
@@ -144,35 +149,66 @@ func (b *bench) wanPullTable(title string, ts []target, s series, shape imageSha
 	}
 }
 
-// dockerPull pulls img from base as dockerd and containerd do: the
-// manifest by tag, the config, then the layers jobs at a time, each read
-// to the end. It returns the time of the whole pull.
+// dockerPull pulls img from base as dockerd and containerd do (pullImage)
+// and returns the time of the whole pull.
 func dockerPull(ctx context.Context, hc *http.Client, base string, img regtest.Image, jobs int) (time.Duration, error) {
 	start := time.Now()
-	if _, err := get(ctx, hc, base+"/v2/"+img.Repo+"/manifests/"+img.Tag, http.Header{"Accept": {manifestAccept}}, int64(len(img.Manifest))); err != nil {
+	if _, err := pullImage(ctx, hc, base, img.Repo, img.Tag, jobs, false); err != nil {
 		return 0, err
-	}
-	if _, err := get(ctx, hc, base+blobPath(img.Repo, digest.FromBytes(img.Config)), nil, int64(len(img.Config))); err != nil {
-		return 0, err
-	}
-	sem := make(chan struct{}, jobs)
-	errs := make([]error, len(img.Layers))
-	var wg sync.WaitGroup
-	for i, l := range img.Layers {
-		path := blobPath(img.Repo, digest.FromBytes(l))
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			_, errs[i] = get(ctx, hc, base+path, nil, int64(len(l)))
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return 0, err
-		}
 	}
 	return time.Since(start), nil
+}
+
+// pullImage pulls repo:tag from base as dockerd and containerd do: the
+// manifest by tag, then the config, then the layers jobs at a time, each
+// read to the end and its length checked against the manifest's
+// descriptor; with verify, each blob's digest is checked too. It returns
+// the bytes of the blobs.
+func pullImage(ctx context.Context, hc *http.Client, base, repo, tag string, jobs int, verify bool) (int64, error) {
+	var body bytes.Buffer
+	if _, err := getTo(ctx, hc, base+"/v2/"+repo+"/manifests/"+tag, http.Header{"Accept": {manifestAccept}}, -1, &body); err != nil {
+		return 0, err
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(body.Bytes(), &m); err != nil {
+		return 0, fmt.Errorf("the manifest of %s:%s: %w", repo, tag, err)
+	}
+	if len(m.Layers) == 0 || m.Config.Digest == "" {
+		return 0, fmt.Errorf("the manifest of %s:%s (%s) has no config or no layers", repo, tag, m.MediaType)
+	}
+	blob := func(d v1.Descriptor) error {
+		var sink io.Writer
+		var v digest.Verifier
+		if verify {
+			if err := d.Digest.Validate(); err != nil {
+				return err
+			}
+			v = d.Digest.Verifier()
+			sink = v
+		}
+		if _, err := getTo(ctx, hc, base+blobPath(repo, d.Digest), nil, d.Size, sink); err != nil {
+			return err
+		}
+		if v != nil && !v.Verified() {
+			return fmt.Errorf("GET %s: the body does not match its digest", blobPath(repo, d.Digest))
+		}
+		return nil
+	}
+	if err := blob(m.Config); err != nil {
+		return 0, err
+	}
+	n := m.Config.Size
+	sem := make(chan struct{}, jobs)
+	errs := make([]error, len(m.Layers))
+	var wg sync.WaitGroup
+	for i, l := range m.Layers {
+		n += l.Size
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = blob(l)
+		})
+	}
+	wg.Wait()
+	return n, errors.Join(errs...)
 }
