@@ -3,6 +3,7 @@ package downstream_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distribution/distribution/v3/configuration"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/content-cache/content-cache/internal/regtest"
@@ -54,8 +56,14 @@ type slowBlob struct {
 
 func startSlowBlob(t *testing.T, seed int64, size, replicas int) *slowBlob {
 	t.Helper()
+	return startSlowBlobAuth(t, seed, size, replicas, nil)
+}
+
+// startSlowBlobAuth is startSlowBlob with an origin under auth.
+func startSlowBlobAuth(t *testing.T, seed int64, size, replicas int, auth configuration.Auth) *slowBlob {
+	t.Helper()
 	redis := regtest.StartRedis(t)
-	origin := regtest.StartOrigin(t, nil)
+	origin := regtest.StartOrigin(t, auth)
 	img := regtest.RandomImage(seed, 1, size)
 	push(t, origin, img)
 	d := digest.FromBytes(img.Layers[0])
@@ -69,19 +77,46 @@ func startSlowBlob(t *testing.T, seed int64, size, replicas int) *slowBlob {
 // fetchVerified GETs a blob and reports what went wrong, if anything: a
 // status other than 200, a short body, or bytes that do not hash to dgst.
 func fetchVerified(ctx context.Context, url string, dgst digest.Digest, size int64) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := getAs(ctx, url, "")
 	if err != nil {
 		return err
+	}
+	return readVerified(resp, dgst, size)
+}
+
+// getAs GETs url with an Authorization header (none if empty) and
+// returns the response once its headers came, if its status is 200.
+func getAs(ctx context.Context, url, authorization string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		resp.Body.Close()
+		return nil, &statusError{resp.StatusCode, string(b)}
 	}
+	return resp, nil
+}
+
+type statusError struct {
+	status int
+	body   string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
+
+// readVerified reads a 200's body to its end and closes it (see
+// fetchVerified).
+func readVerified(resp *http.Response, dgst digest.Digest, size int64) error {
+	defer resp.Body.Close()
 	v := dgst.Verifier()
 	n, err := io.Copy(v, resp.Body)
 	if err != nil {
@@ -334,6 +369,68 @@ func TestReplicaFollowerResumesWhenLeaderStops(t *testing.T) {
 	}
 	if got := origin.Counts.Get(http.MethodGet, path); got != 2 {
 		t.Fatalf("origin GETs of the blob: %d, want 2 (the leader's, the follower's range)", got)
+	}
+}
+
+// TestReplicaFollowerResumesWithAnAllowedReader: the request that started
+// a fill on a follower replica was one the origin refuses (a wrong
+// password, as in a flood); it got the origin's 401, and the fill went on
+// following the leader for the clients the origin did allow. When the
+// leader stops mid-blob, the follower resumes from the upstream with the
+// credential of such a client, never with the refused one: that client
+// gets the whole verified blob. (Before, the follower resumed with the
+// request that started its fill; the origin refused it, and the allowed
+// client's body was cut.)
+func TestReplicaFollowerResumesWithAnAllowedReader(t *testing.T) {
+	sb := startSlowBlobAuth(t, 25, 4<<20, 2, regtest.HtpasswdAuth(t, users))
+	origin, slow, replicas, layer, d, path := sb.origin, sb.slow, sb.replicas, sb.layer, sb.d, sb.path
+	a, b := replicas[0], replicas[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	leaderErr := make(chan error, 1)
+	go func() {
+		resp, err := getAs(ctx, a.URL+path, basic("carol", "carol-pw"))
+		if err == nil {
+			err = readVerified(resp, d, int64(len(layer)))
+		}
+		leaderErr <- err
+	}()
+	waitMetric(ctx, t, a, "content_cache_fills_led_total", func(v float64) bool { return v == 1 })
+
+	// The refused request starts B's fill, which follows A's.
+	_, err := getAs(ctx, b.URL+path, basic("carol", "wrong"))
+	var se *statusError
+	if !errors.As(err, &se) || se.status != http.StatusUnauthorized {
+		t.Fatalf("a wrong password on replica B: %v, want the origin's 401", err)
+	}
+	if got := metricValue(t, b, "content_cache_fills_followed_total"); got != 1 {
+		t.Fatalf("fills followed on B: %v, want 1 (started by the refused request)", got)
+	}
+	// bob, whom the origin allows, joins it: his headers come once he is
+	// authorized to read the fill.
+	resp, err := getAs(ctx, b.URL+path, basic("bob", "bob-pw"))
+	if err != nil {
+		t.Fatalf("bob on replica B: %v", err)
+	}
+	bobErr := make(chan error, 1)
+	go func() { bobErr <- readVerified(resp, d, int64(len(layer))) }()
+
+	// A stops: no time left for its fills.
+	done, stop := context.WithDeadline(ctx, time.Now())
+	defer stop()
+	_ = a.Cache.Shutdown(done)
+	if err := <-leaderErr; err == nil || strings.Contains(err.Error(), "complete-looking") {
+		t.Fatalf("the stopped leader's client: %v, want an aborted body", err)
+	}
+	slow.Release()
+	if err := <-bobErr; err != nil {
+		t.Fatalf("bob's body through the follower: %v", err)
+	}
+	// The leader's fill, the refused request's (its 401 relayed with the
+	// origin's body), and the follower's range with bob's credential.
+	if got := origin.Counts.Get(http.MethodGet, path); got != 3 {
+		t.Fatalf("origin GETs of the blob: %d, want 3", got)
 	}
 }
 

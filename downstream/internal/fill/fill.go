@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,8 +84,15 @@ type Fill struct {
 	changed, chunkDone, storedMore signal
 	state                          State
 	refused                        map[*Asker]error // the origin's refusal of each Asker it refused
-	asking                         *Asker           // the Asker the fill is asking the origin with
-	sharing                        int              // requests waiting in Shared for the answer to asking
+	// readers are askers authorized on their own to read the fill (the
+	// one the origin answered 200, each joiner's decision, the origin's
+	// confirmation or a signature), at most maxReaders distinct ones. A
+	// resume asks with them: the request that started the fill on this
+	// replica may be one nobody authorized (a flood's), and the origin's
+	// refusal of it must not cut the clients it did allow.
+	readers []*Asker
+	asking  *Asker // the Asker the fill is asking the origin with
+	sharing int    // requests waiting in Shared for the answer to asking
 
 	// The window: chunks hold bytes [base, state.Written). Only the fill
 	// appends, into the spare capacity of the last chunk: bytes below
@@ -181,7 +189,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 		return err
 	}
 	a = resp.by
-	hdr := a.Hdr
+	f.Reads(a)
 	if a.Query == "" && !a.Prefetch { // a signature is never a credential's decision; a prefetch decides nothing
 		c.access.Allow(a.Cred, a.Repo)
 	}
@@ -202,7 +210,7 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	stored := make(chan error, 1)
 	go func() { stored <- f.store(ctx) }()
 
-	written, err := c.download(ctx, f, resp.Body, resp.Host, source{hdr: hdr, query: a.Query, repo: a.Repo.Name()}, size)
+	written, err := c.download(ctx, f, resp.Body, resp.Host, a, size)
 	f.update(func(s *State) {
 		f.fetched = true
 		s.Verified = err == nil
@@ -216,21 +224,14 @@ func (c *Fills) runFill(ctx context.Context, f *Fill, a *Asker) error {
 	return err
 }
 
-// source is what a fill asks an upstream with when it resumes: the
-// request's headers (its credential), its signed query and repository.
-type source struct {
-	hdr   http.Header
-	query string
-	repo  string
-}
-
 // download reads the body into the window, from another upstream if this
 // one fails mid-stream, and verifies size and digest. It returns how many
 // bytes it received, and closes the body it ends with. A nil host is
-// another replica's stream of its fill (follow): if that stream is cut and
-// src has a repository, the fill goes on from an upstream, asking with
-// src, from the byte reached.
-func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host *url.URL, src source, size int64) (int64, error) {
+// another replica's stream of its fill (follow): if that stream is cut,
+// the fill goes on from an upstream, from the byte reached, asking with
+// the fill's readers (or, if none is authorized yet, with first, the
+// request that started the fill here).
+func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host *url.URL, first *Asker, size int64) (int64, error) {
 	defer func() {
 		if body != nil {
 			body.Close()
@@ -272,11 +273,11 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 				// its lease, or drained. Go on from an upstream with this
 				// replica's own request, from the byte reached.
 				cut := fmt.Errorf("streaming blob %s from the replica leading its fill, at byte %d: %w", f.dgst, written, rerr)
-				if src.repo == "" || ctx.Err() != nil {
+				if ctx.Err() != nil {
 					return written, cut
 				}
 				body.Close()
-				body, host, err = c.resume(ctx, f, src, written, failed)
+				body, host, err = c.resume(ctx, f, first, written, failed)
 				if err != nil {
 					return written, fmt.Errorf("%w; resuming from an upstream: %w", cut, err)
 				}
@@ -293,7 +294,7 @@ func (c *Fills) download(ctx context.Context, f *Fill, body io.ReadCloser, host 
 			c.up.MarkDown(f.key.origin, host, failure)
 			failed[host.Host] = true
 			body.Close()
-			body, host, err = c.resume(ctx, f, src, written, failed)
+			body, host, err = c.resume(ctx, f, first, written, failed)
 			if err != nil {
 				return written, failure
 			}
@@ -617,11 +618,32 @@ func (f *Fill) refusedKey(k access.DecisionKey) error {
 }
 
 // resume continues a fill from offset at an upstream that has not failed
-// it yet, with a Range request (or, if that upstream ignores ranges, by
-// skipping the bytes already received).
-func (c *Fills) resume(ctx context.Context, f *Fill, src source, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+// it yet. It asks with each of the fill's readers in turn while the
+// origin refuses them (a credential revoked meanwhile), or with first
+// when no reader is known yet.
+func (c *Fills) resume(ctx context.Context, f *Fill, first *Asker, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
+	askers := f.readersNow()
+	if len(askers) == 0 {
+		askers = []*Asker{first}
+	}
+	var err error
+	for _, a := range askers {
+		var body io.ReadCloser
+		var host *url.URL
+		body, host, err = c.resumeWith(ctx, f, a, offset, failed)
+		if err == nil || !access.Refusal(err) {
+			return body, host, err
+		}
+	}
+	return nil, nil, err
+}
+
+// resumeWith asks for the fill's bytes from offset with a's credential (or
+// signature) and repository, with a Range request (or, if that upstream
+// ignores ranges, by skipping the bytes already received).
+func (c *Fills) resumeWith(ctx context.Context, f *Fill, a *Asker, offset int64, failed map[string]bool) (io.ReadCloser, *url.URL, error) {
 	resp, err := c.up.Do(ctx, f.key.origin, upstream.Request{
-		Method: http.MethodGet, Path: upstream.BlobPath(src.repo, f.dgst), Query: src.query, Client: src.hdr,
+		Method: http.MethodGet, Path: upstream.BlobPath(a.Repo.Name(), f.dgst), Query: a.Query, Client: a.Hdr,
 		Range: fmt.Sprintf("bytes=%d-", offset), Skip: failed,
 	})
 	if err != nil {
@@ -641,7 +663,34 @@ func (c *Fills) resume(ctx context.Context, f *Fill, src source, offset int64, f
 		return resp.Body, resp.Host, nil
 	}
 	resp.Body.Close()
-	return nil, nil, fmt.Errorf("upstream %s answered %d to a range request", resp.Host.Host, resp.StatusCode)
+	return nil, nil, &upstream.StatusError{Host: resp.Host.Host, Status: resp.StatusCode, Header: resp.Header}
+}
+
+// maxReaders bounds the askers a fill keeps to resume with: a few
+// credentials are enough to survive one's revocation.
+const maxReaders = 4
+
+// Reads notes that a, authorized on its own, reads the fill: should the
+// stream the fill reads from be cut, the fill may resume with a.
+func (f *Fill) Reads(a *Asker) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.readers) >= maxReaders {
+		return
+	}
+	for _, r := range f.readers {
+		if r.Key() == a.Key() && r.Query == a.Query {
+			return
+		}
+	}
+	f.readers = append(f.readers, a)
+}
+
+// readersNow is a copy of the fill's readers.
+func (f *Fill) readersNow() []*Asker {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.readers)
 }
 
 // Digest is what the fill fetches.

@@ -310,9 +310,9 @@ func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) 
 	size := resp.ContentLength
 	f.update(func(s *State) { s.Started, s.By, s.Size, s.Host = true, by, size, resp.Request.URL.Host })
 	// If the leader's stream is cut, the fill goes on from an upstream
-	// with this replica's own request (a's credential and repository):
-	// the origin decides on it as on any fetch.
-	written, err := c.download(ctx, f, resp.Body, nil, source{hdr: a.Hdr, query: a.Query, repo: a.Repo.Name()}, size)
+	// with the requests authorized here to read it (Reads), or with a:
+	// the origin decides on them as on any fetch.
+	written, err := c.download(ctx, f, resp.Body, nil, a, size)
 	if cause := context.Cause(pctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}

@@ -271,6 +271,9 @@ func (c *API) joinFill(w http.ResponseWriter, r *http.Request, f *fill.Fill, a *
 		}
 		ra.confirmed = true
 	}
+	// Authorized on its own: the fill may resume with this request's
+	// credential should its stream be cut.
+	f.Reads(a)
 	result := metrics.ResultMiss
 	if !leader {
 		result = metrics.ResultCoalesced
