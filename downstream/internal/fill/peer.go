@@ -2,9 +2,6 @@ package fill
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -42,50 +39,12 @@ type Peers struct {
 	// fills. It still follows the fills of others, and fetches alone what
 	// nobody leads. Nil: never.
 	Draining <-chan struct{}
+
+	auth *peerAuth // set by SetPeers
 }
 
 // PeerPath is where a replica serves its fills to the others.
 const PeerPath = "/_content-cache/v1/fills/"
-
-// PeerKey derives the key of the internal endpoint from distribution's
-// http.secret, under a label of its own: the secret itself signs other
-// things (upload state), and is never sent.
-func PeerKey(secret string) []byte {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte("content-cache internal endpoint v1"))
-	return m.Sum(nil)
-}
-
-// peerSkew is how far a signed internal request's time may be from this
-// replica's clock.
-const peerSkew = 5 * time.Minute
-
-const peerHeader = "Content-Cache-Peer"
-
-func peerMAC(key []byte, path string, at int64) string {
-	m := hmac.New(sha256.New, key)
-	fmt.Fprintf(m, "GET %s %d", path, at)
-	return hex.EncodeToString(m.Sum(nil))
-}
-
-// signPeer authenticates an internal request.
-func signPeer(r *http.Request, key []byte, now time.Time) {
-	at := now.Unix()
-	r.Header.Set(peerHeader, strconv.FormatInt(at, 10)+"."+peerMAC(key, r.URL.RequestURI(), at))
-}
-
-// verifyPeer reports whether r was signed with key lately.
-func verifyPeer(r *http.Request, key []byte, now time.Time) bool {
-	at, mac, ok := strings.Cut(r.Header.Get(peerHeader), ".")
-	n, err := strconv.ParseInt(at, 10, 64)
-	if !ok || err != nil || len(key) == 0 {
-		return false
-	}
-	if d := now.Sub(time.Unix(n, 0)); d > peerSkew || d < -peerSkew {
-		return false
-	}
-	return hmac.Equal([]byte(mac), []byte(peerMAC(key, r.URL.RequestURI(), n)))
-}
 
 // SetPeers turns cluster-wide fills on: before serving, once (the internal
 // URL and the key come from the registry's http section).
@@ -99,6 +58,7 @@ func (c *Fills) SetPeers(p *Peers) {
 			MaxIdleConnsPerHost: 16,
 		}}
 	}
+	p.auth = newPeerAuth(p.Key, p.Self)
 	c.peers = p
 }
 
@@ -109,7 +69,7 @@ func (c *Fills) SetPeers(p *Peers) {
 // for the lease and takes the fill over.
 func (c *Fills) ServePeer(w http.ResponseWriter, r *http.Request) {
 	p := c.peers
-	if p == nil || !verifyPeer(r, p.Key, c.now()) {
+	if p == nil || !p.auth.verify(r, c.now()) {
 		http.Error(w, "not a replica of this cluster", http.StatusForbidden)
 		return
 	}
@@ -276,7 +236,7 @@ func (c *Fills) follow(ctx context.Context, f *Fill, a *Asker, l cluster.Lease) 
 	if err != nil {
 		return false, nil
 	}
-	signPeer(req, p.Key, c.now())
+	p.auth.sign(req, l.Owner, c.now())
 	stop := make(chan struct{})
 	defer close(stop)
 	go c.watchLease(pctx, f, l, cancel, stop)
