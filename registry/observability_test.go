@@ -76,16 +76,20 @@ func fetch(t *testing.T, client *http.Client, url, authorization string) (int, s
 // the background of the binary), for at most 15 seconds.
 func waitFor(t *testing.T, client *http.Client, url string, ok func(status int, body string) bool) (int, string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.NewTimer(15 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		status, body := fetch(t, client, url, "")
 		if ok(status, body) {
 			return status, body
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			t.Fatalf("GET %s: after 15s still\n%d %s", url, status, body)
+		case <-tick.C:
 		}
-		time.Sleep(25 * time.Millisecond)
 	}
 }
 

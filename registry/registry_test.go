@@ -141,14 +141,12 @@ func (p *proc) stop() {
 // the deadline passes.
 func waitReady(t *testing.T, p *proc, client *http.Client, base string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
 	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			t.Fatalf("%s exited before answering: %v\nstderr:\n%s", p.name, p.err, p.stderr.String())
-		default:
-		}
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v2/", nil)
 		resp, err := client.Do(req)
@@ -160,9 +158,14 @@ func waitReady(t *testing.T, p *proc, client *http.Client, base string) {
 		}
 		cancel()
 		last = err
-		time.Sleep(25 * time.Millisecond)
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before answering: %v\nstderr:\n%s", p.name, p.err, p.stderr.String())
+		case <-deadline.C:
+			t.Fatalf("%s did not answer %s/v2/ within 30s: %v", p.name, base, last)
+		case <-tick.C:
+		}
 	}
-	t.Fatalf("%s did not answer %s/v2/ within 30s: %v", p.name, base, last)
 }
 
 // runToExit runs the binary to its end and returns its exit code and output.
