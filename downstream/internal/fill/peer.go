@@ -81,16 +81,25 @@ func (c *Fills) ServePeer(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	f := c.fills[fillKey{r.URL.Query().Get("origin"), dgst}]
 	c.mu.Unlock()
-	if f == nil || !f.leads.Load() {
+	if f == nil {
 		http.Error(w, "no fill of this digest here", http.StatusNotFound)
 		return
 	}
+	// Whether the fill leads is known once it started: a follower that
+	// saw this replica's lease may ask before the fill here says it leads
+	// (between its lease and its look at storage). Refused then, it would
+	// wait for the whole fill to end and read it from storage instead of
+	// streaming it.
 	st, err := f.Wait(r.Context(), func(s State) bool { return s.Started || s.Finished })
 	if err != nil {
 		return
 	}
 	if !st.Started {
 		http.Error(w, "the fill failed before streaming", http.StatusServiceUnavailable)
+		return
+	}
+	if !f.leads.Load() {
+		http.Error(w, "no fill of this digest led here", http.StatusNotFound)
 		return
 	}
 	h := w.Header()
