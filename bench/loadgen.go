@@ -39,6 +39,13 @@ type loadgenResult struct {
 	Seconds  []float64 `json:"seconds"`  // per client, from the common start to its last byte
 	Bytes    int64     `json:"bytes"`    // blob bytes received, all clients
 	Verified int       `json:"verified"` // clients whose digests were checked
+	// Per client, when (from the start, in seconds) the manifest's and
+	// the config's last bytes came, the first layer byte, and the last
+	// layer's first byte: where the clients waited.
+	Manifest  []float64 `json:"manifest"`
+	Config    []float64 `json:"config"`
+	FirstByte []float64 `json:"first_byte"`
+	LastStart []float64 `json:"last_start"`
 }
 
 func (s loadgenSpec) args() []string {
@@ -58,9 +65,10 @@ func loadgenMain(s loadgenSpec) error {
 	for i := range clients {
 		clients[i] = newHTTPClient()
 	}
-	res := loadgenResult{Seconds: make([]float64, s.clients)}
-	errs := make([]error, s.clients)
-	got := make([]int64, s.clients)
+	n := s.clients
+	res := loadgenResult{Seconds: make([]float64, n), Manifest: make([]float64, n), Config: make([]float64, n), FirstByte: make([]float64, n), LastStart: make([]float64, n)}
+	errs := make([]error, n)
+	got := make([]pullStats, n)
 	gate := make(chan struct{})
 	var start time.Time // set before the gate opens
 	var wg sync.WaitGroup
@@ -83,7 +91,9 @@ func loadgenMain(s loadgenSpec) error {
 		if err != nil {
 			failed = append(failed, fmt.Errorf("client %d: %w", i, err))
 		}
-		res.Bytes += got[i]
+		res.Bytes += got[i].bytes
+		res.Manifest[i], res.Config[i] = got[i].manifest.Seconds(), got[i].config.Seconds()
+		res.FirstByte[i], res.LastStart[i] = got[i].firstByte.Seconds(), got[i].lastStart.Seconds()
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%d of %d pulls failed: %w", len(failed), s.clients, errors.Join(failed[:min(3, len(failed))]...))

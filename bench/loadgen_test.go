@@ -56,15 +56,18 @@ func TestPullImage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := imageServer(t, img, tc.corrupt)
-			n, err := pullImage(t.Context(), newHTTPClient(), base, img.Repo, img.Tag, pullJobs, tc.verify)
+			st, err := pullImage(t.Context(), newHTTPClient(), base, img.Repo, img.Tag, pullJobs, tc.verify)
 			if tc.err == "" {
-				if err != nil || n != want {
-					t.Fatalf("pullImage = %d, %v; want %d bytes, no error", n, err, want)
+				if err != nil || st.bytes != want {
+					t.Fatalf("pullImage = %d, %v; want %d bytes, no error", st.bytes, err, want)
+				}
+				if !(0 < st.manifest && st.manifest <= st.config && st.config <= st.firstByte && st.firstByte <= st.lastStart) {
+					t.Fatalf("phases out of order: %+v", st)
 				}
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Fatalf("pullImage = %d, %v; want an error with %q", n, err, tc.err)
+				t.Fatalf("pullImage = %d, %v; want an error with %q", st.bytes, err, tc.err)
 			}
 		})
 	}

@@ -77,6 +77,9 @@ type procSpec struct {
 	// plain HTTP (the warm-load scenario's TLS cache, whose origin is plain).
 	serveTLS *tlsFiles
 	root     string // its storage directory; default dir/name/storage
+	// output: also write its output to this file (with -keep, to read
+	// its request lines after the run).
+	output string
 }
 
 func (s procSpec) scheme() string {
@@ -187,16 +190,28 @@ func startProc(ctx context.Context, hc *http.Client, spec procSpec) (*proc, erro
 	if err != nil {
 		return nil, err
 	}
+	var keep *os.File
+	if spec.output != "" {
+		if keep, err = os.Create(spec.output); err != nil {
+			return nil, err
+		}
+	}
 	p.cmd.Stderr = p.cmd.Stdout
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w (run `make build` first)", bin, err)
 	}
 	go func() {
 		defer close(p.done)
+		if keep != nil {
+			defer keep.Close()
+		}
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
 			at, line := time.Now(), sc.Text()
+			if keep != nil {
+				_, _ = keep.WriteString(line + "\n")
+			}
 			p.mu.Lock()
 			p.tail = append(p.tail, line)
 			if len(p.tail) > 20 {

@@ -91,6 +91,9 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		{"content-cache ×3", kindCache, "replicas-cache", b.o.bin},
 		{"distribution proxy ×3", kindProxy, "replicas-proxy", b.o.bin},
 	}
+	if !b.o.replicasProxy {
+		kinds = kinds[:1]
+	}
 	if b.base != "" && b.o.replicasBase {
 		kinds = append(kinds, setKind{"content-cache ×3 (base)", kindCache, "replicas-base", b.base})
 	}
@@ -169,7 +172,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			name := fmt.Sprintf("%s-%d", kind.bucket, i)
 			p, err := startProc(ctx, b.hc, procSpec{bin: kind.bin, dir: b.work, name: name, kind: kind.kind,
 				htpasswd: filepath.Join(b.work, "htpasswd"), upstream: upstream, storage: storage(kind.bucket),
-				tls: b.tls, cacheOptions: cacheOptions})
+				tls: b.tls, cacheOptions: cacheOptions, output: keepLog(b.o.keep, dir, name)})
 			if err != nil {
 				return err
 			}
@@ -223,10 +226,25 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 				s.add(key+" fetches per blob", float64(all.up.blobGets)/float64(layers+1))
 				s.add(key+" origin bytes", float64(all.up.blobBytes))
 				s.add(key+" wall", slices.Max(all.times))
-				s.add(key+" servers cpu", all.servers.Seconds())
+				s.add(key+" replicas cpu", all.replicas.Seconds())
+				s.add(key+" haproxy cpu", all.haproxy.Seconds())
 				s.add(key+" loadgen cpu", all.loadgen.Seconds())
 				s.add(key+" harness cpu", all.harness.Seconds())
 				s.add(key+" host busy", all.host.share())
+				for _, ph := range []struct {
+					name string
+					one  float64
+					all  []float64
+				}{
+					{"manifest", one.res.Manifest[0], all.res.Manifest},
+					{"config", one.res.Config[0], all.res.Config},
+					{"first byte", one.res.FirstByte[0], all.res.FirstByte},
+					{"last start", one.res.LastStart[0], all.res.LastStart},
+					{"end", one.times[0], all.times},
+				} {
+					s.add(key+" one "+ph.name, ph.one)
+					s.add(key+" p99 "+ph.name, percentile(ph.all, 99))
+				}
 			}
 		}
 	}
@@ -240,7 +258,9 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	t := &table{head: []string{"", "clients", "one client's cold pull", "p50", "p99", "p99 / one client", "origin blob GETs per blob", "bytes from the origin"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
-	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "servers (3 replicas + haproxy)", "load generator", "harness (the WAN shaper)"},
+	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "load generator", "harness (the WAN shaper)"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
+	phases := &table{head: []string{"", "clients", "manifest", "config", "first layer byte", "last layer's first byte", "last byte"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r"}}
 	ncpu := float64(runtime.NumCPU())
 	for _, n := range b.o.replicasClients {
@@ -249,7 +269,18 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			t.row(set.label, fmt.Sprint(n), cell(key+" one", fmtSec), cell(key+" p50", fmtSec), cell(key+" p99", fmtSec),
 				cell(key+" p99/one", fmtRatio), cell(key+" fetches per blob", count), cell(key+" origin bytes", fmtBytes))
 			cpu.row(set.label, fmt.Sprint(n), fmtSec(s.med(key+" wall")), fmt.Sprintf("%.2f of %.0f", s.med(key+" host busy")*ncpu, ncpu),
-				fmtSec(s.med(key+" servers cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")))
+				fmtSec(s.med(key+" replicas cpu")), fmtSec(s.med(key+" haproxy cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")))
+			for _, w := range []string{"one", "p99"} {
+				label := "1 (the reference)"
+				if w == "p99" {
+					label = fmt.Sprintf("%d (p99)", n)
+				}
+				var cells []string
+				for _, ph := range []string{"manifest", "config", "first byte", "last start", "end"} {
+					cells = append(cells, fmtSec(s.med(key+" "+w+" "+ph)))
+				}
+				phases.row(append([]string{set.label, label}, cells...)...)
+			}
 		}
 	}
 	redis := "no Redis (each replica coalesces only its own requests)"
@@ -266,8 +297,10 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		"p50 and p99 over the clients; origin GETs per blob: blob GETs the origin served / (layers + config). "+
 		"Repeats: %d (medians, per-repeat range in brackets). Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n\n",
 		redis, link, pullJobs, b.o.replicasVerify, b.o.replicasRepeats, load0, load1)
-	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\nservers: the set's 3 registries and its haproxy (/proc/PID/stat); load generator: its process (wait4); "+
+	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\n3 replicas and haproxy: the set's processes (/proc/PID/stat); load generator: its process (wait4); "+
 		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time.\n\n", cpu)
+	fmt.Fprintf(&b.md, "#### Where the clients waited (seconds from the start; medians over the repeats)\n\n%s\nEach phase's end for the one client, and the 99th percentile over the clients of the burst: "+
+		"the manifest's last byte, the config's, the first byte of any layer, the first byte of the last layer to start, the pull's last byte.\n\n", phases)
 	for _, n := range b.o.replicasClients {
 		key := fmt.Sprintf("%s %d", sets[0].label, n)
 		f, p := s.max(key+" fetches per blob"), s.med(key+" p99/one")
@@ -284,6 +317,14 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// keepLog is where a replica's output is kept with -keep ("": nowhere).
+func keepLog(keep bool, dir, name string) string {
+	if !keep {
+		return ""
+	}
+	return filepath.Join(dir, name+".log")
 }
 
 // loadAvg is /proc/loadavg's 1, 5 and 15 minute load averages.
@@ -306,12 +347,14 @@ func rotateSets(ss []*replicaSet, r int) []*replicaSet {
 
 // replicaRun is what n concurrent pulls of one fresh image did.
 type replicaRun struct {
-	times   []float64 // seconds, one per client
-	up      upstreamCount
-	servers time.Duration // CPU of the set's registries and haproxy
-	loadgen time.Duration // CPU of the load generator
-	harness time.Duration // CPU of the bench's own process (the shaper)
-	host    hostCPU       // the machine's CPU during the pulls
+	times    []float64 // seconds, one per client
+	up       upstreamCount
+	res      loadgenResult
+	replicas time.Duration // CPU of the set's registries
+	haproxy  time.Duration // CPU of the set's haproxy
+	loadgen  time.Duration // CPU of the load generator
+	harness  time.Duration // CPU of the bench's own process (the shaper)
+	host     hostCPU       // the machine's CPU during the pulls
 }
 
 // replicaPulls pushes a fresh image to the origin and has n clients pull
@@ -325,19 +368,20 @@ func (b *bench) replicaPulls(ctx context.Context, set *replicaSet, n, layers, la
 	}
 	var run replicaRun
 	up, err := b.measure(ctx, func() error {
-		pids := []int{set.cmd.Process.Pid}
+		var pids []int
 		for _, p := range set.procs {
 			pids = append(pids, p.pid())
 		}
-		cpu0, self0 := pidsCPU(pids), selfCPU()
+		hap := []int{set.cmd.Process.Pid}
+		cpu0, hap0, self0 := pidsCPU(pids), pidsCPU(hap), selfCPU()
 		host0, _ := readHostCPU()
 		res, lg, err := runLoadgen(ctx, loadgenSpec{base: set.url(), ref: img.Repo + ":" + img.Tag, clients: n, verify: b.o.replicasVerify, deadline: 30 * time.Minute})
 		if err != nil {
 			return fmt.Errorf("%s, %d clients: %w", set.label, n, err)
 		}
 		host1, _ := readHostCPU()
-		run.times, run.loadgen = res.Seconds, lg
-		run.servers, run.harness, run.host = pidsCPU(pids)-cpu0, selfCPU()-self0, host1.sub(host0)
+		run.res, run.times, run.loadgen = res, res.Seconds, lg
+		run.replicas, run.haproxy, run.harness, run.host = pidsCPU(pids)-cpu0, pidsCPU(hap)-hap0, selfCPU()-self0, host1.sub(host0)
 		if want := int64(n) * int64(len(img.Config)+layers*layer); res.Bytes != want {
 			return fmt.Errorf("%s: the clients got %d blob bytes, want %d", set.label, res.Bytes, want)
 		}

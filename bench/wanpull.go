@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -159,56 +160,72 @@ func dockerPull(ctx context.Context, hc *http.Client, base string, img regtest.I
 	return time.Since(start), nil
 }
 
+// pullStats is what one pull did: its blob bytes, and when (since the
+// pull began) its phases ended.
+type pullStats struct {
+	bytes            int64
+	manifest, config time.Duration // the manifest's and the config's last byte
+	firstByte        time.Duration // the first layer byte
+	lastStart        time.Duration // the last layer's first byte
+}
+
 // pullImage pulls repo:tag from base as dockerd and containerd do: the
 // manifest by tag, then the config, then the layers jobs at a time, each
 // read to the end and its length checked against the manifest's
-// descriptor; with verify, each blob's digest is checked too. It returns
-// the bytes of the blobs.
-func pullImage(ctx context.Context, hc *http.Client, base, repo, tag string, jobs int, verify bool) (int64, error) {
+// descriptor; with verify, each blob's digest is checked too.
+func pullImage(ctx context.Context, hc *http.Client, base, repo, tag string, jobs int, verify bool) (pullStats, error) {
+	start := time.Now()
+	var st pullStats
 	var body bytes.Buffer
 	if _, err := getTo(ctx, hc, base+"/v2/"+repo+"/manifests/"+tag, http.Header{"Accept": {manifestAccept}}, -1, &body); err != nil {
-		return 0, err
+		return st, err
 	}
+	st.manifest = time.Since(start)
 	var m v1.Manifest
 	if err := json.Unmarshal(body.Bytes(), &m); err != nil {
-		return 0, fmt.Errorf("the manifest of %s:%s: %w", repo, tag, err)
+		return st, fmt.Errorf("the manifest of %s:%s: %w", repo, tag, err)
 	}
 	if len(m.Layers) == 0 || m.Config.Digest == "" {
-		return 0, fmt.Errorf("the manifest of %s:%s (%s) has no config or no layers", repo, tag, m.MediaType)
+		return st, fmt.Errorf("the manifest of %s:%s (%s) has no config or no layers", repo, tag, m.MediaType)
 	}
-	blob := func(d v1.Descriptor) error {
+	blob := func(d v1.Descriptor) (time.Duration, error) {
 		var sink io.Writer
 		var v digest.Verifier
 		if verify {
 			if err := d.Digest.Validate(); err != nil {
-				return err
+				return 0, err
 			}
 			v = d.Digest.Verifier()
 			sink = v
 		}
-		if _, err := getTo(ctx, hc, base+blobPath(repo, d.Digest), nil, d.Size, sink); err != nil {
-			return err
+		t0 := time.Now()
+		t, err := getTo(ctx, hc, base+blobPath(repo, d.Digest), nil, d.Size, sink)
+		if err != nil {
+			return 0, err
 		}
 		if v != nil && !v.Verified() {
-			return fmt.Errorf("GET %s: the body does not match its digest", blobPath(repo, d.Digest))
+			return 0, fmt.Errorf("GET %s: the body does not match its digest", blobPath(repo, d.Digest))
 		}
-		return nil
+		return t0.Add(t.ttfb).Sub(start), nil
 	}
-	if err := blob(m.Config); err != nil {
-		return 0, err
+	if _, err := blob(m.Config); err != nil {
+		return st, err
 	}
-	n := m.Config.Size
+	st.config = time.Since(start)
+	st.bytes = m.Config.Size
 	sem := make(chan struct{}, jobs)
 	errs := make([]error, len(m.Layers))
+	firsts := make([]time.Duration, len(m.Layers))
 	var wg sync.WaitGroup
 	for i, l := range m.Layers {
-		n += l.Size
+		st.bytes += l.Size
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = blob(l)
+			firsts[i], errs[i] = blob(l)
 		})
 	}
 	wg.Wait()
-	return n, errors.Join(errs...)
+	st.firstByte, st.lastStart = slices.Min(firsts), slices.Max(firsts)
+	return st, errors.Join(errs...)
 }
