@@ -19,13 +19,16 @@ import (
 // is served.
 func TestServePeerWaitsForTheFillToLead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		key := []byte("key")
+		key := PeerKey("cluster secret")
+		const leader = "http://10.0.0.1:5001"
+		follower := newPeerAuth(key, "http://10.0.0.2:5001")
+		peers := func() *Peers { return &Peers{Key: key, Self: leader, auth: newPeerAuth(key, leader)} }
 		now := func() time.Time { return time.Unix(1_700_000_000, 0) }
 		d := digest.FromString("blob")
 		serve := func(c *Fills) *httptest.ResponseRecorder {
 			rec := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodGet, PeerPath+d.String()+"?origin=", nil)
-			signPeer(r, key, now())
+			follower.sign(r, leader, now())
 			go c.ServePeer(rec, r)
 			synctest.Wait()
 			return rec
@@ -39,7 +42,7 @@ func TestServePeerWaitsForTheFillToLead(t *testing.T) {
 			{"the fill here follows another replica", false, http.StatusNotFound},
 		} {
 			f := &Fill{dgst: d, key: fillKey{"", d}, state: State{Size: -1}}
-			c := &Fills{fills: map[fillKey]*Fill{f.key: f}, now: now, peers: &Peers{Key: key}}
+			c := &Fills{fills: map[fillKey]*Fill{f.key: f}, now: now, peers: peers()}
 			rec := serve(c)
 			if rec.Code != http.StatusOK || rec.Body.Len() != 0 {
 				t.Fatalf("%s: answered %d %q before the fill said whether it leads", tc.name, rec.Code, rec.Body)
@@ -56,7 +59,7 @@ func TestServePeerWaitsForTheFillToLead(t *testing.T) {
 			}
 		}
 		// No fill of the digest here: refused at once.
-		rec := serve(&Fills{fills: map[fillKey]*Fill{}, now: now, peers: &Peers{Key: key}})
+		rec := serve(&Fills{fills: map[fillKey]*Fill{}, now: now, peers: peers()})
 		if rec.Code != http.StatusNotFound {
 			t.Fatalf("no fill: status %d, want 404", rec.Code)
 		}
