@@ -140,7 +140,7 @@ func New(cfg Config, local distribution.Namespace, opts Options) (*Cache, error)
 			InUse:  c.redis.InUse(c.ctx, c.replica, cfg.Redis.LeaseTTL),
 			Leases: c.redis.Leases(), Owner: c.replica,
 			Pulls: c.redis.Pulls(), Flush: cfg.Redis.PullsFlush,
-			Sizes: c.redis.Sizes(),
+			Sizes: c.redis.Sizes(), RemovalTTL: cfg.Redis.LeaseTTL,
 		}
 	}
 	bound := expiry.SizeBound{MaxSize: cfg.MaxSize, LowWatermark: cfg.LowWatermark}

@@ -375,7 +375,9 @@ func (e *Expiry) EnforceSize(ctx context.Context) (SizeStats, error) {
 			st.Busy++
 			continue
 		}
-		removed, bytes, err := e.removeForSize(ctx, c)
+		rctx, cancel := e.removalContext(ctx)
+		removed, bytes, err := e.removeForSize(rctx, c)
+		cancel()
 		e.inUse.EndRemoval(context.WithoutCancel(ctx), c.dgst)
 		switch {
 		case err != nil:

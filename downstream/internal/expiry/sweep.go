@@ -13,6 +13,7 @@ package expiry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -81,6 +82,12 @@ type Cluster struct {
 	// size bound (size.go); then only the replica holding the size lease
 	// evicts, and one replica per ReconcileInterval rebuilds the count.
 	Sizes cluster.Sizes
+	// RemovalTTL is how long InUse's claim of a digest for removal lasts
+	// when not ended (Redis: leasettl); 0, until EndRemoval. A removal
+	// stops before its next deletion once it took half of it: a sweeper
+	// that stalled (SIGSTOP, a long pause) may have lost its claim, and a
+	// replica may be serving the digest again.
+	RemovalTTL time.Duration
 }
 
 // New is the expiry of content in st after ttl; nil when ttl is 0.
@@ -323,7 +330,9 @@ func (e *Expiry) Sweep(ctx context.Context) (SweepStats, error) {
 			st.Busy++
 			continue
 		}
-		removed, bytes, err := e.remove(ctx, dgst, limit)
+		rctx, cancel := e.removalContext(ctx)
+		removed, bytes, err := e.remove(rctx, dgst, limit)
+		cancel()
 		e.inUse.EndRemoval(context.WithoutCancel(ctx), dgst)
 		switch {
 		case err != nil:
@@ -391,14 +400,22 @@ func (e *Expiry) removeNow(ctx context.Context, dgst digest.Digest, recs []pullR
 		if r.Kind == store.KindData {
 			continue
 		}
+		if err := claimed(ctx); err != nil {
+			return false, 0, err
+		}
 		if err := e.store.Unlink(ctx, r.Ref); err != nil {
 			return false, 0, fmt.Errorf("unlinking from %s: %w", r.Repo, err)
 		}
 		repos = append(repos, r.Repo)
 	}
+	if err := claimed(ctx); err != nil {
+		return false, 0, err
+	}
 	if err := e.store.RemoveData(ctx, dgst); err != nil {
 		return false, 0, fmt.Errorf("removing data: %w", err)
 	}
+	// The data is gone: the bookkeeping below runs to its end.
+	ctx = context.WithoutCancel(ctx)
 	if err := e.store.Driver().Delete(ctx, digestRecordsDir(dgst)); err != nil && !store.IsNotFound(err) {
 		return false, 0, fmt.Errorf("removing pull records: %w", err)
 	}
@@ -426,6 +443,27 @@ func (e *Expiry) removeNow(ctx context.Context, dgst digest.Digest, recs []pullR
 	}
 	e.log.WithFields(fields).Info(msg)
 	return true, bytes, nil
+}
+
+// removalContext bounds one digest's removal by half the claim's
+// lifetime (Cluster.RemovalTTL), counted from now, just after the claim.
+func (e *Expiry) removalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if e.cl.RemovalTTL <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, e.cl.RemovalTTL/2, errClaimLapsing)
+}
+
+// errClaimLapsing stops a removal that took half its claim's lifetime.
+var errClaimLapsing = errors.New("the removal took half the lifetime of its in-use claim (a stall?); kept until the next sweep")
+
+// claimed returns why a removal must stop before its next deletion: its
+// claim is lapsing, or ctx ended.
+func claimed(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
 }
 
 // adoptOnce adopts unrecorded content the first time; under sweepMu.
