@@ -201,6 +201,13 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			return fmt.Errorf("%s: haproxy: %w", kind.label, err)
 		}
 	}
+	for _, set := range sets {
+		var pids []int
+		for _, p := range set.procs {
+			pids = append(pids, p.pid())
+		}
+		logf("replicas: %s: pids %v, haproxy %d", set.label, pids, set.cmd.Process.Pid)
+	}
 	logf("replicas: %d sets of 3 (content-cache with redis %v, distribution proxies) on versitygw, each behind haproxy, the origin %s", len(sets), b.o.replicasRedis, link)
 
 	layers := b.o.imageLayers
@@ -226,6 +233,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 				s.add(key+" fetches per blob", float64(all.up.blobGets)/float64(layers+1))
 				s.add(key+" origin bytes", float64(all.up.blobBytes))
 				s.add(key+" wall", slices.Max(all.times))
+				s.add(key+" one origin span", one.up.blobSpan().Seconds())
+				s.add(key+" origin span", all.up.blobSpan().Seconds())
 				s.add(key+" replicas cpu", all.replicas.Seconds())
 				s.add(key+" haproxy cpu", all.haproxy.Seconds())
 				s.add(key+" loadgen cpu", all.loadgen.Seconds())
@@ -260,8 +269,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "load generator", "harness (the WAN shaper)"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
-	phases := &table{head: []string{"", "clients", "manifest", "config", "first layer byte", "last layer's first byte", "last byte"},
-		align: []string{"l", "r", "r", "r", "r", "r", "r"}}
+	phases := &table{head: []string{"", "clients", "manifest", "config", "first layer byte", "last layer's first byte", "last byte", "the origin's blob GETs"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	ncpu := float64(runtime.NumCPU())
 	for _, n := range b.o.replicasClients {
 		for _, set := range sets {
@@ -279,6 +288,11 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 				for _, ph := range []string{"manifest", "config", "first byte", "last start", "end"} {
 					cells = append(cells, fmtSec(s.med(key+" "+w+" "+ph)))
 				}
+				span := key + " origin span"
+				if w == "one" {
+					span = key + " one origin span"
+				}
+				cells = append(cells, fmtSec(s.med(span)))
 				phases.row(append([]string{set.label, label}, cells...)...)
 			}
 		}
@@ -300,7 +314,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\n3 replicas and haproxy: the set's processes (/proc/PID/stat); load generator: its process (wait4); "+
 		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time.\n\n", cpu)
 	fmt.Fprintf(&b.md, "#### Where the clients waited (seconds from the start; medians over the repeats)\n\n%s\nEach phase's end for the one client, and the 99th percentile over the clients of the burst: "+
-		"the manifest's last byte, the config's, the first byte of any layer, the first byte of the last layer to start, the pull's last byte.\n\n", phases)
+		"the manifest's last byte, the config's, the first byte of any layer, the first byte of the last layer to start, the pull's last byte; "+
+		"the origin's blob GETs: from the start of the first to the end of the last, as the origin logged them (the fills' time across the WAN).\n\n", phases)
 	for _, n := range b.o.replicasClients {
 		key := fmt.Sprintf("%s %d", sets[0].label, n)
 		f, p := s.max(key+" fetches per blob"), s.med(key+" p99/one")

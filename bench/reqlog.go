@@ -205,6 +205,18 @@ func (o *reqLog) sync(ctx context.Context, hc *http.Client, p *proc, seq *syncSe
 type upstreamCount struct {
 	blobGets, blobHeads, manifestReqs int
 	blobBytes                         int64
+	// blobSpan: from the start of the first blob GET to the end of the
+	// last, as the origin logged them (the fills' time at the origin).
+	blobStart, blobEnd time.Time
+}
+
+// blobSpan is the time from the first blob GET's start to the last one's
+// end (0 without any).
+func (c upstreamCount) blobSpan() time.Duration {
+	if c.blobStart.IsZero() {
+		return 0
+	}
+	return c.blobEnd.Sub(c.blobStart)
 }
 
 // since counts the origin's 2xx and 3xx answers after mark (sync first).
@@ -219,6 +231,12 @@ func (o *reqLog) since(mark int) upstreamCount {
 			if e.method == http.MethodGet {
 				c.blobGets++
 				c.blobBytes += e.written
+				if c.blobStart.IsZero() || e.start().Before(c.blobStart) {
+					c.blobStart = e.start()
+				}
+				if e.end.After(c.blobEnd) {
+					c.blobEnd = e.end
+				}
 			} else if e.method == http.MethodHead {
 				c.blobHeads++
 			}
