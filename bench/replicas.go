@@ -267,8 +267,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	t := &table{head: []string{"", "clients", "one client's cold pull", "p50", "p99", "p99 / one client", "origin blob GETs per blob", "bytes from the origin"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
-	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "load generator", "harness (the WAN shaper)"},
-		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
+	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "load generator", "harness (the WAN shaper)", "all four ÷ CPUs", "1.3 × one client's pull"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r", "r"}}
 	phases := &table{head: []string{"", "clients", "manifest", "config", "first layer byte", "last layer's first byte", "last byte", "the origin's blob GETs"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	ncpu := float64(runtime.NumCPU())
@@ -278,7 +278,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			t.row(set.label, fmt.Sprint(n), cell(key+" one", fmtSec), cell(key+" p50", fmtSec), cell(key+" p99", fmtSec),
 				cell(key+" p99/one", fmtRatio), cell(key+" fetches per blob", count), cell(key+" origin bytes", fmtBytes))
 			cpu.row(set.label, fmt.Sprint(n), fmtSec(s.med(key+" wall")), fmt.Sprintf("%.2f of %.0f", s.med(key+" host busy")*ncpu, ncpu),
-				fmtSec(s.med(key+" replicas cpu")), fmtSec(s.med(key+" haproxy cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")))
+				fmtSec(s.med(key+" replicas cpu")), fmtSec(s.med(key+" haproxy cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")),
+				fmtSec((s.med(key+" replicas cpu")+s.med(key+" haproxy cpu")+s.med(key+" loadgen cpu")+s.med(key+" harness cpu"))/ncpu), fmtSec(1.3*s.med(key+" one")))
 			for _, w := range []string{"one", "p99"} {
 				label := "1 (the reference)"
 				if w == "p99" {
@@ -312,7 +313,9 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		"Repeats: %d (medians, per-repeat range in brackets). Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n\n",
 		redis, link, pullJobs, b.o.replicasVerify, b.o.replicasRepeats, load0, load1)
 	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\n3 replicas and haproxy: the set's processes (/proc/PID/stat); load generator: its process (wait4); "+
-		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time.\n\n", cpu)
+		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time. "+
+		"All four ÷ CPUs: the shortest the burst could take on this machine with nothing else running, all parts' CPU being needed on its %d CPUs; "+
+		"when it exceeds 1.3 × one client's pull, the target cannot be met here whatever the cache does.\n\n", cpu, int(ncpu))
 	fmt.Fprintf(&b.md, "#### Where the clients waited (seconds from the start; medians over the repeats)\n\n%s\nEach phase's end for the one client, and the 99th percentile over the clients of the burst: "+
 		"the manifest's last byte, the config's, the first byte of any layer, the first byte of the last layer to start, the pull's last byte; "+
 		"the origin's blob GETs: from the start of the first to the end of the last, as the origin logged them (the fills' time across the WAN).\n\n", phases)
