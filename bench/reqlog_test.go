@@ -50,7 +50,7 @@ func TestReqLogSinceCountsCompleted(t *testing.T) {
 	l := newReqLog()
 	now := time.Now()
 	for _, s := range []string{
-		`{"http.request.method":"GET","http.request.uri":"/v2/r/blobs/sha256:aa","http.response.written":10,"http.response.status":200,"msg":"response completed"}`,
+		`{"http.request.method":"GET","http.request.uri":"/v2/r/blobs/sha256:aa","http.response.written":10,"http.response.status":200,"http.response.duration":"5ms","msg":"response completed"}`,
 		`{"http.request.method":"HEAD","http.request.uri":"/v2/r/blobs/sha256:aa","http.response.status":200,"msg":"response completed"}`,
 		`{"http.request.method":"HEAD","http.request.uri":"/v2/r/manifests/latest","http.response.status":200,"msg":"response completed"}`,
 		`{"http.request.method":"GET","http.request.uri":"/v2/r/blobs/sha256:bb","http.response.status":404,"msg":"response completed with error"}`,
@@ -59,8 +59,11 @@ func TestReqLogSinceCountsCompleted(t *testing.T) {
 		l.line(now, s)
 	}
 	got := l.since(0)
-	if want := (upstreamCount{blobGets: 1, blobHeads: 1, manifestReqs: 1, blobBytes: 10}); got != want {
+	if want := (upstreamCount{blobGets: 1, blobHeads: 1, manifestReqs: 1, blobBytes: 10, blobStart: now.Add(-5 * time.Millisecond), blobEnd: now}); got != want {
 		t.Errorf("since: %+v, want %+v", got, want)
+	}
+	if got.blobSpan() != 5*time.Millisecond {
+		t.Errorf("blob span %v, want the GET's 5ms", got.blobSpan())
 	}
 }
 
