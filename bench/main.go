@@ -97,6 +97,8 @@ type options struct {
 	warmRepeats       int
 	warmCells         string
 	wanPerConn        float64
+	floorSizes        sizes
+	floorImage        bool
 }
 
 func main() {
@@ -154,6 +156,9 @@ func main() {
 	flag.DurationVar(&o.warmDuration, "warm-duration", 5*time.Second, "length of each wrk run of the warm-load scenario")
 	flag.IntVar(&o.warmRepeats, "warm-repeats", 3, "repeats of the warm-load scenario")
 	flag.StringVar(&o.warmCells, "warm-cells", "", "run only the warm-load measurements whose name contains this (e.g. \"4 KiB\", \"veth\", \"TLS\")")
+	o.floorSizes = sizes{8 << 20, 64 << 20}
+	flag.Var(&o.floorSizes, "floor-sizes", "floor scenario: the blob sizes pulled cold in each repeat, comma-separated; with two or more, CPU is also split into a cost per request and per MiB (the line through the smallest and the largest)")
+	flag.BoolVar(&o.floorImage, "floor-image", true, "floor scenario: also pull an image with crane")
 	flag.Parse()
 	for _, f := range strings.Split(*replicasClients, ",") {
 		var n int
@@ -1269,8 +1274,10 @@ func (b *bench) profileScenario(ctx context.Context) error {
 	}
 	n := int64(b.o.blobSize)
 	secs := b.o.profileSeconds
-	// Enough blobs for the profile at 1 GB/s, pushed before profiling.
-	count := max(4, int(int64(secs)*1e9/n)+1)
+	// Enough blobs for the profile at 1 GB/s, pushed before profiling,
+	// and at most 2 GiB of them (small blobs, to profile the cost per
+	// request, are pulled more slowly than that).
+	count := max(4, min(int(int64(secs)*1e9/n)+1, int(2<<30/n)))
 	logf("profile: pushing %d blobs of %s", count, fmtBytes(float64(n)))
 	var paths []string
 	for range count {
@@ -1280,8 +1287,16 @@ func (b *bench) profileScenario(ctx context.Context) error {
 		}
 		paths = append(paths, p)
 	}
+	// The relay of the floor scenario too: where it spends its CPU is
+	// what the caches' profiles are compared with.
+	relay, err := b.startRelay(ctx)
+	if err != nil {
+		return err
+	}
+	defer relay.stop()
+	targets := append(slices.Clone(b.direct[1:]), target{label: "relay (the floor)", host: relay.addr, p: relay.asProc()})
 	t := &table{head: []string{"", "cold pulls", "throughput", "CPU per pull: process", "CPU per pull: origin", "profiles"}, align: []string{"l", "r", "r", "r", "r", "l"}}
-	for _, tg := range b.direct[1:] {
+	for _, tg := range targets {
 		logf("profile: %s, %d s of cold pulls", tg.label, secs)
 		name := strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(tg.label)
 		files := []string{filepath.Join(b.o.cpuprofile, name+".cold.pprof"), filepath.Join(b.o.cpuprofile, "origin-during-"+name+".cold.pprof")}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
 )
 
 // Credentials of the one user at the origin.
@@ -304,11 +305,27 @@ func freeAddr() string {
 	return l.Addr().String()
 }
 
-// cpuTime is the CPU time (user and system, all threads) pid has used, from
-// /proc/PID/stat, in clock ticks of 10 ms.
+// cpuTime is the CPU time (user and system, all threads, the exited ones
+// included) pid has used: its process CPU clock (clock_gettime of
+// CLOCK_PROCESS_CPUTIME_ID's per-process form, what clock_getcpuclockid(3)
+// returns), to the nanosecond. /proc/PID/stat counts in clock ticks of
+// 10 ms: ±10 ms on the 100 ms a cold 64 MiB blob costs, a tenth of the
+// measure. /proc is the fallback where the clock cannot be read.
 func cpuTime(pid int) (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(processCPUClock(pid), &ts); err == nil {
+		return time.Duration(ts.Nano()), nil
+	}
 	u, s, err := cpuTimes(pid)
 	return u + s, err
+}
+
+// processCPUClock is the clock id of pid's CPU time: the kernel's
+// MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED), which glibc's
+// clock_getcpuclockid also returns.
+func processCPUClock(pid int) int32 {
+	const cpuClockSched = 2
+	return int32(^pid<<3 | cpuClockSched)
 }
 
 // cpuTimes is the user and the system CPU time pid has used.
