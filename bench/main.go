@@ -1275,9 +1275,9 @@ func (b *bench) profileScenario(ctx context.Context) error {
 	n := int64(b.o.blobSize)
 	secs := b.o.profileSeconds
 	// Enough blobs for the profile at 1 GB/s, pushed before profiling,
-	// and at most 2 GiB of them (small blobs, to profile the cost per
-	// request, are pulled more slowly than that).
-	count := max(4, min(int(int64(secs)*1e9/n)+1, int(2<<30/n)))
+	// and at most 2 GiB or 1,000 of them (small blobs, to profile the
+	// cost per request, are pulled more slowly than that).
+	count := max(4, min(int(int64(secs)*1e9/n)+1, int(2<<30/n), 1000))
 	logf("profile: pushing %d blobs of %s", count, fmtBytes(float64(n)))
 	var paths []string
 	for range count {
