@@ -21,9 +21,10 @@ import (
 	"github.com/content-cache/content-cache/internal/regtest"
 )
 
-// windowLayer is far larger than a fill's window in memory (4 MiB), so
-// that a client joining halfway needs bytes the window no longer holds;
-// under the 16 MiB that the gcs driver can store on fake-gcs-server.
+// windowLayer is far larger than a fill's window in memory (4 MiB; 1 MiB
+// on the filesystem), so that a client joining halfway needs bytes the
+// window no longer holds; under the 16 MiB that the gcs driver can store
+// on fake-gcs-server.
 const windowLayer = 12 << 20
 
 // A client that joins a fill after the window moved on gets every byte:

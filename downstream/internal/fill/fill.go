@@ -37,11 +37,20 @@ const Chunk = 256 << 10
 // storage. windowSize is what is kept behind the newest byte; a fill never
 // runs more than storeLag + the store's part size (Store.PartSize) ahead
 // of its storage writes, so the memory of one fill stays below windowSize +
-// storeLag + part size + storeSlack + Chunk: 8.5 MiB on the filesystem,
-// 18.5 MiB on s3 and 24.5 MiB on gcs with their default part sizes.
+// storeLag + part size + storeSlack + Chunk: 18.5 MiB on s3 and 24.5 MiB
+// on gcs with their default part sizes. On the filesystem, whose upload a
+// reader reads back as it is written (Store.Readable), both are fileWindow:
+// 2.3 MiB.
 const (
 	windowSize = 4 << 20
 	storeLag   = 4 << 20
+	// fileWindow is the window and the storage lag on the filesystem: a
+	// reader behind it reads the upload in progress from the page cache
+	// (with sendfile: less CPU than a copy from memory), and a fill that
+	// small runs in the chunks kept free (chunkList), where 8.5 MiB of
+	// chunks per fill were allocated anew and faulted in again (a fault
+	// per 4 KiB, inside the socket reads into them).
+	fileWindow = 1 << 20
 	// storeSlack is kept past what the storage writer took: the
 	// filesystem driver's writer holds up to 4 KiB in a buffer, and a
 	// reader of the upload in progress must find every byte it is sent to.
@@ -350,7 +359,7 @@ func (f *Fill) trimLocked() {
 	for len(f.chunks) > 1 {
 		ch := f.chunks[0]
 		end := f.base + int64(len(ch.buf))
-		if f.state.Written-end < windowSize || f.storing && end+storeSlack > f.stored {
+		if f.state.Written-end < f.c.window || f.storing && end+storeSlack > f.stored {
 			return
 		}
 		f.chunks[0] = nil

@@ -33,13 +33,16 @@ type Fills struct {
 	// past the part an object store's writer uploads inside Write, so that
 	// the download goes on while a part uploads.
 	storeLag int64
+	// window is how much of a fill is kept in memory behind its newest
+	// byte (windowSize, fileWindow).
+	window int64
 
 	// Fills run until ctx ends (Close), each for at most timeout.
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // fills in flight
 
-	chunks sync.Pool // free *chunk of finished fills' windows
+	chunks chunkList // free chunks of finished fills' windows
 
 	// peers, set once before serving (SetPeers), makes one fetch per blob
 	// cluster-wide; nil on a single node.
@@ -85,9 +88,17 @@ func New(d Deps) *Fills {
 		up: d.Upstream, store: d.Store, access: d.Access, expiry: d.Expiry, metrics: d.Metrics,
 		log: d.Log, now: d.Now, timeout: d.Timeout,
 		storeLag: storeLag + d.Store.PartSize(),
+		window:   windowSize,
 		fills:    make(map[fillKey]*Fill),
 		stored:   make(map[digest.Digest]time.Time),
 	}
+	if d.Store.Readable() {
+		c.window, c.storeLag = fileWindow, fileWindow
+	}
+	// The chunks of one fill are kept free: 10 on the filesystem, at most
+	// 16 (4 MiB) on object stores, whose part uploads cost far more than
+	// a fill's page faults.
+	c.chunks.max = int(min((c.window+c.storeLag+storeSlack)/Chunk+2, 16))
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c
 }
