@@ -423,20 +423,6 @@ func fmtSizes(ns []int64) string {
 	return strings.Join(out, " and ")
 }
 
-// loadAvg is the host's load average over 1, 5 and 15 minutes, as uptime
-// shows it.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], ", ")
-}
-
 // sizes is a comma-separated list of sizes (a flag).
 type sizes []size
 
