@@ -105,14 +105,44 @@ func TestStorageLateJoinerBehindWindow(t *testing.T) {
 }
 
 // gatedDriver is the filesystem driver with one step held until its gate
-// is closed: "commit", its moves into the blob store (a fill's commit), or
+// is closed: "commit", its moves into the blob store (a fill's commit),
 // "write", its writes to uploads (an object store's writer uploading a
-// part inside Write). name, when set, is the driver's name it reports.
+// part inside Write), or "link", its writes of repositories' blob links
+// (a commit's last step, after the data is in place). name, when set, is
+// the driver's name it reports. With "link", seen gets the path of each
+// held link and of each blob data Stat, when it has room.
 type gatedDriver struct {
 	storagedriver.StorageDriver
 	gate chan struct{}
 	hold string
 	name string
+	seen chan string
+}
+
+func (d gatedDriver) PutContent(ctx context.Context, path string, content []byte) error {
+	if d.hold == "link" && strings.Contains(path, "/_layers/") && strings.HasSuffix(path, "/link") {
+		d.saw(path)
+		select {
+		case <-d.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return d.StorageDriver.PutContent(ctx, path, content)
+}
+
+func (d gatedDriver) Stat(ctx context.Context, path string) (storagedriver.FileInfo, error) {
+	if d.hold == "link" && strings.Contains(path, "/blobs/") && strings.HasSuffix(path, "/data") {
+		d.saw(path)
+	}
+	return d.StorageDriver.Stat(ctx, path)
+}
+
+func (d gatedDriver) saw(path string) {
+	select {
+	case d.seen <- path:
+	default:
+	}
 }
 
 func (d gatedDriver) Name() string {
@@ -165,20 +195,29 @@ func (gatedFactory) Create(_ context.Context, params map[string]any) (storagedri
 		return nil, err
 	}
 	name, _ := params["name"].(string)
-	return gatedDriver{StorageDriver: d, gate: params["gate"].(chan struct{}), hold: params["hold"].(string), name: name}, nil
+	seen, _ := params["seen"].(chan string)
+	return gatedDriver{StorageDriver: d, gate: params["gate"].(chan struct{}), hold: params["hold"].(string), name: name, seen: seen}, nil
 }
 
 // startGated starts a cache in front of upstream over a gatedDriver that
 // holds hold (reporting name, if set); open lets it go on (once), as the
 // test's cleanup does at the latest.
 func startGated(t *testing.T, upstream, hold, name string) (cache *regtest.Server, open func()) {
+	cache, open, _ = startGatedWith(t, upstream, hold, name, nil)
+	return cache, open
+}
+
+// startGatedWith is startGated with more cache options; seen is the
+// driver's (see gatedDriver).
+func startGatedWith(t *testing.T, upstream, hold, name string, extra map[string]any) (cache *regtest.Server, open func(), seen chan string) {
 	registerGated()
 	gate := make(chan struct{})
+	seen = make(chan string, 256)
 	open = sync.OnceFunc(func() { close(gate) })
-	st := regtest.Storage{Driver: "gated", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate, "hold": hold, "name": name}}
-	cache = regtest.StartCacheOn(t, st, upstream, nil)
+	st := regtest.Storage{Driver: "gated", Params: map[string]any{"rootdirectory": t.TempDir(), "gate": gate, "hold": hold, "name": name, "seen": seen}}
+	cache = regtest.StartCacheOn(t, st, upstream, extra)
 	t.Cleanup(open)
-	return cache, open
+	return cache, open, seen
 }
 
 // A client gets its last byte once the blob is verified, not once it is

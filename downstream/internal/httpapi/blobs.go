@@ -113,6 +113,23 @@ func (b *blobRequest) fromStorage() (result string, served bool, err error) {
 	if _, err := c.store.Stat(b.r.Context(), b.dgst); err != nil {
 		return "", false, nil
 	}
+	// Stored, allowed by a decision, not linked here: a fill of this
+	// repository may be committing it (its data in place, its link next),
+	// typically a prefetched one the client asked for as it finished. Its
+	// link, made on the origin's 200 for this repository and digest, is
+	// what a HEAD would confirm: it is waited for instead. The link is
+	// looked for again in any case (the fill may have finished since):
+	// a read of a link file, against a round trip to the origin.
+	if b.auth.decided {
+		if f := c.fills.Committing(b.repo, b.dgst); f != nil {
+			if _, err := f.Wait(b.r.Context(), func(s fill.State) bool { return s.Finished }); err != nil {
+				return "", false, err // the client went away
+			}
+		}
+		if b.serveLinked() {
+			return metrics.ResultHit, true, nil
+		}
+	}
 	served, err = b.linkAndServe()
 	if err != nil && !written(b.w) && c.canServeStale(b.r, b.repo, err) {
 		// No upstream answers: what this credential may pull from this
