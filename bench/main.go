@@ -80,6 +80,8 @@ type options struct {
 	tls, http1       bool
 	baseBin, baseRev string
 	trace            bool
+	wanImages        imageShapes
+	wanTrace         bool
 	commandLine      string
 	scenarioSelected map[string]bool
 	// The replicas scenario.
@@ -102,7 +104,8 @@ type options struct {
 }
 
 func main() {
-	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, memoryLimit: 4 << 30, rssSize: 1 << 30, wanBlobSize: 16 << 20, warmBigSize: 64 << 20}
+	o := options{blobSize: 64 << 20, ttfbSize: 4 << 20, concSize: 32 << 20, imageSize: 8 * 18 << 20, memoryLimit: 4 << 30, rssSize: 1 << 30, wanBlobSize: 16 << 20, warmBigSize: 64 << 20,
+		wanImages: imageShapes{{12, 512 << 10}, {8, 18 << 20}}}
 	flag.StringVar(&o.bin, "bin", "bin/content-cache", "the content-cache binary (make build)")
 	flag.StringVar(&o.crane, "crane", ".tools/bin/crane", "crane, for the image pulls (make tools); PATH is searched when missing")
 	flag.IntVar(&o.repeats, "repeats", 7, "repeats of each scenario (medians are reported)")
@@ -120,6 +123,8 @@ func main() {
 	flag.Float64Var(&o.wanMbit, "wan-mbit", 100, "bandwidth cap of the emulated WAN in Mbit/s, per direction, shared by all connections")
 	flag.Float64Var(&o.wanPerConn, "wan-per-conn", 25, "the wan-pull scenario also runs with this bandwidth cap per connection, in Mbit/s, as CDNs behind registries impose (0: only without)")
 	flag.IntVar(&o.wanRepeats, "wan-repeats", 3, "repeats of the WAN scenarios")
+	flag.Var(&o.wanImages, "wan-images", "images of the wan-pull scenario, comma-separated LAYERSxSIZE")
+	flag.BoolVar(&o.wanTrace, "wan-trace", false, "wan-pull: also write the timeline (the cache's request lines and the origin's) of each cache's first pull of each image")
 	flag.Var(&o.wanBlobSize, "wan-blob-size", "size of the blob of the cold blob scenario across the WAN")
 	flag.IntVar(&o.bcryptCost, "bcrypt-cost", bcrypt.MinCost, "bcrypt cost of the origin's htpasswd entry (the origin checks it on every request)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown to this file")

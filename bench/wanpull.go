@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,16 +45,44 @@ func (s imageShape) String() string {
 	return fmt.Sprintf("%d layers of %s", s.layers, fmtBytes(float64(s.size)))
 }
 
+// imageShapes is the -wan-images flag: LAYERSxSIZE, comma-separated.
+type imageShapes []imageShape
+
+func (s *imageShapes) String() string {
+	var out []string
+	for _, x := range *s {
+		sz := size(x.size)
+		out = append(out, fmt.Sprintf("%dx%s", x.layers, strings.ReplaceAll(sz.String(), " ", "")))
+	}
+	return strings.Join(out, ",")
+}
+
+func (s *imageShapes) Set(v string) error {
+	var out imageShapes
+	for _, part := range strings.Split(v, ",") {
+		n, sz, ok := strings.Cut(strings.TrimSpace(part), "x")
+		layers, err := strconv.Atoi(n)
+		var bytes size
+		if !ok || err != nil || layers <= 0 || bytes.Set(sz) != nil {
+			return fmt.Errorf("expected LAYERSxSIZE, comma-separated, such as 12x512KiB,8x18MiB; got %q", part)
+		}
+		out = append(out, imageShape{layers, int(bytes)})
+	}
+	*s = out
+	return nil
+}
+
 func (b *bench) wanPullScenario(ctx context.Context) error {
 	if !b.o.wan {
 		b.notes = append(b.notes, "The wan-pull scenario (prefetch) needs `-wan`.")
 		return nil
 	}
-	shapes := []imageShape{{12, 512 << 10}, {8, 18 << 20}}
+	shapes := b.o.wanImages
 	perConn := []float64{0}
 	if b.o.wanPerConn > 0 {
 		perConn = append(perConn, b.o.wanPerConn)
 	}
+	var startBin func(bin, name, kind, opts string) (*proc, error)
 	for vi, pc := range perConn {
 		s, err := NewShaper(b.origin.addr, b.o.wanDelay, b.o.wanMbit*1e6)
 		if err != nil {
@@ -61,7 +91,10 @@ func (b *bench) wanPullScenario(ctx context.Context) error {
 		s.perConn = pc * 1e6
 		defer s.Close()
 		start := func(name, kind, opts string) (*proc, error) {
-			p, err := startProc(ctx, b.hc, procSpec{bin: b.o.bin, dir: b.work, name: fmt.Sprintf("%s-%d", name, vi), kind: kind, htpasswd: filepath.Join(b.work, "htpasswd"),
+			return startBin(b.o.bin, name, kind, opts)
+		}
+		startBin = func(bin, name, kind, opts string) (*proc, error) {
+			p, err := startProc(ctx, b.hc, procSpec{bin: bin, dir: b.work, name: fmt.Sprintf("%s-%d", name, vi), kind: kind, htpasswd: filepath.Join(b.work, "htpasswd"),
 				upstream: s.Addr, storage: b.storageYAML, tls: b.tls, cacheOptions: opts})
 			if err == nil {
 				b.procs = append(b.procs, p)
@@ -85,6 +118,15 @@ func (b *bench) wanPullScenario(ctx context.Context) error {
 			{label: "content-cache, no prefetch", host: cache.addr, p: cache, cache: true},
 			{label: "content-cache, prefetch", host: pre.addr, p: pre, cache: true},
 			{label: "distribution proxy", host: proxy.addr, p: proxy, cache: true},
+		}
+		if b.base != "" {
+			// A/B: the base binary with prefetch, last so that the
+			// indexes above stay.
+			bp, err := startBin(b.base, "wanpull-prefetch-base", kindCache, "        prefetch: true\n")
+			if err != nil {
+				return err
+			}
+			ts = append(ts, target{label: baseLabel + ", prefetch", host: bp.addr, p: bp, cache: true, base: true})
 		}
 		link := fmt.Sprintf("%v round trip, %.0f Mbit/s shared", 2*b.o.wanDelay, b.o.wanMbit)
 		if pc > 0 {
@@ -113,17 +155,26 @@ func (b *bench) wanPullRun(ctx context.Context, ts []target, shape imageShape) (
 		for _, t := range rotate(ts, r) {
 			logf("wan-pull: %s, %s, repeat %d/%d", shape, t.label, r+1, b.o.wanRepeats)
 			b.settle(ctx)
+			tMark, oMark, t0 := t.p.log.mark(), b.origin.log.mark(), time.Now()
 			d, err := dockerPull(ctx, b.hc, t.url(), img, pullJobs)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.label, err)
 			}
 			s.add(t.label, d.Seconds())
+			if b.o.wanTrace && r == 0 && t.p.kind == kindCache {
+				if err := b.wanPullTrace(ctx, t, shape, t0, d, tMark, oMark); err != nil {
+					return nil, err
+				}
+			}
 		}
 		d := s[ts[0].label][r]
 		for _, t := range ts[1:] {
 			s.add(t.label+" / direct", s[t.label][r]/d)
 		}
 		s.add("prefetch / no prefetch", s[ts[2].label][r]/s[ts[1].label][r])
+		if len(ts) > 4 {
+			s.add("prefetch: new / base", s[ts[2].label][r]/s[ts[4].label][r])
+		}
 	}
 	return s, nil
 }
@@ -137,6 +188,9 @@ func (b *bench) wanPullTable(title string, ts []target, s series, shape imageSha
 	fmt.Fprintf(&b.md, "### %s\n\n%s\n", title, t)
 	fmt.Fprintf(&b.md, "Prefetch / no prefetch: %s (per repeat %s). The client: manifest by tag, config, then the layers %d at a time (dockerd's and containerd's defaults), on loopback to the caches; a fresh image each repeat.\n\n",
 		fmtRatio(s.med("prefetch / no prefetch")), spread(s["prefetch / no prefetch"], fmtRatio), pullJobs)
+	if len(ts) > 4 {
+		fmt.Fprintf(&b.md, "A/B, with prefetch: new / base %s (per repeat %s).\n\n", fmtRatio(s.med("prefetch: new / base")), spread(s["prefetch: new / base"], fmtRatio))
+	}
 	pc := ""
 	if perConn {
 		pc = ", per-connection cap"
@@ -228,4 +282,47 @@ func pullImage(ctx context.Context, hc *http.Client, base, repo, tag string, job
 	wg.Wait()
 	st.firstByte, st.lastStart = slices.Min(firsts), slices.Max(firsts)
 	return st, errors.Join(errs...)
+}
+
+// wanPullTrace (with -trace) writes the timeline of one pull through the
+// cache t: its own request lines and the origin's, relative to the pull's
+// start (the origin's, 25 ms after the cache sent them, when the origin
+// began and ended each request).
+func (b *bench) wanPullTrace(ctx context.Context, t target, shape imageShape, t0 time.Time, d time.Duration, tMark, oMark int) error {
+	b.settle(ctx)
+	if err := t.p.log.sync(ctx, b.hc, t.p, &b.seq, true); err != nil {
+		return err
+	}
+	if err := b.origin.log.sync(ctx, b.hc, b.origin, &b.seq, false); err != nil {
+		return err
+	}
+	type ev struct {
+		who string
+		e   logEntry
+	}
+	var evs []ev
+	for _, e := range t.p.log.between(tMark) {
+		evs = append(evs, ev{"client → cache", e})
+	}
+	for _, e := range b.origin.log.between(oMark) {
+		evs = append(evs, ev{"cache → origin", e})
+	}
+	evs = slices.DeleteFunc(evs, func(v ev) bool {
+		return strings.Contains(v.e.uri, "bench-sync") || strings.HasPrefix(v.e.repo, "bench-sync/")
+	})
+	slices.SortStableFunc(evs, func(x, y ev) int { return x.e.start().Compare(y.e.start()) })
+	tb := &table{head: []string{"request", "start", "end", "what", "status", "bytes"}, align: []string{"l", "r", "r", "l", "r", "r"}}
+	ms := func(at time.Time) string { return fmt.Sprintf("%.0f ms", at.Sub(t0).Seconds()*1e3) }
+	for _, v := range evs {
+		what := v.e.method + " " + v.e.route()
+		if dg := v.e.blobDigest(); dg != "" {
+			what += " " + shortDigest(dg)
+		}
+		if v.e.result != "" {
+			what += " (" + v.e.result + ")"
+		}
+		tb.row(v.who, ms(v.e.start()), ms(v.e.end), what, strconv.Itoa(v.e.status), strconv.FormatInt(v.e.written, 10))
+	}
+	fmt.Fprintf(&b.md, "#### Timeline: %s, %s (pull %s)\n\n%s\n", t.label, shape, fmtSec(d.Seconds()), tb)
+	return nil
 }
