@@ -93,6 +93,7 @@ type options struct {
 	replicasVerify    int
 	replicasBase      bool
 	replicasProxy     bool
+	replicasLB        string
 	loadgen           loadgenSpec // internal: run as the replicas scenario's load generator
 	warmBigSize       size
 	warmDuration      time.Duration
@@ -150,6 +151,7 @@ func main() {
 	flag.BoolVar(&o.replicasRedis, "replicas-redis", true, "replicas scenario: the content-cache replicas coordinate through Redis (redis-server started by the harness)")
 	flag.BoolVar(&o.replicasWAN, "replicas-wan", true, "replicas scenario: the replicas and proxies reach the origin across the emulated WAN (-wan-delay, -wan-mbit; its own shaper, -wan not needed); false: on loopback")
 	flag.IntVar(&o.replicasVerify, "replicas-verify", 16, "replicas scenario: the load generator checks the digests of every Nth client's blobs (client 0 always; 1: all; 0: none); every body's length is checked")
+	flag.StringVar(&o.replicasLB, "replicas-lb", "tcp", "replicas scenario: haproxy's mode, tcp (connections balanced, bytes spliced, as configs/haproxy-replicated.cfg) or http (requests balanced, haproxy copying every byte)")
 	flag.BoolVar(&o.replicasProxy, "replicas-proxy", true, "replicas scenario: also the set of 3 distribution proxies (the comparison; at 128 clients across the WAN it fetches each blob about 100 times)")
 	flag.BoolVar(&o.replicasBase, "replicas-base", true, "replicas scenario: with -base-bin or -base-rev, also a set of 3 replicas of the base binary (A/B)")
 	flag.StringVar(&o.loadgen.base, "loadgen-base", "", "internal: run as the replicas scenario's load generator, pulling from this URL")
@@ -172,6 +174,10 @@ func main() {
 			os.Exit(2)
 		}
 		o.replicasClients = append(o.replicasClients, n)
+	}
+	if o.replicasLB != "tcp" && o.replicasLB != "http" {
+		fmt.Fprintf(os.Stderr, "bench: -replicas-lb %q: expected tcp or http\n", o.replicasLB)
+		os.Exit(2)
 	}
 	if o.loadgen.base != "" {
 		if err := loadgenMain(o.loadgen); err != nil {

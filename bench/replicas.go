@@ -35,6 +35,9 @@ type replicaSet struct {
 	procs []*proc
 	lb    *regtest.LoadBalancer
 	cmd   *exec.Cmd // haproxy
+	// shared are the processes every set uses: versitygw, and
+	// redis-server when it runs.
+	shared []int
 }
 
 func (s *replicaSet) url() string { return s.lb.URL }
@@ -118,7 +121,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		link = fmt.Sprintf("across the emulated WAN (%v round trip, %.0f Mbit/s shared)", 2*b.o.wanDelay, b.o.wanMbit)
 	}
 
-	redisAddr := ""
+	redisAddr, redisPid := "", 0
 	if b.o.replicasRedis {
 		rbin, err := exec.LookPath("redis-server")
 		if err != nil {
@@ -134,6 +137,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			return err
 		}
 		defer kill(redis)
+		redisPid = redis.Process.Pid
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err = regtest.Poll(pctx, (&regtest.Redis{Addr: redisAddr}).Ping)
 		cancel()
@@ -145,7 +149,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	storage := func(bucket string) func(string, string) string {
 		return func(string, string) string {
 			return fmt.Sprintf("  s3:\n    region: us-east-1\n    regionendpoint: %s\n    bucket: %s\n    forcepathstyle: true\n    secure: false\n    accesskey: %s\n    secretkey: %s\n  redirect: {disable: true}\n",
-				store.endpoint, bucket, s3AccessKey, s3SecretKey)
+				store.direct, bucket, s3AccessKey, s3SecretKey)
 		}
 	}
 	var sets []*replicaSet
@@ -159,7 +163,10 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 		}
 	}()
 	for _, kind := range kinds {
-		set := &replicaSet{label: kind.label}
+		set := &replicaSet{label: kind.label, shared: []int{store.cmd.Process.Pid}}
+		if redisPid > 0 {
+			set.shared = append(set.shared, redisPid)
+		}
 		sets = append(sets, set)
 		cacheOptions := ""
 		if redisAddr != "" {
@@ -181,7 +188,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			backends = append(backends, p.addr)
 		}
 		addr, stats := freeAddr(), freeAddr()
-		cfg, err := regtest.HAProxyConfig(addr, stats, backends, regtest.LBOptions{})
+		cfg, err := regtest.HAProxyConfig(addr, stats, backends, regtest.LBOptions{TCP: b.o.replicasLB == "tcp"})
 		if err != nil {
 			return err
 		}
@@ -239,6 +246,7 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 				s.add(key+" haproxy cpu", all.haproxy.Seconds())
 				s.add(key+" loadgen cpu", all.loadgen.Seconds())
 				s.add(key+" harness cpu", all.harness.Seconds())
+				s.add(key+" shared cpu", all.shared.Seconds())
 				s.add(key+" host busy", all.host.share())
 				for _, ph := range []struct {
 					name string
@@ -267,8 +275,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	t := &table{head: []string{"", "clients", "one client's cold pull", "p50", "p99", "p99 / one client", "origin blob GETs per blob", "bytes from the origin"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
-	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "load generator", "harness (the WAN shaper)", "all four ÷ CPUs", "1.3 × one client's pull"},
-		align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r", "r"}}
+	cpu := &table{head: []string{"", "clients", "burst (last pull's end)", "CPUs busy", "3 replicas", "haproxy", "versitygw and Redis", "load generator", "harness (the WAN shaper)", "all ÷ CPUs", "1.3 × one client's pull"},
+		align: []string{"l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"}}
 	phases := &table{head: []string{"", "clients", "manifest", "config", "first layer byte", "last layer's first byte", "last byte", "the origin's blob GETs"},
 		align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	ncpu := float64(runtime.NumCPU())
@@ -278,8 +286,8 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 			t.row(set.label, fmt.Sprint(n), cell(key+" one", fmtSec), cell(key+" p50", fmtSec), cell(key+" p99", fmtSec),
 				cell(key+" p99/one", fmtRatio), cell(key+" fetches per blob", count), cell(key+" origin bytes", fmtBytes))
 			cpu.row(set.label, fmt.Sprint(n), fmtSec(s.med(key+" wall")), fmt.Sprintf("%.2f of %.0f", s.med(key+" host busy")*ncpu, ncpu),
-				fmtSec(s.med(key+" replicas cpu")), fmtSec(s.med(key+" haproxy cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")),
-				fmtSec((s.med(key+" replicas cpu")+s.med(key+" haproxy cpu")+s.med(key+" loadgen cpu")+s.med(key+" harness cpu"))/ncpu), fmtSec(1.3*s.med(key+" one")))
+				fmtSec(s.med(key+" replicas cpu")), fmtSec(s.med(key+" haproxy cpu")), fmtSec(s.med(key+" shared cpu")), fmtSec(s.med(key+" loadgen cpu")), fmtSec(s.med(key+" harness cpu")),
+				fmtSec((s.med(key+" replicas cpu")+s.med(key+" haproxy cpu")+s.med(key+" shared cpu")+s.med(key+" loadgen cpu")+s.med(key+" harness cpu"))/ncpu), fmtSec(1.3*s.med(key+" one")))
 			for _, w := range []string{"one", "p99"} {
 				label := "1 (the reference)"
 				if w == "p99" {
@@ -304,17 +312,21 @@ func (b *bench) replicasScenario(ctx context.Context) error {
 	}
 	fmt.Fprintf(&b.md, "### Replicas: %d-layer image (%s) pulled cold by many clients through haproxy, the origin %s\n\n%s\n",
 		layers, fmtBytes(float64(layers*layer)), link, t)
+	lb := "balancing connections, the kernel splicing the bytes between sockets (`mode tcp`, `option splice-auto`; the deployed `configs/haproxy-replicated.cfg` is `mode tcp` too, passing TLS through)"
+	if b.o.replicasLB == "http" {
+		lb = "balancing requests (`mode http`, haproxy copying every byte)"
+	}
 	fmt.Fprintf(&b.md, "Three content-cache replicas with %s, and three of distribution's proxies, each set sharing one versitygw bucket behind its own haproxy "+
-		"(round-robin, health check on `/`), reaching the origin %s; the clients reach haproxy on loopback. "+
+		"(round-robin, health check on `/`, %s), reaching the origin %s; the clients reach haproxy on loopback, the replicas reach versitygw directly. "+
 		"Each row: one client pulls a fresh image cold (the reference), then all the clients pull another fresh image at once, "+
 		"as dockerd and containerd do (manifest by tag, config, then the layers %d at a time), each with connections of its own, from one load-generator process. "+
 		"A pull ends with its last byte; every body's length is checked, and the digests of every %dth client's bodies (hashing is each client's own CPU, on its own host). "+
 		"p50 and p99 over the clients; origin GETs per blob: blob GETs the origin served / (layers + config). "+
 		"Repeats: %d (medians, per-repeat range in brackets). Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n\n",
-		redis, link, pullJobs, b.o.replicasVerify, b.o.replicasRepeats, load0, load1)
-	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\n3 replicas and haproxy: the set's processes (/proc/PID/stat); load generator: its process (wait4); "+
+		redis, lb, link, pullJobs, b.o.replicasVerify, b.o.replicasRepeats, load0, load1)
+	fmt.Fprintf(&b.md, "#### Where the CPU of the bursts went (medians)\n\n%s\n3 replicas, haproxy, versitygw and Redis: their processes (/proc/PID/stat); load generator: its process (wait4); "+
 		"harness: the bench's own process, the WAN shaper's copies most of it (getrusage); CPUs busy: the machine's busy time (/proc/stat) over the burst's time. "+
-		"All four ÷ CPUs: the shortest the burst could take on this machine with nothing else running, all parts' CPU being needed on its %d CPUs; "+
+		"All ÷ CPUs: the shortest the burst could take on this machine with nothing else running, all parts' CPU being needed on its %d CPUs; "+
 		"when it exceeds 1.3 × one client's pull, the target cannot be met here whatever the cache does.\n\n", cpu, int(ncpu))
 	fmt.Fprintf(&b.md, "#### Where the clients waited (seconds from the start; medians over the repeats)\n\n%s\nEach phase's end for the one client, and the 99th percentile over the clients of the burst: "+
 		"the manifest's last byte, the config's, the first byte of any layer, the first byte of the last layer to start, the pull's last byte; "+
@@ -372,6 +384,7 @@ type replicaRun struct {
 	haproxy  time.Duration // CPU of the set's haproxy
 	loadgen  time.Duration // CPU of the load generator
 	harness  time.Duration // CPU of the bench's own process (the shaper)
+	shared   time.Duration // CPU of versitygw and redis-server
 	host     hostCPU       // the machine's CPU during the pulls
 }
 
@@ -391,7 +404,7 @@ func (b *bench) replicaPulls(ctx context.Context, set *replicaSet, n, layers, la
 			pids = append(pids, p.pid())
 		}
 		hap := []int{set.cmd.Process.Pid}
-		cpu0, hap0, self0 := pidsCPU(pids), pidsCPU(hap), selfCPU()
+		cpu0, hap0, self0, shared0 := pidsCPU(pids), pidsCPU(hap), selfCPU(), pidsCPU(set.shared)
 		host0, _ := readHostCPU()
 		res, lg, err := runLoadgen(ctx, loadgenSpec{base: set.url(), ref: img.Repo + ":" + img.Tag, clients: n, verify: b.o.replicasVerify, deadline: 30 * time.Minute})
 		if err != nil {
@@ -400,6 +413,7 @@ func (b *bench) replicaPulls(ctx context.Context, set *replicaSet, n, layers, la
 		host1, _ := readHostCPU()
 		run.res, run.times, run.loadgen = res, res.Seconds, lg
 		run.replicas, run.haproxy, run.harness, run.host = pidsCPU(pids)-cpu0, pidsCPU(hap)-hap0, selfCPU()-self0, host1.sub(host0)
+		run.shared = pidsCPU(set.shared) - shared0
 		if want := int64(n) * int64(len(img.Config)+layers*layer); res.Bytes != want {
 			return fmt.Errorf("%s: the clients got %d blob bytes, want %d", set.label, res.Bytes, want)
 		}

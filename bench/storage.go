@@ -31,8 +31,12 @@ const (
 // objectStore is versitygw and its counting proxy.
 type objectStore struct {
 	endpoint string // the proxy: what the registries use
-	cmd      *exec.Cmd
-	srv      *http.Server
+	// direct is versitygw itself, for scenarios that count nothing: the
+	// proxy copies every byte in the harness's process, whose CPU shares
+	// the machine with what is measured.
+	direct string
+	cmd    *exec.Cmd
+	srv    *http.Server
 
 	mu     sync.Mutex
 	counts map[string]int // requests per bucket
@@ -74,7 +78,8 @@ func startObjectStore(ctx context.Context, bin, dir string, buckets []string) (*
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	target, _ := url.Parse("http://" + addr)
+	s.direct = "http://" + addr
+	target, _ := url.Parse(s.direct)
 	rp := httputil.NewSingleHostReverseProxy(target)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -35,6 +35,12 @@ type LBOptions struct {
 	// CheckInterval is the time between two probes of a server; one failed
 	// probe takes it out, one good probe puts it back. Default: 200ms.
 	CheckInterval time.Duration
+	// TCP balances connections rather than requests, as the deployed
+	// configuration does (configs/haproxy-replicated.cfg passes TLS
+	// through), with the kernel moving the bytes between the sockets
+	// (splice). The zero value balances HTTP requests, whose retries a
+	// rolling restart's tests rely on.
+	TCP bool
 }
 
 // haproxyConfig is the configuration StartHAProxy writes. The retries are
@@ -44,9 +50,15 @@ type LBOptions struct {
 var haproxyConfig = template.Must(template.New("haproxy").Parse(`global
     log stdout format raw local0 info
 defaults
+{{- if .TCP}}
+    mode tcp
+    option tcplog
+    option splice-auto
+{{- else}}
     mode http
-    log global
     option httplog
+{{- end}}
+    log global
     option dontlognull
     timeout connect 2s
     timeout client 120s
@@ -54,11 +66,14 @@ defaults
     timeout check 2s
     retries 3
     option redispatch 1
+{{- if not .TCP}}
     retry-on conn-failure empty-response
+{{- end}}
 frontend registry
     bind {{.Addr}}
     default_backend replicas
 frontend stats
+    mode http
     bind {{.StatsAddr}}
     stats enable
     stats uri /stats
@@ -130,6 +145,7 @@ func HAProxyConfig(addr, statsAddr string, backends []string, opts LBOptions) (s
 	err := haproxyConfig.Execute(&b, map[string]any{
 		"Addr": addr, "StatsAddr": statsAddr, "CheckPath": opts.CheckPath,
 		"Inter": fmt.Sprintf("%dms", opts.CheckInterval.Milliseconds()), "Servers": servers,
+		"TCP": opts.TCP,
 	})
 	return b.String(), err
 }
