@@ -213,3 +213,57 @@ func TestTagOfManifestListRewritten(t *testing.T) {
 }
 
 const manifestListType = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+// A cold pull's tag costs one request at the origin: the GET of the tag,
+// not a HEAD to resolve it first and then a GET of the digest (a round
+// trip across the WAN before the manifest's own). A credential the origin
+// refuses gets the origin's answer from that one GET, body included; once
+// the cache holds the tag's manifest it resolves the tag with a HEAD as
+// before.
+func TestColdTagIsOneGet(t *testing.T) {
+	auth := regtest.HtpasswdAuth(t, users)
+	origin := regtest.StartOrigin(t, auth)
+	img := regtest.RandomImage(52, 1, 1000)
+	img.Repo = "public/app"
+	push(t, origin, img)
+	up, x := recordOrigin(t, origin)
+	cache := regtest.StartCache(t, up, nil)
+	tagPath := "/v2/public/app/manifests/" + img.Tag
+
+	// Refused: the origin's 401 with its body, from one GET.
+	hdr := ociAccept()
+	hdr.Set("Authorization", basic("bob", "wrong"))
+	mark := x.len()
+	o, c := sameAnswer(t, "refused cold tag", origin, cache, http.MethodGet, tagPath, hdr, manifestHeaders...)
+	if o.status != http.StatusUnauthorized || c.status != http.StatusUnauthorized {
+		t.Fatalf("refused cold tag: origin %d, cache %d; want 401 from both", o.status, c.status)
+	}
+	if got := x.since(mark); len(got) != 1 || got[0] != (exchange{http.MethodGet, tagPath, "", http.StatusUnauthorized}) {
+		t.Fatalf("refused cold tag: the cache asked the origin %v, want one GET %s refused", got, tagPath)
+	}
+
+	// Allowed: one GET of the tag, and the manifest verified.
+	hdr.Set("Authorization", basic("bob", "bob-pw"))
+	mark = x.len()
+	a := send(t.Context(), cache.URL, http.MethodGet, tagPath, basic("bob", "bob-pw"), ociAccept())
+	if a.err != nil {
+		t.Fatal(a.err)
+	}
+	if a.status != http.StatusOK || !bytes.Equal(a.body, img.Manifest) || a.header.Get("Docker-Content-Digest") != img.Digest.String() {
+		t.Fatalf("cold tag: %d, digest %q; want 200 with the manifest %s", a.status, a.header.Get("Docker-Content-Digest"), img.Digest)
+	}
+	if got := x.since(mark); len(got) != 1 || got[0] != (exchange{http.MethodGet, tagPath, "", http.StatusOK}) {
+		t.Fatalf("cold tag: the cache asked the origin %v, want one GET %s", got, tagPath)
+	}
+
+	// Known now: a HEAD naming the digest held, answered 304.
+	mark = x.len()
+	a = send(t.Context(), cache.URL, http.MethodGet, tagPath, basic("bob", "bob-pw"), ociAccept())
+	if a.err != nil || a.status != http.StatusOK || !bytes.Equal(a.body, img.Manifest) {
+		t.Fatalf("known tag: %d %v; want 200 with the manifest", a.status, a.err)
+	}
+	quoted := `"` + img.Digest.String() + `"`
+	if got := x.since(mark); len(got) != 1 || got[0] != (exchange{http.MethodHead, tagPath, quoted, http.StatusNotModified}) {
+		t.Fatalf("known tag: the cache asked the origin %v, want one HEAD %s If-None-Match=%s answered 304", got, tagPath, quoted)
+	}
+}

@@ -154,6 +154,15 @@ func (m *manifestMemory) tagged(repo ident.Key, tag string) *manifestEntry {
 	return m.use(d)
 }
 
+// knowsTag reports whether the origin resolved tag of repo for this
+// process before (and the memory has not dropped it since).
+func (m *manifestMemory) knowsTag(repo ident.Key, tag string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.tags[tagKey{repo, tag}]
+	return ok
+}
+
 // resolved records that the origin just resolved tag of repo to dgst.
 func (m *manifestMemory) resolved(repo ident.Key, tag string, dgst digest.Digest) {
 	m.mu.Lock()

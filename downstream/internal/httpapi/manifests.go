@@ -82,7 +82,18 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 			c.log.WithError(err).WithField("digest", dgst).Warn("cannot look up a stored manifest; fetching it")
 		}
 	}
-	if r.Method == http.MethodHead || !byDigest || storedHere {
+	// A GET of a tag this process has no answer for goes straight to the
+	// origin's GET: the HEAD below only pays when the tag's manifest may
+	// be held here, and on a cold pull it cost a round trip to the origin
+	// before the manifest's own (and, refused, a third for the error's
+	// body). The origin's 200 authorizes it as the HEAD's would.
+	direct := !byDigest && r.Method == http.MethodGet && !c.mem.knowsTag(repo.Key(), ref)
+	if direct {
+		if _, known := c.access.Offline().Tag(repo.Key(), ref); known {
+			direct = false
+		}
+	}
+	if !direct && (r.Method == http.MethodHead || !byDigest || storedHere) {
 		// A GET of a tag whose manifest is in memory asks the origin
 		// whether the tag still names it: an unchanged tag costs the
 		// origin no manifest read, and the cache no storage read.
@@ -195,6 +206,10 @@ func (c *API) serveManifest(w http.ResponseWriter, r *http.Request, repo ident.R
 	if !dgst.Algorithm().Available() || dgst.Algorithm().FromBytes(body) != dgst {
 		c.log.WithField("digest", dgst).WithField("upstream", resp.Host.Host).Warn("upstream manifest does not match its digest")
 		return "", errcode.ErrorCodeUnavailable.WithMessage("upstream sent a manifest that does not match digest " + dgst.String())
+	}
+	if direct {
+		c.mem.resolved(repo.Key(), ref, dgst)
+		c.access.Offline().Resolved(repo.Key(), ref, dgst)
 	}
 	if err := hold(dgst); err != nil {
 		return "", err
