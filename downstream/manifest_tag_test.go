@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/content-cache/content-cache/internal/regtest"
+	"github.com/distribution/distribution/v3/configuration"
 )
 
 // exchange is one request the cache sent the origin, and the answer.
@@ -65,6 +66,29 @@ func recordOrigin(t *testing.T, origin *regtest.Server) (string, *exchanges) {
 	return srv.URL, x
 }
 
+// tagCache is an htpasswd origin holding one image, public/app, and a
+// cache in front of it whose requests to the origin are recorded.
+type tagCache struct {
+	auth   configuration.Auth
+	origin *regtest.Server
+	img    regtest.Image
+	x      *exchanges
+	cache  *regtest.Server
+}
+
+func startTagCache(t *testing.T, seed int64, options map[string]any) tagCache {
+	t.Helper()
+	tc := tagCache{auth: regtest.HtpasswdAuth(t, users)}
+	tc.origin = regtest.StartOrigin(t, tc.auth)
+	tc.img = regtest.RandomImage(seed, 1, 1000)
+	tc.img.Repo = "public/app"
+	push(t, tc.origin, tc.img)
+	var up string
+	up, tc.x = recordOrigin(t, tc.origin)
+	tc.cache = regtest.StartCache(t, up, options)
+	return tc
+}
+
 // A tag is resolved at the origin on every request. Once the cache holds
 // the tag's manifest, it asks with If-None-Match naming the digest it
 // holds: the origin answers 304 after authorizing the credential, without
@@ -72,14 +96,9 @@ func recordOrigin(t *testing.T, origin *regtest.Server) (string, *exchanges) {
 // origin request per request; a moved tag, a revoked credential and the
 // client's own If-None-Match are answered as by the origin, at once.
 func TestTagResolvedWithIfNoneMatch(t *testing.T) {
-	auth := regtest.HtpasswdAuth(t, users)
-	origin := regtest.StartOrigin(t, auth)
-	first := regtest.RandomImage(50, 1, 1000)
-	first.Repo = "public/app"
-	push(t, origin, first)
-	up, x := recordOrigin(t, origin)
 	// A decision for an hour: tags must be asked at the origin anyway.
-	cache := regtest.StartCache(t, up, map[string]any{"authttl": "1h"})
+	tc := startTagCache(t, 50, map[string]any{"authttl": "1h"})
+	auth, origin, first, x, cache := tc.auth, tc.origin, tc.img, tc.x, tc.cache
 	bob := &regtest.Client{Base: cache.URL, User: "bob", Pass: "bob-pw"}
 	tagPath := "/v2/public/app/manifests/" + first.Tag
 	quoted := func(img regtest.Image) string { return `"` + img.Digest.String() + `"` }
@@ -221,13 +240,8 @@ const manifestListType = "application/vnd.docker.distribution.manifest.list.v2+j
 // the cache holds the tag's manifest it resolves the tag with a HEAD as
 // before.
 func TestColdTagIsOneGet(t *testing.T) {
-	auth := regtest.HtpasswdAuth(t, users)
-	origin := regtest.StartOrigin(t, auth)
-	img := regtest.RandomImage(52, 1, 1000)
-	img.Repo = "public/app"
-	push(t, origin, img)
-	up, x := recordOrigin(t, origin)
-	cache := regtest.StartCache(t, up, nil)
+	tc := startTagCache(t, 52, nil)
+	origin, img, x, cache := tc.origin, tc.img, tc.x, tc.cache
 	tagPath := "/v2/public/app/manifests/" + img.Tag
 
 	// Refused: the origin's 401 with its body, from one GET.
