@@ -139,6 +139,7 @@ func serve(ctx context.Context, config *configuration.Configuration) error {
 		drainTimeout = DefaultDrainTimeout
 	}
 	config.HTTP.DrainTimeout = 0
+	defer batchLogs(logrus.StandardLogger())()
 	// From here on, a signal drains instead of killing the process.
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)

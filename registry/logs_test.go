@@ -1,0 +1,56 @@
+package registry
+
+import (
+	"bytes"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the batch writer's goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A fatal line reaches the output before the process would exit, with the
+// lines before it; restoring puts the logger back as it was.
+func TestBatchLogsWriteBeforeFatalExit(t *testing.T) {
+	out := &lockedBuffer{}
+	lg := logrus.New()
+	lg.SetOutput(out)
+	exited := -1
+	var atExit string
+	lg.ExitFunc = func(code int) { exited, atExit = code, out.String() }
+	restore := batchLogs(lg)
+	lg.Info("before")
+	lg.Fatal("the end")
+	restore()
+	if exited != 1 {
+		t.Fatalf("exit code %d, want 1", exited)
+	}
+	if !strings.Contains(atExit, "before") || !strings.Contains(atExit, "the end") {
+		t.Fatalf("output when the process exits: %q; want both lines", atExit)
+	}
+	if lg.Out != out {
+		t.Fatal("the output was not restored")
+	}
+	lg.Info("after")
+	if !strings.Contains(out.String(), "after") {
+		t.Fatal("a line after restoring did not reach the output")
+	}
+}
