@@ -281,3 +281,26 @@ func TestColdTagIsOneGet(t *testing.T) {
 		t.Fatalf("known tag: the cache asked the origin %v, want one HEAD %s If-None-Match=%s answered 304", got, tagPath, quoted)
 	}
 }
+
+// A client's If-None-Match on a tag the cache has no answer for gets the
+// origin's answer: 304 for the current digest, the manifest otherwise.
+func TestColdTagClientIfNoneMatch(t *testing.T) {
+	for _, inm := range []string{"current", "other"} {
+		t.Run(inm, func(t *testing.T) {
+			tc := startTagCache(t, 53, nil)
+			hdr := ociAccept()
+			hdr.Set("Authorization", basic("bob", "bob-pw"))
+			want := http.StatusNotModified
+			if inm == "current" {
+				hdr.Set("If-None-Match", `"`+tc.img.Digest.String()+`"`)
+			} else {
+				hdr.Set("If-None-Match", `"sha256:0000000000000000000000000000000000000000000000000000000000000000"`)
+				want = http.StatusOK
+			}
+			o, c := sameAnswer(t, "cold tag, If-None-Match "+inm, tc.origin, tc.cache, http.MethodGet, "/v2/public/app/manifests/"+tc.img.Tag, hdr, "Docker-Distribution-API-Version")
+			if o.status != want || c.status != want {
+				t.Fatalf("If-None-Match %s: origin %d, cache %d; want %d", inm, o.status, c.status, want)
+			}
+		})
+	}
+}
