@@ -1,36 +1,17 @@
 package registry
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/content-cache/content-cache/internal/regtest"
 	"github.com/sirupsen/logrus"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the batch writer's goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A fatal line reaches the output before the process would exit, with the
 // lines before it; restoring puts the logger back as it was.
 func TestBatchLogsWriteBeforeFatalExit(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &regtest.Buffer{}
 	lg := logrus.New()
 	lg.SetOutput(out)
 	exited := -1

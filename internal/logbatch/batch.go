@@ -21,7 +21,7 @@ type Writer struct {
 	w io.Writer
 
 	mu      sync.Mutex
-	drained sync.Cond // pending written (for Flush, Close and back-pressure)
+	drained sync.Cond // pending written (for Close and back-pressure)
 	pending []byte
 	spare   []byte
 	writing bool // the goroutine holds a batch
@@ -102,16 +102,6 @@ func (b *Writer) run() {
 
 // Unwrap is the underlying writer.
 func (b *Writer) Unwrap() io.Writer { return b.w }
-
-// Flush returns once everything written before it has reached the
-// underlying writer.
-func (b *Writer) Flush() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for !b.closed && (len(b.pending) > 0 || b.writing) {
-		b.drained.Wait()
-	}
-}
 
 // Close writes what is pending and stops the goroutine; later writes go
 // to the underlying writer directly.

@@ -77,7 +77,7 @@ func TestBatchWriterKeepsEveryLineInOrder(t *testing.T) {
 
 // Lines that come while a write is under way go out together in the next
 // one: one write for many lines, not one per line. An idle writer's line
-// goes out at once (no timer), and Flush waits for it.
+// goes out at once (no timer).
 func TestBatchWriterBatchesWhileAWriteRuns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := &gateWriter{hold: true, release: make(chan struct{})}
@@ -92,7 +92,7 @@ func TestBatchWriterBatchesWhileAWriteRuns(t *testing.T) {
 		g.hold = false
 		g.mu.Unlock()
 		close(g.release)
-		b.Flush()
+		synctest.Wait() // every batch written: the goroutine waits for the next
 		out, writes := g.snapshot()
 		if writes != 2 {
 			t.Fatalf("%d writes for 101 lines, 100 of them queued behind one write: want 2", writes)
