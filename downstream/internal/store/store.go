@@ -91,8 +91,13 @@ func (m mountStat) Apply(v any) error {
 }
 
 // Link makes a blob whose data is stored part of repo. Only for a
-// repository the origin confirmed has the blob.
+// repository the origin confirmed has the blob. Through distribution's
+// blob store, or on the filesystem driver's files directly
+// (upload_direct.go).
 func (s *Store) Link(ctx context.Context, repo ident.Repo, dgst digest.Digest) error {
+	if s.fileRoot != "" {
+		return s.linkDirect(repo, dgst)
+	}
 	desc, err := s.Stat(ctx, dgst)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"time"
 
@@ -22,13 +23,17 @@ import (
 type Upload struct {
 	s         *Store
 	dir       string // <repository>/_uploads/<uuid>
-	fw        storagedriver.FileWriter
+	fw        storagedriver.FileWriter // through the driver
+	file      *os.File                 // or on the driver's files (upload_direct.go)
 	committed bool
 }
 
 // NewUpload starts an upload into repo, started at now.
 func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (*Upload, error) {
 	u := &Upload{s: s, dir: UploadDir(repo.Stored().Name(), uuid.NewString())}
+	if s.fileRoot != "" {
+		return u, s.newUploadDirect(u, now)
+	}
 	if err := s.driver.PutContent(ctx, path.Join(u.dir, "startedat"), []byte(now.UTC().Format(time.RFC3339))); err != nil {
 		return u, err
 	}
@@ -49,12 +54,15 @@ func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (
 // byte of distribution's proxy (which writes 32 KiB at a time) in such a
 // state, and the same CPU otherwise.
 func (u *Upload) Write(p []byte) (int, error) {
-	if u.s.driver.Name() != "filesystem" {
+	var w io.Writer = u.fw
+	if u.file != nil {
+		w = u.file
+	} else if u.s.driver.Name() != "filesystem" {
 		return u.fw.Write(p)
 	}
 	var n int
 	for len(p) > 0 {
-		k, err := u.fw.Write(p[:min(len(p), fileWrite)])
+		k, err := w.Write(p[:min(len(p), fileWrite)])
 		n += k
 		if err != nil {
 			return n, err
@@ -74,6 +82,12 @@ const fileWrite = 32 << 10
 // reports: object stores' writers (s3, azure, gcs) buffer and upload in
 // parts, so before Commit neither Size nor Stat counts the last part.
 func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest, size int64) error {
+	if u.file != nil {
+		if err := u.commitDirect(dgst, size); err != nil {
+			return err
+		}
+		return u.s.Link(ctx, repo, dgst)
+	}
 	if err := u.fw.Commit(ctx); err != nil {
 		return err
 	}
@@ -113,6 +127,10 @@ func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest
 // Cancel drops what is left of the upload: its writer unless committed,
 // and its directory.
 func (u *Upload) Cancel(ctx context.Context) {
+	if u.s.fileRoot != "" {
+		u.cancelDirect()
+		return
+	}
 	if u.fw != nil && !u.committed {
 		_ = u.fw.Cancel(ctx)
 		_ = u.fw.Close()
@@ -148,5 +166,8 @@ func (s *Store) Readable() bool { return s.driver.Name() == "filesystem" }
 // is Readable. A reader opened before the commit moves the file keeps
 // reading it.
 func (u *Upload) ReadWritten(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if u.s.fileRoot != "" {
+		return u.readWrittenDirect(offset)
+	}
 	return u.s.driver.Reader(ctx, path.Join(u.dir, "data"), offset)
 }
