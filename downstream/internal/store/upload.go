@@ -22,7 +22,7 @@ import (
 // purger, which reads its startedat file.
 type Upload struct {
 	s         *Store
-	dir       string // <repository>/_uploads/<uuid>
+	dir       string                   // <repository>/_uploads/<uuid>
 	fw        storagedriver.FileWriter // through the driver
 	file      *os.File                 // or on the driver's files (upload_direct.go)
 	committed bool
