@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distribution/distribution/v3/registry/storage"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/content-cache/content-cache/internal/regtest"
@@ -299,13 +300,19 @@ func TestReplicaProcessesCraneThroughHAProxy(t *testing.T) {
 // (SIGKILL) while its upstream is held mid-blob. Its own clients get an
 // aborted response, never a complete-looking body; the clients following
 // its fill on the other replicas get a verified body or an aborted one; a
-// retry succeeds with a verified body; and the blob in the storage (S3)
-// verifies, as does what every replica serves afterwards, the killed one
-// restarted included.
+// retry succeeds with a verified body; and the blob in the storage (S3,
+// and the filesystem, which the cache writes directly) verifies, as does
+// what every replica serves afterwards, the killed one restarted
+// included. On the filesystem, the killed replica's upload is left for
+// distribution's upload purger, which must be able to read its startedat.
 func TestReplicaProcessKilledMidFill(t *testing.T) {
+	t.Run("s3", func(t *testing.T) { testReplicaProcessKilledMidFill(t, regtest.StartS3(t)) })
+	t.Run("filesystem", func(t *testing.T) { testReplicaProcessKilledMidFill(t, regtest.Filesystem(t)) })
+}
+
+func testReplicaProcessKilledMidFill(t *testing.T, st regtest.Storage) {
 	img := regtest.RandomImage(2123, 1, 12<<20)
 	img.Repo = "replicas/killed"
-	st := regtest.StartS3(t)
 	s := startReplicaSetup(t, st, regtest.SlowLinkOptions{Rate: 16 << 20, HoldAt: 3 << 20}, "2s", true, nil, img)
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
@@ -404,6 +411,14 @@ func TestReplicaProcessKilledMidFill(t *testing.T) {
 	}
 	if err := verifyStored(ctx, st, drv, d); err != nil {
 		t.Fatal(err)
+	}
+	if st.Driver == "filesystem" {
+		// The killed leader's upload is still there, and distribution's
+		// purger removes it once old enough: its startedat parses.
+		deleted, errs := storage.PurgeUploads(ctx, drv, time.Now().Add(time.Hour), true)
+		if len(errs) > 0 || !slices.ContainsFunc(deleted, func(p string) bool { return strings.Contains(p, "/_uploads/") }) {
+			t.Errorf("upload purger: deleted %v, errors %v; want the killed replica's upload deleted", deleted, errs)
+		}
 	}
 	t.Logf("lease takeovers: %v", sumMetric(ctx, t, s.c, "content_cache_lease_takeovers_total"))
 }
