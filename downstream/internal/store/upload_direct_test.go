@@ -63,6 +63,19 @@ func leftovers(t *testing.T, root string) []string {
 	return left
 }
 
+// writeUpload starts an upload into repo, started at at, and writes body.
+func writeUpload(t *testing.T, s *Store, repo ident.Repo, at time.Time, body []byte) *Upload {
+	t.Helper()
+	u, err := s.NewUpload(t.Context(), repo, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // The upload written through the driver and the one written on its files
 // directly end the same way, as distribution sees them: the blob stored,
 // linked in the repository (and not in another), readable while written,
@@ -75,13 +88,7 @@ func TestUploadDirectAndThroughTheDriverAgree(t *testing.T) {
 			repo := testRepo(t, "test/blob")
 			body := bytes.Repeat([]byte("content-cache "), 10_000)
 			dgst := digest.FromBytes(body)
-			u, err := s.NewUpload(ctx, repo, time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := u.Write(body); err != nil {
-				t.Fatal(err)
-			}
+			u := writeUpload(t, s, repo, time.Now(), body)
 			rd, err := u.ReadWritten(ctx, 100)
 			if err != nil {
 				t.Fatal(err)
@@ -129,14 +136,8 @@ func TestUploadDirectWrongSizeKeepsNothing(t *testing.T) {
 		repo := testRepo(t, "test/blob")
 		body := []byte("twelve bytes")
 		dgst := digest.FromBytes(body)
-		u, err := s.NewUpload(ctx, repo, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.Write(body); err != nil {
-			t.Fatal(err)
-		}
-		err = u.Commit(ctx, repo, dgst, 13)
+		u := writeUpload(t, s, repo, time.Now(), body)
+		err := u.Commit(ctx, repo, dgst, 13)
 		if err == nil || !strings.Contains(err.Error(), "storage holds 12 of 13 bytes") {
 			t.Fatalf("direct %v: commit of a wrong size: %v", direct, err)
 		}
@@ -154,24 +155,12 @@ func TestUploadDirectCancelAndPurge(t *testing.T) {
 	ctx := t.Context()
 	s, root := newFileStore(t, true)
 	repo := testRepo(t, "test/blob")
-	u, err := s.NewUpload(ctx, repo, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := u.Write([]byte("partial")); err != nil {
-		t.Fatal(err)
-	}
+	u := writeUpload(t, s, repo, time.Now(), []byte("partial"))
 	u.Cancel(ctx)
 	if left := leftovers(t, root); len(left) > 0 {
 		t.Fatalf("a cancelled upload left: %v", left)
 	}
-	crashed, err := s.NewUpload(ctx, repo, time.Now().Add(-time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := crashed.Write([]byte("partial")); err != nil {
-		t.Fatal(err)
-	}
+	crashed := writeUpload(t, s, repo, time.Now().Add(-time.Hour), []byte("partial"))
 	_ = crashed.file.Close()
 	deleted, errs := storage.PurgeUploads(ctx, s.driver, time.Now().Add(-time.Minute), true)
 	if len(errs) > 0 || len(deleted) == 0 {
@@ -191,15 +180,10 @@ func TestUploadDirectStoredAlready(t *testing.T) {
 	dgst := digest.FromBytes(body)
 	for i, name := range []string{"test/a", "test/b"} {
 		repo := testRepo(t, name)
-		u, err := s.NewUpload(ctx, repo, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := u.Write(body); err != nil {
-			t.Fatal(err)
-		}
+		u := writeUpload(t, s, repo, time.Now(), body)
 		var before os.FileInfo
 		if i == 1 {
+			var err error
 			if before, err = os.Stat(s.fullPath(BlobDataPath(dgst))); err != nil {
 				t.Fatal(err)
 			}
