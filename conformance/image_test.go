@@ -263,16 +263,8 @@ func writeWorld(t *testing.T, dir, name string, b []byte) string {
 	return p
 }
 
-// freeAddr is a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a loopback address nothing listens on (regtest.FreeAddr).
+func freeAddr(t *testing.T) string { return regtest.FreeAddr(t) }
 
 // runContainer runs `docker run --name name args...`, removes the
 // container when the test ends (logging its output if the test failed),

@@ -193,17 +193,8 @@ func runToExit(t *testing.T, env []string, args ...string) (code int, stdout, st
 	return code, out.String(), errOut.String()
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+// freeAddr is a loopback address nothing listens on (regtest.FreeAddr).
+func freeAddr(t *testing.T) string { return regtest.FreeAddr(t) }
 
 // ---------------------------------------------------------------------------
 // Certificates and passwords

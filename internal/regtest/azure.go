@@ -25,7 +25,7 @@ func StartAzure(t testing.TB) Storage {
 	t.Helper()
 	bin := Tool(t, "azurite-blob", "azurite-"+AzuriteVersion+"/node_modules/.bin/azurite-blob")
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := FreeAddr(t)
 	host, port := splitHostPort(t, addr)
 	ca := NewCA(t)
 	cert, key := ca.ServerFiles(t)

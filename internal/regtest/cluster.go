@@ -102,7 +102,7 @@ func StartCluster(t testing.TB, o ClusterOptions) *Cluster {
 	dir := t.TempDir()
 	var backends []string
 	for i := range o.Replicas {
-		r := &Replica{Index: i, Addr: freePort(t), DebugAddr: freePort(t), t: t, bin: bin, env: o.Env}
+		r := &Replica{Index: i, Addr: FreeAddr(t), DebugAddr: FreeAddr(t), t: t, bin: bin, env: o.Env}
 		r.URL = "http://" + r.Addr
 		r.Config = filepath.Join(dir, fmt.Sprintf("replica%d.yml", i))
 		opts := map[string]any{"upstreams": []any{o.Upstream}}

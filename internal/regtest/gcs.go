@@ -35,7 +35,7 @@ func StartGCS(t testing.TB) Storage {
 	t.Helper()
 	bin := Tool(t, "fake-gcs-server", "bin/fake-gcs-server")
 	dir := t.TempDir()
-	addr := freePort(t)
+	addr := FreeAddr(t)
 	host, port := splitHostPort(t, addr)
 	srv := startServer(t, "fake-gcs-server", addr, nil, gcsOp, nil, bin,
 		"-scheme", "http", "-host", host, "-port", port,

@@ -97,9 +97,9 @@ func StartHAProxy(t testing.TB, backends []string, opts LBOptions) *LoadBalancer
 	if _, err := os.Stat(bin); err != nil {
 		bin = Tool(t, "haproxy", "bin/haproxy")
 	}
-	lb := &LoadBalancer{Addr: freePort(t)}
+	lb := &LoadBalancer{Addr: FreeAddr(t)}
 	lb.URL = "http://" + lb.Addr
-	statsAddr := freePort(t)
+	statsAddr := FreeAddr(t)
 	lb.StatsURL = "http://" + statsAddr + "/stats;csv"
 	for i := range backends {
 		lb.Servers = append(lb.Servers, fmt.Sprintf("r%d", i))

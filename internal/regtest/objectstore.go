@@ -197,17 +197,6 @@ func moduleRoot() (string, bool) {
 	}
 }
 
-// freePort returns a loopback port nobody listens on now.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startServer runs an object store's server process until the test ends,
 // waits until addr accepts connections, and puts the counting proxy in
 // front of it.

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/content-cache/content-cache/internal/testkit"
 )
 
 // Process is a child process a test started (redis-server, haproxy, a
@@ -175,8 +177,9 @@ func WaitStatus(ctx context.Context, client *http.Client, url string, want int, 
 	}, watch...)
 }
 
-// FreeAddr returns a loopback address with a port nobody listens on now.
-func FreeAddr(t testing.TB) string { return freePort(t) }
+// FreeAddr returns a loopback address with a port nobody listens on now
+// (testkit.FreeAddr).
+func FreeAddr(t testing.TB) string { return testkit.FreeAddr(t) }
 
 // tail is the end of s, at most n bytes.
 func tail(s string, n int) string {

@@ -28,7 +28,7 @@ type Redis struct {
 // redis-server the test is skipped, or fails when CI is set.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{Addr: freePort(t), Dir: t.TempDir(), t: t, bin: Tool(t, "redis-server", "bin/redis-server")}
+	r := &Redis{Addr: FreeAddr(t), Dir: t.TempDir(), t: t, bin: Tool(t, "redis-server", "bin/redis-server")}
 	r.start()
 	return r
 }

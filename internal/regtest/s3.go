@@ -23,7 +23,7 @@ func StartS3(t testing.TB) Storage {
 	if err := os.Mkdir(filepath.Join(dir, "cache"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
+	addr := FreeAddr(t)
 	srv := startServer(t, "versitygw", addr, nil, s3Op,
 		[]string{"ROOT_ACCESS_KEY=regtest", "ROOT_SECRET_KEY=regtest-secret"},
 		bin, "--port", addr, "posix", dir)

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/content-cache/content-cache/downstream/internal/config"
+	"github.com/content-cache/content-cache/internal/testkit"
 )
 
 // redisServer is a redis-server the test started, on a loopback port.
@@ -37,12 +38,7 @@ func startRedis(t *testing.T) *redisServer {
 		}
 		t.Skip("redis-server not found on PATH (apt-get install redis-server)")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	s := &redisServer{Addr: addr, done: make(chan error, 1)}
 	s.cmd = exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
