@@ -915,6 +915,8 @@ func (b *bench) concurrentScenario(ctx context.Context) error {
 		logf("%d concurrent misses of %s, repeat %d/%d", n, fmtBytes(float64(sz)), r+1, b.o.repeats)
 		for _, t := range rotate(ts, r) {
 			var tms []timing
+			b.settle(ctx)
+			c0, _ := cpuTime(t.p.pid())
 			up, err := b.measure(ctx, func() (err error) {
 				tms, err = getConcurrent(ctx, b.hc, t.url()+path, n, sz)
 				return err
@@ -922,6 +924,11 @@ func (b *bench) concurrentScenario(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			// The server's CPU until its fill is committed, per MiB it
+			// sent to the clients.
+			b.quiesce(ctx, t.p, b.uploadsGlob(t.p))
+			c1, _ := cpuTime(t.p.pid())
+			s.add(t.label+" cpu", (c1-c0).Seconds()*1e3/(float64(int64(n)*sz)/(1<<20)))
 			var lat, ttfb []float64
 			for _, tm := range tms {
 				lat = append(lat, tm.total.Seconds()*1e3)
@@ -935,13 +942,13 @@ func (b *bench) concurrentScenario(ctx context.Context) error {
 			s.add(t.label+" upstream bytes", float64(up.blobBytes))
 		}
 	}
-	t := &table{head: []string{"", "upstream GETs", "upstream HEADs", "upstream bytes", "time to first byte p50", "latency p50", "latency p99"}, align: []string{"l", "r", "r", "r", "r", "r", "r"}}
+	t := &table{head: []string{"", "upstream GETs", "upstream HEADs", "upstream bytes", "time to first byte p50", "latency p50", "latency p99", "server CPU per MiB sent"}, align: []string{"l", "r", "r", "r", "r", "r", "r", "r"}}
 	for _, tg := range ts {
 		g, h, by := fmtCount(s.med(tg.label+" upstream GETs")), fmtCount(s.med(tg.label+" upstream HEADs")), fmtBytes(s.med(tg.label+" upstream bytes"))
 		if !tg.cache {
 			g, h, by = "(itself: "+g+")", "–", "–"
 		}
-		t.row(tg.label, g, h, by, fmtMS(s.med(tg.label+" ttfb p50")), fmtMS(s.med(tg.label+" p50")), fmtMS(s.med(tg.label+" p99")))
+		t.row(tg.label, g, h, by, fmtMS(s.med(tg.label+" ttfb p50")), fmtMS(s.med(tg.label+" p50")), fmtMS(s.med(tg.label+" p99")), fmtMS(s.med(tg.label+" cpu")))
 	}
 	fmt.Fprintf(&b.md, "### %d concurrent misses of one %s blob\n\n%s\n", n, fmtBytes(float64(sz)), t)
 	fmt.Fprintf(&b.md, "Latency: from sending the GET to its last byte, per client; p50 and p99 over the %d clients of a repeat, then the median over the repeats. Upstream GETs: the most of any repeat for content-cache is %s.\n\n",
@@ -952,6 +959,7 @@ func (b *bench) concurrentScenario(ctx context.Context) error {
 			{"time to first byte p50", ts[1].label + " ttfb p50", bt.label + " ttfb p50", fmtMS, false},
 			{"latency p50", ts[1].label + " p50", bt.label + " p50", fmtMS, false},
 			{"latency p99", ts[1].label + " p99", bt.label + " p99", fmtMS, false},
+			{"server CPU per MiB sent", ts[1].label + " cpu", bt.label + " cpu", fmtMS, false},
 		})
 	}
 	worst := s.max(ts[1].label + " upstream GETs")
