@@ -28,6 +28,10 @@ type Upload struct {
 	committed bool
 }
 
+// direct reports whether the upload is written on the filesystem driver's
+// files rather than through the driver (upload_direct.go).
+func (u *Upload) direct() bool { return u.s.fileRoot != "" }
+
 // NewUpload starts an upload into repo, started at now.
 func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (*Upload, error) {
 	u := &Upload{s: s, dir: UploadDir(repo.Stored().Name(), uuid.NewString())}
@@ -55,7 +59,7 @@ func (s *Store) NewUpload(ctx context.Context, repo ident.Repo, now time.Time) (
 // state, and the same CPU otherwise.
 func (u *Upload) Write(p []byte) (int, error) {
 	var w io.Writer = u.fw
-	if u.file != nil {
+	if u.direct() {
 		w = u.file
 	} else if u.s.driver.Name() != "filesystem" {
 		return u.fw.Write(p)
@@ -82,11 +86,8 @@ const fileWrite = 32 << 10
 // reports: object stores' writers (s3, azure, gcs) buffer and upload in
 // parts, so before Commit neither Size nor Stat counts the last part.
 func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest, size int64) error {
-	if u.file != nil {
-		if err := u.commitDirect(dgst, size); err != nil {
-			return err
-		}
-		return u.s.Link(ctx, repo, dgst)
+	if u.direct() {
+		return u.commitDirect(repo, dgst, size)
 	}
 	if err := u.fw.Commit(ctx); err != nil {
 		return err
@@ -127,7 +128,7 @@ func (u *Upload) Commit(ctx context.Context, repo ident.Repo, dgst digest.Digest
 // Cancel drops what is left of the upload: its writer unless committed,
 // and its directory.
 func (u *Upload) Cancel(ctx context.Context) {
-	if u.s.fileRoot != "" {
+	if u.direct() {
 		u.cancelDirect()
 		return
 	}
@@ -166,7 +167,7 @@ func (s *Store) Readable() bool { return s.driver.Name() == "filesystem" }
 // is Readable. A reader opened before the commit moves the file keeps
 // reading it.
 func (u *Upload) ReadWritten(ctx context.Context, offset int64) (io.ReadCloser, error) {
-	if u.s.fileRoot != "" {
+	if u.direct() {
 		return u.readWrittenDirect(offset)
 	}
 	return u.s.driver.Reader(ctx, path.Join(u.dir, "data"), offset)

@@ -73,8 +73,9 @@ func (s *Store) newUploadDirect(u *Upload, now time.Time) error {
 }
 
 // commitDirect is Commit on the files: sync, size check, move to the
-// blob's path unless stored already, the upload's directory removed.
-func (u *Upload) commitDirect(dgst digest.Digest, size int64) error {
+// blob's path unless stored already, the upload's directory removed, and
+// the link written.
+func (u *Upload) commitDirect(repo ident.Repo, dgst digest.Digest, size int64) error {
 	f := u.file
 	u.committed = true
 	err := f.Sync()
@@ -110,7 +111,7 @@ func (u *Upload) commitDirect(dgst digest.Digest, size int64) error {
 		return err
 	}
 	u.s.removeUploadDir(dir)
-	return nil
+	return u.s.writeLink(repo, dgst)
 }
 
 // removeUploadDir removes an upload's directory: its two files and itself,
@@ -148,12 +149,17 @@ func (u *Upload) readWrittenDirect(offset int64) (io.ReadCloser, error) {
 	return f, nil
 }
 
-// linkDirect writes repo's layer link to dgst, whose data must be stored,
-// unless it holds dgst already.
+// linkDirect writes repo's layer link to dgst, whose data must be stored.
 func (s *Store) linkDirect(repo ident.Repo, dgst digest.Digest) error {
 	if _, err := os.Stat(s.fullPath(BlobDataPath(dgst))); err != nil {
 		return notFound(BlobDataPath(dgst), err)
 	}
+	return s.writeLink(repo, dgst)
+}
+
+// writeLink writes repo's layer link to dgst, unless it holds dgst
+// already; the caller knows the data is stored.
+func (s *Store) writeLink(repo ident.Repo, dgst digest.Digest) error {
 	link := s.fullPath(path.Join(LinkDir(repo.Stored().Name(), dgst, KindLayer), "link"))
 	if b, err := os.ReadFile(link); err == nil && string(b) == dgst.String() {
 		return nil
